@@ -1,0 +1,2 @@
+//! Benchmark harness (filled in by the benchmarks issue).
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! Shared helpers for the workspace-level integration tests.
+#![deny(missing_docs)]
