@@ -455,6 +455,27 @@ fn same_seed_same_trace_different_seed_different_trace() {
 }
 
 #[test]
+fn the_digest_sees_timing_not_just_fates() {
+    let run = |latency| {
+        let t0 = epoch();
+        let mut sim = Simulator::new(1, t0);
+        sim.set_default_link(LinkConditions {
+            latency,
+            ..LinkConditions::perfect()
+        });
+        sim.add_node(A, Peer::pinger(B, 10, ms(1), 32, t0));
+        sim.add_node(B, Peer::echo());
+        drain(&mut sim);
+        (sim.trace_digest(), *sim.stats())
+    };
+    let (slow, slow_stats) = run(ms(11));
+    let (fast, fast_stats) = run(ms(10));
+    assert_eq!(slow_stats, fast_stats);
+    assert_ne!(slow, fast);
+    assert_eq!(run(ms(10)).0, fast);
+}
+
+#[test]
 fn every_datagram_is_accounted_for_across_seeds() {
     lightning_proto::sim::run_seeds(20, |seed| {
         let (_, stats) = chaotic_run(seed);
