@@ -10,6 +10,7 @@
 //! loop, and what makes them testable and fuzzable deterministically.
 #![deny(missing_docs)]
 
+pub mod endpoint;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
@@ -17,3 +18,4 @@ pub mod message;
 mod msgpack;
 pub mod reconnect;
 pub mod sim;
+pub mod tls;

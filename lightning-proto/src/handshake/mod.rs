@@ -350,3 +350,26 @@ pub fn check_connection_limit(
 pub fn connection_id(validator_hotkey: &str, unix_millis: u64) -> String {
     format!("conn_{validator_hotkey}_{unix_millis}")
 }
+
+impl<'a> From<&'a crate::message::HandshakeRequest> for RequestFields<'a> {
+    fn from(r: &'a crate::message::HandshakeRequest) -> Self {
+        RequestFields {
+            validator_hotkey: &r.validator_hotkey,
+            timestamp: r.timestamp,
+            nonce: &r.nonce,
+            signature: &r.signature,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::message::HandshakeResponse> for ResponseFields<'a> {
+    fn from(r: &'a crate::message::HandshakeResponse) -> Self {
+        ResponseFields {
+            miner_hotkey: &r.miner_hotkey,
+            timestamp: r.timestamp,
+            signature: &r.signature,
+            accepted: r.accepted,
+            cert_fingerprint: r.cert_fingerprint.as_deref(),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Endpoint configuration: the limits of PROTOCOL §8 and §9, plus ours.
+//!
+//! Defaults match btlightning 0.2.15 wherever the reference has a setting, so a mixed subnet
+//! behaves the same. Settings the reference lacks (unauthenticated connection cap, handshake
+//! deadline, request read deadline, Retry policy) close the gaps listed in PROTOCOL §13.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+
+use crate::frame::{DEFAULT_MAX_FRAME_PAYLOAD, MIN_MAX_FRAME_PAYLOAD};
+use crate::reconnect::ReconnectPolicy;
+
+/// A configuration value is out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn check(ok: bool, what: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(what.to_string()))
+    }
+}
+
+/// QUIC transport settings shared by both roles (PROTOCOL §1.1).
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// QUIC max idle timeout (default 150 s).
+    pub idle_timeout: Duration,
+    /// Interval between keep-alive PINGs (default 30 s; must be below the idle timeout).
+    pub keep_alive_interval: Duration,
+    /// Per-stream receive window in bytes (quinn's default 1.25 MB).
+    pub stream_receive_window: u32,
+    /// Connection-wide receive window in bytes. Bounded (unlike the reference) so that one
+    /// peer cannot make us buffer without limit.
+    pub receive_window: u64,
+    /// Bytes we keep in flight and buffered for retransmission per connection.
+    pub send_window: u64,
+    /// Whether path MTU discovery may raise packets above 1200 bytes. Needs a socket that
+    /// sets don't-fragment (quinn-udp does).
+    pub mtu_discovery: bool,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(150),
+            keep_alive_interval: Duration::from_secs(30),
+            stream_receive_window: 1_250_000,
+            receive_window: 64 * 1024 * 1024,
+            send_window: 10_000_000,
+            mtu_discovery: true,
+        }
+    }
+}
+
+impl TransportOptions {
+    /// Checks the reference's constraints: both durations positive, keep-alive below idle.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(!self.idle_timeout.is_zero(), "idle_timeout must be > 0")?;
+        check(
+            !self.keep_alive_interval.is_zero() && self.keep_alive_interval < self.idle_timeout,
+            "keep_alive_interval must be > 0 and < idle_timeout",
+        )?;
+        check(
+            IdleTimeout::try_from(self.idle_timeout).is_ok(),
+            "idle_timeout is too large",
+        )?;
+        check(
+            self.stream_receive_window > 0 && self.receive_window > 0 && self.send_window > 0,
+            "flow-control windows must be > 0",
+        )
+    }
+
+    pub(crate) fn build(&self, peer_bidi_streams: u32) -> Arc<TransportConfig> {
+        let mut t = TransportConfig::default();
+        t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        t.keep_alive_interval(Some(self.keep_alive_interval));
+        t.max_concurrent_bidi_streams(VarInt::from_u32(peer_bidi_streams));
+        // Neither side ever uses unidirectional streams (PROTOCOL §2).
+        t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
+        t.receive_window(VarInt::from_u64(self.receive_window).unwrap_or(VarInt::MAX));
+        t.send_window(self.send_window);
+        t.datagram_receive_buffer_size(None);
+        if !self.mtu_discovery {
+            t.mtu_discovery_config(None);
+        }
+        Arc::new(t)
+    }
+}
+
+/// Validator-side settings (reference `LightningClientConfig`, PROTOCOL §10.1).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for the QUIC connect, and again for each hotkey's handshake (10 s).
+    pub connect_timeout: Duration,
+    /// QUIC settings.
+    pub transport: TransportOptions,
+    /// Backoff for on-demand reconnects (PROTOCOL §8.4).
+    pub reconnect: ReconnectPolicy,
+    /// Maximum number of miner addresses connected at once (1024).
+    pub max_connections: usize,
+    /// Largest frame payload accepted from a miner (64 MiB).
+    pub max_frame_payload_bytes: u32,
+    /// Largest total of chunk bytes accepted on one streaming response (64 MiB). Unlike the
+    /// reference, which only checks it in `collect_all`, this is enforced on every stream.
+    pub max_stream_payload_bytes: u64,
+    /// How many received chunks of one streaming response may wait for the application
+    /// before we stop reading that stream (QUIC flow control then slows the miner).
+    pub stream_read_ahead_chunks: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            transport: TransportOptions::default(),
+            reconnect: ReconnectPolicy::default(),
+            max_connections: 1024,
+            max_frame_payload_bytes: DEFAULT_MAX_FRAME_PAYLOAD,
+            max_stream_payload_bytes: u64::from(DEFAULT_MAX_FRAME_PAYLOAD),
+            stream_read_ahead_chunks: 32,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks every constraint of the reference's client config builder.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.connect_timeout.is_zero(),
+            "connect_timeout must be > 0",
+        )?;
+        self.transport.validate()?;
+        self.reconnect
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        check(self.max_connections >= 1, "max_connections must be >= 1")?;
+        check(
+            self.max_frame_payload_bytes >= MIN_MAX_FRAME_PAYLOAD,
+            "max_frame_payload_bytes must be >= 1 MiB",
+        )?;
+        check(
+            self.max_stream_payload_bytes >= u64::from(self.max_frame_payload_bytes),
+            "max_stream_payload_bytes must be >= max_frame_payload_bytes",
+        )?;
+        check(
+            self.stream_read_ahead_chunks >= 1,
+            "stream_read_ahead_chunks must be >= 1",
+        )
+    }
+}
+
+/// When the server answers a new connection with a QUIC Retry (address validation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Every unvalidated address (the reference's default).
+    Always,
+    /// Never: saves a round trip per connection.
+    Never,
+    /// Only while at least this many connections are still unauthenticated, i.e. when
+    /// someone may be flooding us with spoofed Initials.
+    WhenUnauthenticatedAtLeast(usize),
+}
+
+/// Miner-side settings (reference `LightningServerConfig`, PROTOCOL §9.2, plus ours).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Oldest accepted handshake timestamp, exclusive (300 s; 1..=3600).
+    pub max_signature_age_secs: u64,
+    /// How often expired nonces and rate-limit entries are dropped (60 s).
+    pub nonce_cleanup_interval: Duration,
+    /// Maximum authenticated validator hotkeys (128).
+    pub max_connections: usize,
+    /// Replay cache capacity (100 000).
+    pub max_nonce_entries: usize,
+    /// A connection that has not authenticated within this time is closed (10 s). The
+    /// reference only bounds handshake *processing*; we bound the whole unauthenticated life.
+    pub handshake_timeout: Duration,
+    /// Handshake attempts per source IP per 60 s window (30).
+    pub max_handshake_attempts_per_minute: u32,
+    /// Streams a validator may have open at once (128).
+    pub max_concurrent_bidi_streams: u32,
+    /// Only validators in the permit set may authenticate.
+    pub require_validator_permit: bool,
+    /// Source IPs tracked by the handshake rate limiter (10 000).
+    pub max_tracked_rate_ips: usize,
+    /// Time a handler has for a unary answer or a whole stream (30 s).
+    pub handler_timeout: Duration,
+    /// Largest request frame payload accepted (64 MiB).
+    pub max_frame_payload_bytes: u32,
+    /// Stream chunks queued per streaming response before the handler is told to wait (32).
+    pub streaming_channel_buffer: usize,
+    /// When to send QUIC Retry.
+    pub retry: RetryPolicy,
+    /// Connections that have not authenticated yet, at most (1024). More are refused.
+    pub max_unauthenticated_connections: usize,
+    /// A request stream that delivers no bytes for this long before its first frame is
+    /// complete is reset (10 s), so a peer cannot hold streams with a header and silence.
+    pub request_read_timeout: Duration,
+    /// QUIC settings.
+    pub transport: TransportOptions,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_signature_age_secs: 300,
+            nonce_cleanup_interval: Duration::from_secs(60),
+            max_connections: 128,
+            max_nonce_entries: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_handshake_attempts_per_minute: 30,
+            max_concurrent_bidi_streams: 128,
+            require_validator_permit: false,
+            max_tracked_rate_ips: 10_000,
+            handler_timeout: Duration::from_secs(30),
+            max_frame_payload_bytes: DEFAULT_MAX_FRAME_PAYLOAD,
+            streaming_channel_buffer: 32,
+            retry: RetryPolicy::WhenUnauthenticatedAtLeast(64),
+            max_unauthenticated_connections: 1024,
+            request_read_timeout: Duration::from_secs(10),
+            transport: TransportOptions::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every constraint of the reference's server config builder, and ours.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transport.validate()?;
+        let idle = self.transport.idle_timeout;
+        check(
+            (1..=3600).contains(&self.max_signature_age_secs),
+            "max_signature_age_secs must be in 1..=3600",
+        )?;
+        check(
+            !self.nonce_cleanup_interval.is_zero(),
+            "nonce_cleanup_interval must be > 0",
+        )?;
+        check(self.max_connections > 0, "max_connections must be > 0")?;
+        check(self.max_nonce_entries > 0, "max_nonce_entries must be > 0")?;
+        check(
+            !self.handshake_timeout.is_zero() && self.handshake_timeout < idle,
+            "handshake_timeout must be > 0 and < idle_timeout",
+        )?;
+        check(
+            self.max_handshake_attempts_per_minute > 0,
+            "max_handshake_attempts_per_minute must be > 0",
+        )?;
+        check(
+            self.max_concurrent_bidi_streams > 0,
+            "max_concurrent_bidi_streams must be > 0",
+        )?;
+        check(
+            self.max_tracked_rate_ips > 0,
+            "max_tracked_rate_ips must be > 0",
+        )?;
+        check(
+            !self.handler_timeout.is_zero() && self.handler_timeout < idle,
+            "handler_timeout must be > 0 and < idle_timeout",
+        )?;
+        check(
+            self.max_frame_payload_bytes >= MIN_MAX_FRAME_PAYLOAD,
+            "max_frame_payload_bytes must be >= 1 MiB",
+        )?;
+        check(
+            self.streaming_channel_buffer > 0,
+            "streaming_channel_buffer must be > 0",
+        )?;
+        check(
+            self.max_unauthenticated_connections > 0,
+            "max_unauthenticated_connections must be > 0",
+        )?;
+        check(
+            !self.request_read_timeout.is_zero(),
+            "request_read_timeout must be > 0",
+        )
+    }
+}

@@ -1,0 +1,234 @@
+//! QUIC plumbing shared by the client and server roles.
+//!
+//! `Core` owns the quinn-proto endpoint and its connections and hides the event shuttling
+//! between them: connection→endpoint events, endpoint→connection events, per-connection
+//! timers, and a fair queue of connections that may have datagrams to send. The roles only
+//! see "this connection produced this application event".
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use quinn_proto::{
+    ConnectionHandle, DatagramEvent, EcnCodepoint, EndpointConfig, Incoming, Transmit,
+};
+use rand_core::RngCore;
+
+use super::clock::WallClock;
+
+/// Result of feeding one datagram to the endpoint.
+pub(crate) enum Received {
+    /// An existing connection consumed it; drive that connection.
+    Conn(ConnectionHandle),
+    /// A new connection attempt; the server decides what to do with it.
+    Incoming(Box<Incoming>),
+    /// Consumed by the endpoint itself (or dropped).
+    Nothing,
+}
+
+/// What a connection has for its role after pumping endpoint events.
+pub(crate) enum ConnPoll {
+    Event(quinn_proto::Event),
+    Idle,
+    /// Fully closed; the core has forgotten it.
+    Drained,
+}
+
+pub(crate) struct Core {
+    pub(crate) endpoint: quinn_proto::Endpoint,
+    pub(crate) conns: HashMap<ConnectionHandle, quinn_proto::Connection>,
+    pub(crate) clock: WallClock,
+    /// Stateless datagrams (Retry, refusal, version negotiation, reset).
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    send_queue: VecDeque<ConnectionHandle>,
+    in_send_queue: HashSet<ConnectionHandle>,
+    timer_dirty: HashSet<ConnectionHandle>,
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
+    timer_of: HashMap<ConnectionHandle, Instant>,
+    max_gso_segments: usize,
+    scratch: Vec<u8>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        rng: &mut impl RngCore,
+        server: Option<Arc<quinn_proto::ServerConfig>>,
+        clock: WallClock,
+        allow_mtud: bool,
+    ) -> Self {
+        let mut reset_key = [0u8; 64];
+        rng.fill_bytes(&mut reset_key);
+        let mut endpoint_seed = [0u8; 32];
+        rng.fill_bytes(&mut endpoint_seed);
+        let mut config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &reset_key,
+        )));
+        config.rng_seed(Some(endpoint_seed));
+        Self {
+            endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),
+            conns: HashMap::new(),
+            clock,
+            responses: VecDeque::new(),
+            send_queue: VecDeque::new(),
+            in_send_queue: HashSet::new(),
+            timer_dirty: HashSet::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            max_gso_segments: 1,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set_max_gso_segments(&mut self, n: usize) {
+        self.max_gso_segments = n.max(1);
+    }
+
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) -> Received {
+        self.clock.observe(now);
+        self.scratch.clear();
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut self.scratch)
+        {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => match self.conns.get_mut(&ch) {
+                Some(conn) => {
+                    conn.handle_event(event);
+                    self.touch(ch);
+                    Received::Conn(ch)
+                }
+                None => Received::Nothing,
+            },
+            Some(DatagramEvent::NewConnection(incoming)) => Received::Incoming(Box::new(incoming)),
+            Some(DatagramEvent::Response(t)) => {
+                let bytes = self.scratch[..t.size].to_vec();
+                self.responses.push_back((t, bytes));
+                Received::Nothing
+            }
+            None => Received::Nothing,
+        }
+    }
+
+    /// Queues a stateless response produced by accept/refuse/retry.
+    pub(crate) fn push_response(&mut self, t: Transmit, buf: &[u8]) {
+        let bytes = buf[..t.size].to_vec();
+        self.responses.push_back((t, bytes));
+    }
+
+    pub(crate) fn insert(&mut self, ch: ConnectionHandle, conn: quinn_proto::Connection) {
+        self.conns.insert(ch, conn);
+        self.touch(ch);
+    }
+
+    /// Marks a connection as possibly having datagrams to send and a new deadline.
+    pub(crate) fn touch(&mut self, ch: ConnectionHandle) {
+        if self.in_send_queue.insert(ch) {
+            self.send_queue.push_back(ch);
+        }
+        self.timer_dirty.insert(ch);
+    }
+
+    /// Shuttles endpoint events, then returns the connection's next application event.
+    pub(crate) fn poll_conn(&mut self, ch: ConnectionHandle) -> ConnPoll {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return ConnPoll::Drained;
+        };
+        let mut drained = false;
+        while let Some(ev) = conn.poll_endpoint_events() {
+            if ev.is_drained() {
+                drained = true;
+            }
+            if let Some(back) = self.endpoint.handle_event(ch, ev) {
+                conn.handle_event(back);
+            }
+        }
+        if let Some(ev) = conn.poll() {
+            return ConnPoll::Event(ev);
+        }
+        if drained {
+            self.conns.remove(&ch);
+            if let Some(at) = self.timer_of.remove(&ch) {
+                self.timers.remove(&(at, ch));
+            }
+            self.timer_dirty.remove(&ch);
+            return ConnPoll::Drained;
+        }
+        ConnPoll::Idle
+    }
+
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((t, bytes)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(t);
+        }
+        while let Some(ch) = self.send_queue.pop_front() {
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                self.in_send_queue.remove(&ch);
+                continue;
+            };
+            buf.clear();
+            let t = conn.poll_transmit(now, self.max_gso_segments, buf);
+            self.timer_dirty.insert(ch);
+            match t {
+                Some(t) => {
+                    // Round robin: a busy connection goes to the back of the line.
+                    self.send_queue.push_back(ch);
+                    return Some(t);
+                }
+                None => {
+                    self.in_send_queue.remove(&ch);
+                }
+            }
+        }
+        None
+    }
+
+    fn refresh_timers(&mut self) {
+        for ch in self.timer_dirty.drain() {
+            if let Some(at) = self.timer_of.remove(&ch) {
+                self.timers.remove(&(at, ch));
+            }
+            if let Some(at) = self.conns.get_mut(&ch).and_then(|c| c.poll_timeout()) {
+                self.timers.insert((at, ch));
+                self.timer_of.insert(ch, at);
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        self.refresh_timers();
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Fires every connection timer due at `now`; returns the connections to drive.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<ConnectionHandle> {
+        self.clock.observe(now);
+        self.refresh_timers();
+        let mut fired = Vec::new();
+        while let Some(&(at, ch)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, ch));
+            self.timer_of.remove(&ch);
+            if let Some(conn) = self.conns.get_mut(&ch) {
+                conn.handle_timeout(now);
+                fired.push(ch);
+            }
+        }
+        for &ch in &fired {
+            self.touch(ch);
+        }
+        fired
+    }
+}

@@ -1,0 +1,75 @@
+//! The sans-IO endpoints: [`Client`] (validator) and [`Server`] (miner).
+//!
+//! Each owns a quinn-proto endpoint with all of its connections, runs the Lightning
+//! handshake and the request/stream flows, and exposes one small surface:
+//!
+//! | inputs | outputs |
+//! |---|---|
+//! | `handle_datagram(now, remote, local_ip, ecn, bytes)` | `poll_transmit(now, buf)` → datagram(s) to send |
+//! | `handle_timeout(now)` | `poll_timeout()` → when to call `handle_timeout` next |
+//! | commands (`connect`, `request`, `respond`, …) | `poll_event()` → application events |
+//!
+//! # The drive loop
+//!
+//! After **every** input or command, drain the outputs in this order:
+//!
+//! 1. `poll_transmit` until `None`, sending each datagram (with GSO, a transmit holds
+//!    `size / segment_size` datagrams);
+//! 2. `poll_event` until `None`, acting on each event (which may issue more commands —
+//!    then drain again);
+//! 3. `poll_timeout`, and arm your single timer for it.
+//!
+//! When the timer fires, call `handle_timeout(now)` and drain again. Nothing happens
+//! between calls: the endpoint never reads a clock, so `now` is whatever you say it is
+//! (a virtual clock in tests, `Instant::now()` in production).
+//! `examples/std_event_loop.rs` is a complete loop over `std::net::UdpSocket`.
+
+mod client;
+mod clock;
+mod config;
+mod core;
+mod error;
+mod outq;
+mod server;
+mod sim_node;
+mod timers;
+
+pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
+pub use clock::WallClock;
+pub use config::{ClientConfig, ConfigError, RetryPolicy, ServerConfig, TransportOptions};
+pub use error::ClientError;
+pub use server::{
+    wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,
+    ServerStats, SynapseKind,
+};
+
+pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};
+
+use crate::identity::{ss58, Signer};
+
+/// Identifies a request within one endpoint (client-side and server-side ids are unrelated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// What a deadline returned by `next_deadline` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutReason {
+    /// QUIC: loss detection, pacing, idle timeout, keep-alive, close draining.
+    Quic,
+    /// Lightning: handshake and request deadlines, handler timeouts, cache cleanup.
+    Application,
+}
+
+/// A signer that knows its public key must sign for the configured hotkey.
+fn check_signer_matches(hotkey: &str, signer: &dyn Signer) -> Result<(), ConfigError> {
+    let Some(public) = signer.public_key() else {
+        return Ok(());
+    };
+    match ss58::decode(hotkey) {
+        Ok((_, key)) if key == public => Ok(()),
+        Ok(_) => Err(ConfigError(format!(
+            "hotkey {hotkey} does not match the signer's public key"
+        ))),
+        Err(e) => Err(ConfigError(format!("invalid hotkey {hotkey}: {e}"))),
+    }
+}

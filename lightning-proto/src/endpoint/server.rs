@@ -1,0 +1,1268 @@
+//! The miner side: admission, handshakes, request dispatch and responses.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionHandle, Dir, EcnCodepoint, Event, Incoming, ReadError, StreamEvent, StreamId,
+    Transmit, VarInt,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::clock::WallClock;
+use super::config::{ConfigError, RetryPolicy, ServerConfig};
+use super::core::{ConnPoll, Core, Received};
+use super::outq::{Flush, OutQueue};
+use super::timers::Timers;
+use super::{RequestId, TimeoutReason};
+use crate::frame::{Frame, FrameDecoder, MessageType};
+use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
+use crate::identity::Signer;
+use crate::message::{
+    DataMap, EncodeError, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk,
+    StreamEnd, SynapsePacket, SynapseResponse, WireMessage,
+};
+use crate::tls::TlsIdentity;
+
+/// Exact error strings the reference puts in `SynapseResponse.error` (PROTOCOL §6.3).
+pub mod wire_errors {
+    /// The payload did not decode as a SynapsePacket.
+    pub const INVALID_REQUEST_FORMAT: &str = "invalid request format";
+    /// The connection has not authenticated.
+    pub const AUTHENTICATION_FAILED: &str = "authentication failed";
+    /// No handler under that synapse name.
+    pub const UNRECOGNIZED_SYNAPSE: &str = "unrecognized synapse type";
+    /// The handler failed; its own message is never sent.
+    pub const REQUEST_PROCESSING_FAILED: &str = "request processing failed";
+    /// The handler did not answer within `handler_timeout`.
+    pub const HANDLER_TIMED_OUT: &str = "handler timed out";
+    /// The response could not be encoded.
+    pub const INTERNAL_SERIALIZATION_ERROR: &str = "internal serialization error";
+    /// A streaming handler failed.
+    pub const STREAM_PROCESSING_FAILED: &str = "stream processing failed";
+    /// Writing a chunk failed.
+    pub const STREAM_WRITE_FAILED: &str = "stream write failed";
+}
+
+/// Largest frame accepted on a connection that has not authenticated. A handshake request
+/// is about 200 bytes; anything else is answered `authentication failed` regardless.
+const UNAUTHENTICATED_MAX_FRAME: u32 = 64 * 1024;
+
+/// Identifies one accepted QUIC connection for the server's lifetime (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// How a synapse is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynapseKind {
+    /// One `SynapseResponse`.
+    Unary,
+    /// `StreamChunk`s then a `StreamEnd`.
+    Streaming,
+}
+
+/// A request the application must answer with [`Server::respond`] (unary) or
+/// [`Server::send_chunk`] / [`Server::end_stream`] (streaming).
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Handle for the answer.
+    pub id: RequestId,
+    /// Connection it arrived on.
+    pub conn: ConnId,
+    /// The validator hotkey authenticated on that connection (the latest, if several).
+    pub validator_hotkey: String,
+    /// The validator's address.
+    pub remote: SocketAddr,
+    /// Handler name.
+    pub synapse_type: String,
+    /// Request data, undecoded.
+    pub data: DataMap,
+    /// Whether the synapse is registered as streaming.
+    pub kind: SynapseKind,
+    /// When the server answers `handler timed out` on its own.
+    pub deadline: Instant,
+}
+
+/// Why a request ended without the application's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `handler_timeout` passed; the validator was told `handler timed out`.
+    TimedOut,
+    /// The validator reset or stopped the stream (it dropped the query).
+    PeerCancelled,
+    /// The connection closed.
+    ConnectionLost,
+}
+
+/// Something the server wants the application to know.
+#[derive(Debug, Clone)]
+pub enum ServerEvent {
+    /// A validator hotkey authenticated on a connection.
+    Authenticated {
+        /// The connection.
+        conn: ConnId,
+        /// The validator.
+        validator_hotkey: String,
+        /// Its address.
+        remote: SocketAddr,
+    },
+    /// A handshake was refused; the wire carries no reason (as in the reference), this does.
+    HandshakeRejected {
+        /// Where it came from.
+        remote: SocketAddr,
+        /// The claimed validator hotkey, when the request decoded.
+        validator_hotkey: Option<String>,
+        /// Why.
+        error: HandshakeError,
+    },
+    /// A request to handle.
+    Request(IncomingRequest),
+    /// A request will not be answered by the application any more: stop working on it.
+    RequestCancelled {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// A streaming request whose chunk queue was full can take chunks again.
+    StreamWritable {
+        /// The request.
+        id: RequestId,
+    },
+    /// A connection closed.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// Its address.
+        remote: SocketAddr,
+        /// QUIC's close reason.
+        reason: String,
+    },
+}
+
+/// Why an answer could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The request already ended (answered, timed out, cancelled).
+    UnknownRequest,
+    /// The streaming queue holds `streaming_channel_buffer` chunks; wait for
+    /// [`ServerEvent::StreamWritable`].
+    Full,
+    /// A unary answer for a streaming request or the reverse.
+    WrongKind,
+    /// The chunk is larger than a frame can carry (4 GiB).
+    TooLarge,
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownRequest => f.write_str("request is no longer active"),
+            Self::Full => f.write_str("stream queue is full"),
+            Self::WrongKind => f.write_str("answer kind does not match the synapse kind"),
+            Self::TooLarge => f.write_str("chunk exceeds the frame size limit"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// Counters for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connection attempts refused (caps).
+    pub refused: u64,
+    /// Retry packets sent.
+    pub retried: u64,
+    /// Initials dropped by the source allow-list.
+    pub ignored: u64,
+    /// Handshakes accepted.
+    pub handshakes_ok: u64,
+    /// Handshakes rejected.
+    pub handshakes_rejected: u64,
+    /// Requests delivered to the application.
+    pub requests: u64,
+    /// Requests answered by the server itself with an error string.
+    pub request_errors: u64,
+    /// Connections closed for not authenticating in time.
+    pub auth_timeouts: u64,
+    /// Streams reset for not delivering a request in time.
+    pub read_timeouts: u64,
+}
+
+#[derive(Debug)]
+struct SConn {
+    id: ConnId,
+    remote: SocketAddr,
+    /// Validator hotkeys authenticated on this connection, latest last.
+    hotkeys: Vec<String>,
+    /// Last time any request bytes arrived on this connection.
+    last_progress: Instant,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the first frame.
+    Reading(FrameDecoder),
+    /// The application owns the request.
+    Handling { id: RequestId, kind: SynapseKind },
+    /// Nothing more to do but drain `out`.
+    Answered,
+}
+
+#[derive(Debug)]
+struct SStream {
+    phase: Phase,
+    /// Last time request bytes arrived; the read deadline counts from here.
+    last_progress: Instant,
+    out: OutQueue,
+    /// The application asked for more chunk room while the queue was full.
+    notify_writable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Auth(ConnectionHandle, ConnId),
+    Read(ConnectionHandle, StreamId),
+    Handler(RequestId),
+    Cleanup,
+}
+
+/// The miner-side endpoint: a sans-IO state machine.
+///
+/// See the [crate documentation](crate) for the drive loop.
+pub struct Server {
+    core: Core,
+    config: ServerConfig,
+    miner_hotkey: String,
+    signer: Arc<dyn Signer>,
+    fingerprint: String,
+    /// Test hook: a fingerprint to claim in responses instead of the real one.
+    advertised_fingerprint: Option<String>,
+    synapses: HashMap<String, SynapseKind>,
+    conns: HashMap<ConnectionHandle, SConn>,
+    by_hotkey: HashMap<String, ConnectionHandle>,
+    nonces: NonceCache,
+    rate: HandshakeRateLimiter,
+    permits: HashSet<String>,
+    allowlist: Option<HashSet<IpAddr>>,
+    streams: HashMap<(ConnectionHandle, StreamId), SStream>,
+    requests: HashMap<RequestId, (ConnectionHandle, StreamId)>,
+    deadlines: Timers<Deadline>,
+    events: VecDeque<ServerEvent>,
+    next_conn: u64,
+    next_request: u64,
+    stats: ServerStats,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("miner_hotkey", &self.miner_hotkey)
+            .field("connections", &self.conns.len())
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Creates a server endpoint.
+    ///
+    /// * `miner_hotkey` is the SS58 hotkey answered in handshakes; if the signer knows its
+    ///   public key, the two must match (the reference never checks, §13.7).
+    /// * `identity`: the TLS certificate; `None` generates a fresh self-signed one from `seed`.
+    /// * `seed` drives every random choice the core makes.
+    /// * `now` and `unix_ms` anchor the wall clock for handshake timestamps.
+    pub fn new(
+        config: ServerConfig,
+        miner_hotkey: impl Into<String>,
+        signer: Arc<dyn Signer>,
+        identity: Option<TlsIdentity>,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let miner_hotkey = miner_hotkey.into();
+        super::check_signer_matches(&miner_hotkey, signer.as_ref())?;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let identity = identity.unwrap_or_else(|| {
+            let mut key_seed = [0u8; 32];
+            rng.fill_bytes(&mut key_seed);
+            TlsIdentity::self_signed(key_seed)
+        });
+        let fingerprint = handshake::cert_fingerprint(identity.cert_der());
+        let crypto =
+            crate::tls::server_crypto(&identity).map_err(|e| ConfigError(format!("TLS: {e}")))?;
+        let mut token_master = [0u8; 64];
+        rng.fill_bytes(&mut token_master);
+        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
+        let clock = WallClock::new(now, unix_ms);
+        let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
+        quic.transport_config(config.transport.build(config.max_concurrent_bidi_streams));
+        quic.time_source(clock.time_source());
+        // Authorization is per connection, so migration no longer breaks it (§13.2); but
+        // a validator that moves keeps its session, which is what it expects.
+        quic.migration(true);
+        let core = Core::new(
+            &mut rng,
+            Some(Arc::new(quic)),
+            clock,
+            config.transport.mtu_discovery,
+        );
+        let mut deadlines = Timers::default();
+        deadlines.schedule(now + config.nonce_cleanup_interval, Deadline::Cleanup);
+        Ok(Self {
+            nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
+            rate: HandshakeRateLimiter::new(
+                config.max_handshake_attempts_per_minute as usize,
+                config.max_tracked_rate_ips,
+            ),
+            core,
+            config,
+            miner_hotkey,
+            signer,
+            fingerprint,
+            advertised_fingerprint: None,
+            synapses: HashMap::new(),
+            conns: HashMap::new(),
+            by_hotkey: HashMap::new(),
+            permits: HashSet::new(),
+            allowlist: None,
+            streams: HashMap::new(),
+            requests: HashMap::new(),
+            deadlines,
+            events: VecDeque::new(),
+            next_conn: 0,
+            next_request: 0,
+            stats: ServerStats::default(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The miner hotkey this server answers as.
+    pub fn miner_hotkey(&self) -> &str {
+        &self.miner_hotkey
+    }
+
+    /// Base64 BLAKE2b-256 fingerprint of the TLS certificate (PROTOCOL §5.3).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// How many datagrams one transmit may carry (GSO). Defaults to 1.
+    pub fn set_max_gso_segments(&mut self, n: usize) {
+        self.core.set_max_gso_segments(n);
+    }
+
+    /// Registers (or re-registers) a synapse name.
+    pub fn register_synapse(&mut self, name: impl Into<String>, kind: SynapseKind) {
+        self.synapses.insert(name.into(), kind);
+    }
+
+    /// Removes a synapse name; later requests get `unrecognized synapse type`.
+    pub fn unregister_synapse(&mut self, name: &str) {
+        self.synapses.remove(name);
+    }
+
+    /// Replaces the set of validator hotkeys allowed to authenticate when
+    /// `require_validator_permit` is on (exact string match, PROTOCOL §5.7 step 7).
+    pub fn set_permitted_validators(&mut self, permitted: HashSet<String>) {
+        self.permits = permitted;
+    }
+
+    /// `Some(ips)`: only Initials from these IPs are answered (others are dropped silently).
+    /// `None`: no source filtering.
+    pub fn set_source_allowlist(&mut self, allowlist: Option<HashSet<IpAddr>>) {
+        self.allowlist = allowlist;
+    }
+
+    /// Makes accepted handshake responses claim `fingerprint` instead of the certificate's.
+    ///
+    /// Exists only so tests can show that clients reject a fingerprint that does not belong
+    /// to the TLS session (what a relaying attacker would produce).
+    #[doc(hidden)]
+    pub fn override_advertised_fingerprint_for_testing(&mut self, fingerprint: &str) {
+        self.advertised_fingerprint = Some(fingerprint.to_string());
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Feeds one received UDP datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        match self.core.handle_datagram(now, remote, local_ip, ecn, data) {
+            Received::Conn(ch) => self.drive(now, ch),
+            Received::Incoming(incoming) => self.admit(now, *incoming),
+            Received::Nothing => {}
+        }
+    }
+
+    /// Runs everything due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for ch in self.core.handle_timeout(now) {
+            self.drive(now, ch);
+        }
+        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
+            self.on_deadline(now, deadline);
+        }
+    }
+
+    /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
+    /// message stays local, as in the reference).
+    pub fn respond<E>(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<DataMap, E>,
+    ) -> Result<(), AnswerError> {
+        let (ch, stream) = self.handling(id, SynapseKind::Unary)?;
+        let response = match result {
+            Ok(data) => SynapseResponse {
+                success: true,
+                data,
+                timestamp: self.core.clock.unix_secs(now),
+                error: None,
+            },
+            Err(_) => error_response(
+                self.core.clock.unix_secs(now),
+                wire_errors::REQUEST_PROCESSING_FAILED,
+            ),
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, response.encode());
+        Ok(())
+    }
+
+    /// Queues one chunk of streaming request `id`.
+    pub fn send_chunk(
+        &mut self,
+        _now: Instant,
+        id: RequestId,
+        data: Bytes,
+    ) -> Result<(), AnswerError> {
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let limit = self.config.streaming_channel_buffer;
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        if s.out.frames() >= limit {
+            s.notify_writable = true;
+            return Err(AnswerError::Full);
+        }
+        match (StreamChunk { data }).encode() {
+            Ok(frame) => s.out.push(frame),
+            Err(_) => return Err(AnswerError::TooLarge),
+        }
+        self.flush(ch, stream);
+        Ok(())
+    }
+
+    /// Ends streaming request `id`: `Ok` sends a successful `StreamEnd`, `Err` sends
+    /// `stream processing failed`.
+    pub fn end_stream<E>(
+        &mut self,
+        _now: Instant,
+        id: RequestId,
+        result: Result<(), E>,
+    ) -> Result<(), AnswerError> {
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let end = match result {
+            Ok(()) => StreamEnd {
+                success: true,
+                error: None,
+            },
+            Err(_) => StreamEnd {
+                success: false,
+                error: Some(wire_errors::STREAM_PROCESSING_FAILED.into()),
+            },
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, end.encode());
+        Ok(())
+    }
+
+    /// Closes every connection with reason `server_shutdown`.
+    pub fn close(&mut self, now: Instant) {
+        let chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in chs {
+            if let Some(conn) = self.core.conns.get_mut(&ch) {
+                conn.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"server_shutdown"),
+                );
+                self.core.touch(ch);
+            }
+        }
+    }
+
+    /// Closes connections whose validators sent no request for `max_idle` (reason `cleanup`).
+    pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        if let Some(ch) = self.handle_of(conn) {
+            if let Some(c) = self.core.conns.get_mut(&ch) {
+                c.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::copy_from_slice(reason.as_bytes()),
+                );
+                self.core.touch(ch);
+            }
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// Next datagram to send, written into `buf` (cleared first). Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.core.poll_transmit(now, buf)
+    }
+
+    /// When `handle_timeout` must run next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_deadline().map(|(at, _)| at)
+    }
+
+    /// Like [`poll_timeout`](Self::poll_timeout), with what the deadline is for.
+    pub fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        let quic = self.core.poll_timeout().map(|t| (t, TimeoutReason::Quic));
+        let app = self
+            .deadlines
+            .next()
+            .map(|(t, _)| (t, TimeoutReason::Application));
+        match (quic, app) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Next application event. Call until `None` after every input.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- inspection ---------------------------------------------------------------------
+
+    /// Counters since start.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Open QUIC connections (authenticated or not).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections with no authenticated validator yet.
+    pub fn unauthenticated_count(&self) -> usize {
+        self.conns.values().filter(|c| c.hotkeys.is_empty()).count()
+    }
+
+    /// Authenticated validator hotkeys and their connections.
+    pub fn validators(&self) -> impl Iterator<Item = (&str, ConnId)> + '_ {
+        self.by_hotkey
+            .iter()
+            .filter_map(|(hk, ch)| self.conns.get(ch).map(|c| (hk.as_str(), c.id)))
+    }
+
+    /// Nonces held by the replay cache.
+    pub fn active_nonce_count(&self) -> usize {
+        self.nonces.len()
+    }
+
+    /// Requests the application has not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Bytes queued for sending but not yet accepted by QUIC, over all streams.
+    pub fn queued_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.out.bytes()).sum()
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn handle_of(&self, conn: ConnId) -> Option<ConnectionHandle> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.id == conn)
+            .map(|(ch, _)| *ch)
+    }
+
+    fn admit(&mut self, now: Instant, incoming: Incoming) {
+        let remote = incoming.remote_address();
+        if let Some(allowed) = &self.allowlist {
+            if !allowed.contains(&remote.ip()) {
+                self.stats.ignored += 1;
+                self.core.endpoint.ignore(incoming);
+                return;
+            }
+        }
+        let unauthenticated = self.unauthenticated_count();
+        let full = self.by_hotkey.len() >= self.config.max_connections
+            && !self.conns.values().any(|c| c.remote == remote);
+        if unauthenticated >= self.config.max_unauthenticated_connections || full {
+            self.stats.refused += 1;
+            self.scratch.clear();
+            let t = self.core.endpoint.refuse(incoming, &mut self.scratch);
+            let buf = std::mem::take(&mut self.scratch);
+            self.core.push_response(t, &buf);
+            self.scratch = buf;
+            return;
+        }
+        let want_retry = match self.config.retry {
+            RetryPolicy::Always => true,
+            RetryPolicy::Never => false,
+            RetryPolicy::WhenUnauthenticatedAtLeast(n) => unauthenticated >= n,
+        };
+        if want_retry && !incoming.remote_address_validated() && incoming.may_retry() {
+            self.scratch.clear();
+            match self.core.endpoint.retry(incoming, &mut self.scratch) {
+                Ok(t) => {
+                    self.stats.retried += 1;
+                    let buf = std::mem::take(&mut self.scratch);
+                    self.core.push_response(t, &buf);
+                    self.scratch = buf;
+                }
+                Err(e) => self.core.endpoint.ignore(e.into_incoming()),
+            }
+            return;
+        }
+        self.scratch.clear();
+        match self
+            .core
+            .endpoint
+            .accept(incoming, now, &mut self.scratch, None)
+        {
+            Ok((ch, conn)) => {
+                self.next_conn += 1;
+                let id = ConnId(self.next_conn);
+                self.stats.accepted += 1;
+                self.conns.insert(
+                    ch,
+                    SConn {
+                        id,
+                        remote,
+                        hotkeys: Vec::new(),
+                        last_progress: now,
+                    },
+                );
+                self.core.insert(ch, conn);
+                self.deadlines
+                    .schedule(now + self.config.handshake_timeout, Deadline::Auth(ch, id));
+                self.drive(now, ch);
+            }
+            Err(e) => {
+                if let Some(t) = e.response {
+                    let buf = std::mem::take(&mut self.scratch);
+                    self.core.push_response(t, &buf);
+                    self.scratch = buf;
+                }
+            }
+        }
+    }
+
+    fn drive(&mut self, now: Instant, ch: ConnectionHandle) {
+        loop {
+            match self.core.poll_conn(ch) {
+                ConnPoll::Event(ev) => self.on_conn_event(now, ch, ev),
+                ConnPoll::Idle => break,
+                ConnPoll::Drained => {
+                    self.on_conn_closed(ch, "drained".into());
+                    break;
+                }
+            }
+        }
+        self.core.touch(ch);
+    }
+
+    fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
+        match ev {
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                // Before authentication only a handshake is useful; bound what an
+                // unauthenticated peer can make us buffer per stream.
+                let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
+                let max = if authenticated {
+                    self.config.max_frame_payload_bytes
+                } else {
+                    self.config
+                        .max_frame_payload_bytes
+                        .min(UNAUTHENTICATED_MAX_FRAME)
+                };
+                let mut opened = Vec::new();
+                if let Some(conn) = self.core.conns.get_mut(&ch) {
+                    while let Some(stream) = conn.streams().accept(Dir::Bi) {
+                        opened.push(stream);
+                    }
+                }
+                for stream in opened {
+                    self.streams.insert(
+                        (ch, stream),
+                        SStream {
+                            phase: Phase::Reading(FrameDecoder::new(max)),
+                            last_progress: now,
+                            out: OutQueue::default(),
+                            notify_writable: false,
+                        },
+                    );
+                    self.deadlines.schedule(
+                        now + self.config.request_read_timeout,
+                        Deadline::Read(ch, stream),
+                    );
+                    self.read(now, ch, stream);
+                }
+            }
+            Event::Stream(StreamEvent::Readable { id }) => self.read(now, ch, id),
+            Event::Stream(StreamEvent::Writable { id }) => self.flush(ch, id),
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                // The validator dropped the query (or finished reading): stop work on it.
+                if let Some(s) = self.streams.remove(&(ch, id)) {
+                    if let Phase::Handling { id: rid, .. } = s.phase {
+                        if self.requests.remove(&rid).is_some() {
+                            self.events.push_back(ServerEvent::RequestCancelled {
+                                id: rid,
+                                reason: CancelReason::PeerCancelled,
+                            });
+                        }
+                    }
+                }
+            }
+            Event::ConnectionLost { reason } => self.on_conn_closed(ch, reason.to_string()),
+            _ => {}
+        }
+    }
+
+    fn on_conn_closed(&mut self, ch: ConnectionHandle, reason: String) {
+        let Some(conn) = self.conns.remove(&ch) else {
+            return;
+        };
+        for hk in &conn.hotkeys {
+            if self.by_hotkey.get(hk) == Some(&ch) {
+                self.by_hotkey.remove(hk);
+            }
+        }
+        let keys: Vec<(ConnectionHandle, StreamId)> = self
+            .streams
+            .keys()
+            .filter(|(c, _)| *c == ch)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(SStream {
+                phase: Phase::Handling { id, .. },
+                ..
+            }) = self.streams.remove(&key)
+            {
+                if self.requests.remove(&id).is_some() {
+                    self.events.push_back(ServerEvent::RequestCancelled {
+                        id,
+                        reason: CancelReason::ConnectionLost,
+                    });
+                }
+            }
+        }
+        self.events.push_back(ServerEvent::ConnectionClosed {
+            conn: conn.id,
+            remote: conn.remote,
+            reason,
+        });
+    }
+
+    fn read(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.core.conns.get_mut(&ch) else {
+            return;
+        };
+        let Some(SStream {
+            phase: Phase::Reading(decoder),
+            last_progress,
+            ..
+        }) = self.streams.get_mut(&(ch, stream))
+        else {
+            return;
+        };
+        let mut recv = conn.recv_stream(stream);
+        let Ok(mut chunks) = recv.read(true) else {
+            return;
+        };
+        let mut fin = false;
+        let mut reset = false;
+        let mut frame = None;
+        let mut failed = false;
+        let mut progressed = false;
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(chunk)) => {
+                    *last_progress = now;
+                    progressed = true;
+                    decoder.push(chunk.bytes);
+                    match decoder.next_frame() {
+                        Ok(Some(f)) => {
+                            frame = Some(f);
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    fin = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(_)) => {
+                    reset = true;
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+        if progressed {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.last_progress = now;
+            }
+        }
+        if frame.is_some() || failed {
+            // Only the first frame counts (PROTOCOL §2); drop the rest of the stream.
+            let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
+        }
+        self.core.touch(ch);
+        if reset {
+            self.streams.remove(&(ch, stream));
+            return;
+        }
+        if let Some(frame) = frame {
+            self.on_first_frame(now, ch, stream, frame);
+        } else if failed || fin {
+            // Framing error or truncation: finish with zero bytes, as the reference does.
+            self.finish_empty(ch, stream);
+        }
+    }
+
+    fn finish_empty(&mut self, ch: ConnectionHandle, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.phase = Phase::Answered;
+            s.out.finish_after_drain();
+        }
+        self.flush(ch, stream);
+    }
+
+    fn on_first_frame(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        frame: Frame,
+    ) {
+        match frame.ty {
+            MessageType::HandshakeRequest => {
+                let response = self.handshake(now, ch, &frame.payload);
+                self.answer(ch, stream, response.encode());
+            }
+            MessageType::SynapsePacket => self.on_request(now, ch, stream, &frame.payload),
+            // Any other valid type: finish without writing anything (PROTOCOL §2).
+            _ => self.finish_empty(ch, stream),
+        }
+    }
+
+    /// PROTOCOL §5.7, steps 1–12, with authorization recorded per connection.
+    fn handshake(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        payload: &Bytes,
+    ) -> HandshakeResponse {
+        let now_secs = self.core.clock.unix_secs(now);
+        let Some(remote) = self.conns.get(&ch).map(|c| c.remote) else {
+            return pre_auth_rejection(now_secs);
+        };
+        if let Err(error) = self.rate.check_and_record(remote.ip(), now_secs) {
+            self.reject(remote, None, error);
+            return pre_auth_rejection(now_secs);
+        }
+        let request = match HandshakeRequest::decode(payload) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.handshakes_rejected += 1;
+                return pre_auth_rejection(now_secs);
+            }
+        };
+        match self.check_handshake(now, ch, &request) {
+            Ok(response) => {
+                self.stats.handshakes_ok += 1;
+                response
+            }
+            Err(error) => {
+                self.reject(remote, Some(request.validator_hotkey.clone()), error);
+                HandshakeResponse {
+                    miner_hotkey: self.miner_hotkey.clone(),
+                    timestamp: now_secs,
+                    signature: String::new(),
+                    accepted: false,
+                    connection_id: String::new(),
+                    cert_fingerprint: None,
+                }
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        remote: SocketAddr,
+        validator_hotkey: Option<String>,
+        error: HandshakeError,
+    ) {
+        self.stats.handshakes_rejected += 1;
+        tracing::debug!(%remote, ?validator_hotkey, %error, "handshake rejected");
+        self.events.push_back(ServerEvent::HandshakeRejected {
+            remote,
+            validator_hotkey,
+            error,
+        });
+    }
+
+    fn check_handshake(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        request: &HandshakeRequest,
+    ) -> Result<HandshakeResponse, HandshakeError> {
+        let now_secs = self.core.clock.unix_secs(now);
+        handshake::verify_request(
+            &request.into(),
+            &self.fingerprint,
+            now_secs,
+            self.config.max_signature_age_secs,
+        )?;
+        self.nonces.check_and_insert(&request.nonce, now_secs)?;
+        let hotkey = &request.validator_hotkey;
+        if self.config.require_validator_permit && !self.permits.contains(hotkey) {
+            return Err(HandshakeError::NotPermitted);
+        }
+        let message = handshake::response_message(
+            hotkey,
+            &self.miner_hotkey,
+            now_secs,
+            &request.nonce,
+            &self.fingerprint,
+        );
+        let signature = self
+            .signer
+            .sign(message.as_bytes())
+            .map_err(HandshakeError::Signing)?;
+        let connection_id = handshake::connection_id(hotkey, self.core.clock.unix_ms(now));
+        let existing = self.by_hotkey.get(hotkey).copied();
+        if existing.is_none() && self.by_hotkey.len() >= self.config.max_connections {
+            return Err(HandshakeError::ConnectionLimit);
+        }
+        // Register on this connection; a different connection holding the hotkey is replaced.
+        if let Some(old) = existing {
+            if old != ch {
+                if let Some(conn) = self.core.conns.get_mut(&old) {
+                    conn.close(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
+                    self.core.touch(old);
+                }
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.hotkeys.retain(|h| h != hotkey);
+                }
+            }
+        }
+        self.by_hotkey.insert(hotkey.clone(), ch);
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.hotkeys.retain(|h| h != hotkey);
+            conn.hotkeys.push(hotkey.clone());
+            self.events.push_back(ServerEvent::Authenticated {
+                conn: conn.id,
+                validator_hotkey: hotkey.clone(),
+                remote: conn.remote,
+            });
+        }
+        Ok(HandshakeResponse {
+            miner_hotkey: self.miner_hotkey.clone(),
+            timestamp: now_secs,
+            signature: handshake::encode_signature(&signature),
+            accepted: true,
+            connection_id,
+            cert_fingerprint: Some(
+                self.advertised_fingerprint
+                    .clone()
+                    .unwrap_or_else(|| self.fingerprint.clone()),
+            ),
+        })
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        payload: &Bytes,
+    ) {
+        let now_secs = self.core.clock.unix_secs(now);
+        let packet = match SynapsePacket::decode(payload) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.request_errors += 1;
+                let r = error_response(now_secs, wire_errors::INVALID_REQUEST_FORMAT);
+                self.answer(ch, stream, r.encode());
+                return;
+            }
+        };
+        let kind = self.synapses.get(&packet.synapse_type).copied();
+        let caller = self
+            .conns
+            .get(&ch)
+            .and_then(|c| c.hotkeys.last().cloned().map(|hk| (hk, c.id, c.remote)));
+        let Some((validator_hotkey, conn, remote)) = caller else {
+            self.stats.request_errors += 1;
+            let frame = if kind == Some(SynapseKind::Streaming) {
+                StreamEnd {
+                    success: false,
+                    error: Some(wire_errors::AUTHENTICATION_FAILED.into()),
+                }
+                .encode()
+            } else {
+                error_response(now_secs, wire_errors::AUTHENTICATION_FAILED).encode()
+            };
+            self.answer(ch, stream, frame);
+            return;
+        };
+        let Some(kind) = kind else {
+            self.stats.request_errors += 1;
+            let r = error_response(now_secs, wire_errors::UNRECOGNIZED_SYNAPSE);
+            self.answer(ch, stream, r.encode());
+            return;
+        };
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        let deadline = now + self.config.handler_timeout;
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.phase = Phase::Handling { id, kind };
+        }
+        self.requests.insert(id, (ch, stream));
+        self.deadlines.schedule(deadline, Deadline::Handler(id));
+        self.stats.requests += 1;
+        self.events.push_back(ServerEvent::Request(IncomingRequest {
+            id,
+            conn,
+            validator_hotkey,
+            remote,
+            synapse_type: packet.synapse_type,
+            data: packet.data,
+            kind,
+            deadline,
+        }));
+    }
+
+    fn handling(
+        &self,
+        id: RequestId,
+        kind: SynapseKind,
+    ) -> Result<(ConnectionHandle, StreamId), AnswerError> {
+        let &(ch, stream) = self.requests.get(&id).ok_or(AnswerError::UnknownRequest)?;
+        match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+            Some(Phase::Handling { kind: k, .. }) if *k == kind => Ok((ch, stream)),
+            Some(Phase::Handling { .. }) => Err(AnswerError::WrongKind),
+            _ => Err(AnswerError::UnknownRequest),
+        }
+    }
+
+    /// Queues the final frame of a stream, then FIN.
+    ///
+    /// A frame that cannot be encoded (a field over 4 GiB) is replaced by the reference's
+    /// `internal serialization error` response.
+    fn answer(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        frame: Result<EncodedFrame, EncodeError>,
+    ) {
+        let frame = frame.or_else(|e| {
+            tracing::warn!(%e, "response could not be encoded");
+            error_response(0, wire_errors::INTERNAL_SERIALIZATION_ERROR).encode()
+        });
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.phase = Phase::Answered;
+            if let Ok(frame) = frame {
+                s.out.push(frame);
+            }
+            s.out.finish_after_drain();
+        }
+        self.flush(ch, stream);
+    }
+
+    fn flush(&mut self, ch: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.core.conns.get_mut(&ch) else {
+            return;
+        };
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
+        let result = s.out.flush(conn.send_stream(stream));
+        self.core.touch(ch);
+        let limit = self.config.streaming_channel_buffer;
+        match result {
+            Flush::Drained if s.out.is_finished() => {
+                self.streams.remove(&(ch, stream));
+            }
+            Flush::Closed => {
+                if let Some(SStream {
+                    phase: Phase::Handling { id, .. },
+                    ..
+                }) = self.streams.remove(&(ch, stream))
+                {
+                    if self.requests.remove(&id).is_some() {
+                        self.events.push_back(ServerEvent::RequestCancelled {
+                            id,
+                            reason: CancelReason::PeerCancelled,
+                        });
+                    }
+                }
+            }
+            _ => {
+                if s.notify_writable && s.out.frames() < limit {
+                    s.notify_writable = false;
+                    if let Phase::Handling { id, .. } = s.phase {
+                        self.events.push_back(ServerEvent::StreamWritable { id });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant, deadline: Deadline) {
+        match deadline {
+            Deadline::Auth(ch, id) => {
+                let unauthenticated = self
+                    .conns
+                    .get(&ch)
+                    .is_some_and(|c| c.id == id && c.hotkeys.is_empty());
+                if unauthenticated {
+                    self.stats.auth_timeouts += 1;
+                    if let Some(conn) = self.core.conns.get_mut(&ch) {
+                        conn.close(
+                            now,
+                            VarInt::from_u32(0),
+                            Bytes::from_static(b"handshake_timeout"),
+                        );
+                        self.core.touch(ch);
+                    }
+                }
+            }
+            Deadline::Read(ch, stream) => {
+                // Inactivity, not total time: a large request on a lossy path may take long,
+                // but a header followed by silence (slowloris) stalls.
+                let idle_since = match self.streams.get(&(ch, stream)) {
+                    Some(SStream {
+                        phase: Phase::Reading(_),
+                        last_progress,
+                        ..
+                    }) => Some(*last_progress),
+                    _ => None,
+                };
+                let Some(mut idle_since) = idle_since else {
+                    return;
+                };
+                // A stream waiting behind its siblings on a busy connection is not stalled:
+                // only a connection that sends nothing at all is.
+                if let Some(c) = self.conns.get(&ch) {
+                    idle_since = idle_since.max(c.last_progress);
+                }
+                let expires = idle_since + self.config.request_read_timeout;
+                if expires > now {
+                    self.deadlines.schedule(expires, Deadline::Read(ch, stream));
+                    return;
+                }
+                {
+                    self.stats.read_timeouts += 1;
+                    self.streams.remove(&(ch, stream));
+                    if let Some(conn) = self.core.conns.get_mut(&ch) {
+                        let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
+                        let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
+                        self.core.touch(ch);
+                    }
+                }
+            }
+            Deadline::Handler(id) => {
+                let Some(&(ch, stream)) = self.requests.get(&id) else {
+                    return;
+                };
+                let kind = match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+                    Some(Phase::Handling { kind, .. }) => *kind,
+                    _ => return,
+                };
+                self.requests.remove(&id);
+                let frame = match kind {
+                    SynapseKind::Unary => error_response(
+                        self.core.clock.unix_secs(now),
+                        wire_errors::HANDLER_TIMED_OUT,
+                    )
+                    .encode(),
+                    SynapseKind::Streaming => StreamEnd {
+                        success: false,
+                        error: Some(wire_errors::HANDLER_TIMED_OUT.into()),
+                    }
+                    .encode(),
+                };
+                self.answer(ch, stream, frame);
+                self.events.push_back(ServerEvent::RequestCancelled {
+                    id,
+                    reason: CancelReason::TimedOut,
+                });
+            }
+            Deadline::Cleanup => {
+                let now_secs = self.core.clock.unix_secs(now);
+                self.nonces.evict_stale(now_secs);
+                self.rate.evict_stale(now_secs);
+                self.deadlines
+                    .schedule(now + self.config.nonce_cleanup_interval, Deadline::Cleanup);
+            }
+        }
+    }
+}
+
+fn error_response(timestamp: u64, error: &str) -> SynapseResponse {
+    SynapseResponse {
+        success: false,
+        data: DataMap::default(),
+        timestamp,
+        error: Some(error.to_string()),
+    }
+}
+
+/// The rejection sent before a request could be attributed to anyone (PROTOCOL §5.7).
+fn pre_auth_rejection(timestamp: u64) -> HandshakeResponse {
+    HandshakeResponse {
+        miner_hotkey: String::new(),
+        timestamp,
+        signature: String::new(),
+        accepted: false,
+        connection_id: String::new(),
+        cert_fingerprint: None,
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: &Server) -> Duration {
+    Duration::ZERO
+}
