@@ -1,0 +1,371 @@
+//! A small world for driving real `Client`/`Server` endpoints through the simulator.
+//!
+//! The server side answers like the CLI's demo server: `echo` returns the data unchanged,
+//! `fail` fails, `slow` never answers, and the streaming synapse `stream` sends `n` chunks of
+//! `size` bytes, honouring backpressure.
+#![allow(
+    dead_code,
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lightning_proto::endpoint::{
+    Client, ClientConfig, ClientEvent, RequestId, Server, ServerConfig, ServerEvent, SynapseKind,
+};
+use lightning_proto::identity::{Keypair, KeypairSigner, Signer};
+use lightning_proto::message::DataMap;
+use lightning_proto::sim::{Datagram, Node, NodeId, Simulator, Transmit};
+
+pub const MINER_SEED: [u8; 32] = [1; 32];
+pub const VALIDATOR_SEED: [u8; 32] = [2; 32];
+/// 2023-11-14T22:13:20Z, the timestamp of PROTOCOL.md's vectors.
+pub const UNIX_START_MS: u64 = 1_700_000_000_000;
+
+pub fn miner_hotkey() -> String {
+    Keypair::from_seed(&MINER_SEED).hotkey()
+}
+
+pub fn validator_hotkey() -> String {
+    Keypair::from_seed(&VALIDATOR_SEED).hotkey()
+}
+
+pub fn signer(seed: [u8; 32]) -> Arc<dyn Signer> {
+    Arc::new(KeypairSigner::new(Keypair::from_seed(&seed)))
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub enum Peer {
+    Client(Box<Client>),
+    Server(Box<Server>),
+}
+
+impl Node for Peer {
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        match self {
+            Peer::Client(c) => Node::handle_datagram(c.as_mut(), now, d),
+            Peer::Server(s) => Node::handle_datagram(s.as_mut(), now, d),
+        }
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        match self {
+            Peer::Client(c) => Node::poll_transmit(c.as_mut(), now),
+            Peer::Server(s) => Node::poll_transmit(s.as_mut(), now),
+        }
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        match self {
+            Peer::Client(c) => Node::poll_timeout(c.as_mut()),
+            Peer::Server(s) => Node::poll_timeout(s.as_mut()),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Peer::Client(c) => Node::handle_timeout(c.as_mut(), now),
+            Peer::Server(s) => Node::handle_timeout(s.as_mut(), now),
+        }
+    }
+}
+
+impl Peer {
+    pub fn client(&mut self) -> &mut Client {
+        match self {
+            Peer::Client(c) => c,
+            Peer::Server(_) => panic!("not a client"),
+        }
+    }
+    pub fn server(&mut self) -> &mut Server {
+        match self {
+            Peer::Server(s) => s,
+            Peer::Client(_) => panic!("not a server"),
+        }
+    }
+}
+
+/// Streams in progress on the server: remaining chunks and their size.
+#[derive(Default)]
+pub struct Responder {
+    streams: HashMap<RequestId, (u64, usize)>,
+    pub events: Vec<ServerEvent>,
+    /// Requests seen, to check that none is delivered twice.
+    pub seen: HashSet<(NodeId, RequestId)>,
+    pub duplicates: usize,
+    /// Highest bytes queued on a server at any pump.
+    pub max_queued_bytes: usize,
+}
+
+pub struct World {
+    pub sim: Simulator<Peer>,
+    pub start: Instant,
+    pub servers: Vec<NodeId>,
+    pub clients: Vec<NodeId>,
+    pub responder: Responder,
+    /// Client events by client node.
+    pub client_events: HashMap<NodeId, Vec<ClientEvent>>,
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        Self {
+            sim: Simulator::new(seed, start),
+            start,
+            servers: Vec::new(),
+            clients: Vec::new(),
+            responder: Responder::default(),
+            client_events: HashMap::new(),
+        }
+    }
+
+    pub fn unix_ms(&self) -> u64 {
+        UNIX_START_MS + self.sim.elapsed().as_millis() as u64
+    }
+
+    pub fn make_server(&mut self, config: ServerConfig, miner_seed: [u8; 32]) -> Server {
+        let mut rng_seed = [0u8; 32];
+        rand_fill(&mut self.sim, &mut rng_seed);
+        let hotkey = Keypair::from_seed(&miner_seed).hotkey();
+        let mut s = Server::new(
+            config,
+            hotkey,
+            signer(miner_seed),
+            None,
+            rng_seed,
+            self.sim.now(),
+            self.unix_ms(),
+        )
+        .unwrap();
+        s.register_synapse("echo", SynapseKind::Unary);
+        s.register_synapse("fail", SynapseKind::Unary);
+        s.register_synapse("slow", SynapseKind::Unary);
+        s.register_synapse("stream", SynapseKind::Streaming);
+        s
+    }
+
+    pub fn add_server(&mut self, at: &str, config: ServerConfig, miner_seed: [u8; 32]) -> NodeId {
+        let s = self.make_server(config, miner_seed);
+        let id = self.sim.add_node(addr(at), Peer::Server(Box::new(s)));
+        self.servers.push(id);
+        id
+    }
+
+    pub fn make_client(
+        &mut self,
+        config: ClientConfig,
+        validator_seed: [u8; 32],
+        clock_skew_secs: i64,
+    ) -> Client {
+        let mut rng_seed = [0u8; 32];
+        rand_fill(&mut self.sim, &mut rng_seed);
+        self.make_client_with_rng(config, validator_seed, clock_skew_secs, rng_seed)
+    }
+
+    pub fn make_client_with_rng(
+        &mut self,
+        config: ClientConfig,
+        validator_seed: [u8; 32],
+        clock_skew_secs: i64,
+        rng_seed: [u8; 32],
+    ) -> Client {
+        let hotkey = Keypair::from_seed(&validator_seed).hotkey();
+        let unix = (self.unix_ms() as i64 + clock_skew_secs * 1000) as u64;
+        Client::new(
+            config,
+            hotkey,
+            signer(validator_seed),
+            rng_seed,
+            self.sim.now(),
+            unix,
+        )
+        .unwrap()
+    }
+
+    pub fn add_client(&mut self, at: &str, client: Client) -> NodeId {
+        let id = self.sim.add_node(addr(at), Peer::Client(Box::new(client)));
+        self.clients.push(id);
+        self.client_events.insert(id, Vec::new());
+        id
+    }
+
+    pub fn client(&mut self, id: NodeId) -> &mut Client {
+        self.sim.node_mut(id).client()
+    }
+
+    pub fn server(&mut self, id: NodeId) -> &mut Server {
+        self.sim.node_mut(id).server()
+    }
+
+    /// Runs until `done` holds, pumping events in between; panics after `limit` virtual time.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut World) -> bool) {
+        let deadline = self.sim.elapsed() + limit;
+        loop {
+            self.pump();
+            if done(self) {
+                return;
+            }
+            if self.sim.elapsed() >= deadline {
+                panic!(
+                    "condition not reached within {limit:?} (virtual time {:?})",
+                    self.sim.elapsed()
+                );
+            }
+            if !self.sim.step() {
+                self.pump();
+                if done(self) {
+                    return;
+                }
+                panic!(
+                    "simulation idle before condition (virtual time {:?})",
+                    self.sim.elapsed()
+                );
+            }
+        }
+    }
+
+    /// Advances virtual time by `d`, pumping events every few milliseconds.
+    pub fn run_for(&mut self, d: Duration) {
+        let deadline = self.sim.elapsed() + d;
+        while self.sim.elapsed() < deadline {
+            let step = (deadline - self.sim.elapsed()).min(Duration::from_millis(5));
+            self.sim.advance(step);
+            self.pump();
+        }
+    }
+
+    /// Drains every node's events; the server answers requests.
+    pub fn pump(&mut self) {
+        let now = self.sim.now();
+        for &id in &self.clients.clone() {
+            let c = self.sim.node_mut(id).client();
+            while let Some(ev) = c.poll_event() {
+                self.client_events.entry(id).or_default().push(ev);
+            }
+        }
+        for &sid in &self.servers.clone() {
+            if self.sim.node_at(self.sim.addr(sid)) != Some(sid) {
+                continue;
+            }
+            let server = self.sim.node_mut(sid).server();
+            let r = &mut self.responder;
+            while let Some(ev) = server.poll_event() {
+                match &ev {
+                    ServerEvent::Request(req) => {
+                        if !r.seen.insert((sid, req.id)) {
+                            r.duplicates += 1;
+                        }
+                        match req.synapse_type.as_str() {
+                            "echo" => {
+                                server
+                                    .respond::<()>(now, req.id, Ok(req.data.clone()))
+                                    .unwrap();
+                            }
+                            "fail" => {
+                                server.respond(now, req.id, Err("secret detail")).unwrap();
+                            }
+                            "stream" => {
+                                let n = get_u64(&req.data, "n").unwrap_or(3);
+                                let size = get_u64(&req.data, "size").unwrap_or(3) as usize;
+                                r.streams.insert(req.id, (n, size));
+                            }
+                            _ => {}
+                        }
+                    }
+                    ServerEvent::RequestCancelled { id, .. } => {
+                        r.streams.remove(id);
+                    }
+                    _ => {}
+                }
+                r.events.push(ev);
+            }
+            // Push stream chunks until the queue is full.
+            let ids: Vec<RequestId> = r.streams.keys().copied().collect();
+            for id in ids {
+                while let Some((left, size)) = r.streams.get_mut(&id) {
+                    if *left == 0 {
+                        let _ = server.end_stream::<()>(now, id, Ok(()));
+                        r.streams.remove(&id);
+                        break;
+                    }
+                    let seq = *left;
+                    let chunk = Bytes::from(vec![(seq % 251) as u8; *size]);
+                    match server.send_chunk(now, id, chunk) {
+                        Ok(()) => *left -= 1,
+                        Err(lightning_proto::endpoint::AnswerError::Full) => break,
+                        Err(_) => {
+                            r.streams.remove(&id);
+                            break;
+                        }
+                    }
+                }
+            }
+            r.max_queued_bytes = r.max_queued_bytes.max(server.queued_bytes());
+        }
+    }
+
+    pub fn events(&mut self, client: NodeId) -> &mut Vec<ClientEvent> {
+        self.client_events.entry(client).or_default()
+    }
+
+    pub fn authenticated(&mut self, client: NodeId, hotkey: &str) -> bool {
+        self.events(client)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Authenticated { hotkey: h, .. } if h == hotkey))
+    }
+
+    pub fn handshake_failure(&mut self, client: NodeId) -> Option<String> {
+        self.events(client).iter().find_map(|e| match e {
+            ClientEvent::HandshakeFailed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+    }
+
+    pub fn server_rejections(&self) -> Vec<String> {
+        self.responder
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::HandshakeRejected { error, .. } => Some(format!("{error:?}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The outcome of request `id`, if it has one.
+    pub fn outcome(&mut self, client: NodeId, id: RequestId) -> Option<ClientEvent> {
+        self.events(client)
+            .iter()
+            .find(|e| match e {
+                ClientEvent::Response { id: i, .. }
+                | ClientEvent::StreamEnd { id: i, .. }
+                | ClientEvent::RequestFailed { id: i, .. } => *i == id,
+                _ => false,
+            })
+            .cloned()
+    }
+}
+
+pub fn get_u64(data: &DataMap, key: &str) -> Option<u64> {
+    data.get(key).and_then(|v| v.as_u64())
+}
+
+pub fn data(pairs: &[(&str, rmpv::Value)]) -> DataMap {
+    DataMap::from_values(pairs.iter().map(|(k, v)| (k.to_string(), v.clone()))).unwrap()
+}
+
+pub fn payload_data(bytes: Vec<u8>) -> DataMap {
+    data(&[("payload", rmpv::Value::Binary(bytes))])
+}
+
+fn rand_fill(sim: &mut Simulator<Peer>, out: &mut [u8; 32]) {
+    use rand_core::RngCore;
+    sim.derive_rng().fill_bytes(out);
+}
