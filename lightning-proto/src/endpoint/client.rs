@@ -577,15 +577,10 @@ impl Client {
 
     /// Like [`poll_timeout`](Self::poll_timeout), with what the deadline is for.
     pub fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
-        let quic = self.core.poll_timeout().map(|t| (t, TimeoutReason::Quic));
-        let app = self
-            .deadlines
-            .next()
-            .map(|(t, _)| (t, TimeoutReason::Application));
-        match (quic, app) {
-            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }
+        super::earliest(
+            self.core.poll_timeout(),
+            self.deadlines.next().map(|(t, _)| t),
+        )
     }
 
     /// Next application event. Call until `None` after every input.

@@ -60,6 +60,19 @@ pub enum TimeoutReason {
     Application,
 }
 
+/// The earlier of quinn's next timer and the application's, with its reason.
+fn earliest(
+    quic: Option<std::time::Instant>,
+    app: Option<std::time::Instant>,
+) -> Option<(std::time::Instant, TimeoutReason)> {
+    match (quic, app) {
+        (Some(q), Some(a)) if a < q => Some((a, TimeoutReason::Application)),
+        (Some(q), _) => Some((q, TimeoutReason::Quic)),
+        (None, Some(a)) => Some((a, TimeoutReason::Application)),
+        (None, None) => None,
+    }
+}
+
 /// A signer that knows its public key must sign for the configured hotkey.
 fn check_signer_matches(hotkey: &str, signer: &dyn Signer) -> Result<(), ConfigError> {
     let Some(public) = signer.public_key() else {
