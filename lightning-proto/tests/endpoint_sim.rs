@@ -322,18 +322,12 @@ fn handler_timeout_answers_handler_timed_out_at_the_configured_time() {
 }
 
 #[test]
-#[ignore = "open defect: under 10% loss the client retransmits ~30x the payload and some request streams stall (replay: LIGHTNING_SIM_SEED=1592590336); passes on a clean link"]
+
 fn ten_thousand_requests_under_loss_reordering_and_duplication_each_answered_once() {
     run_seeds(1, |seed| {
         let mut w = World::new(seed);
         w.sim.set_default_link(lan());
-        // 64 requests of up to 1 MiB share a path that loses 10%: a stream can wait a long
-        // time for its first bytes, which is not the silence the read deadline guards against.
-        let config = ServerConfig {
-            request_read_timeout: Duration::from_secs(120),
-            ..ServerConfig::default()
-        };
-        w.add_server(SERVER, config, MINER_SEED);
+        w.add_server(SERVER, ServerConfig::default(), MINER_SEED);
         let c = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
         let c = w.add_client(CLIENT, c);
         connect(&mut w, c, &[miner_hotkey()]);

@@ -69,10 +69,12 @@ impl OutQueue {
     }
 
     pub(crate) fn flush(&mut self, mut stream: SendStream<'_>) -> Flush {
-        if !self.segs.is_empty() {
+        // Write until quinn says `Blocked`: only that answer registers the stream for a
+        // later `Writable` event; a short write does not, and stopping after one would
+        // leave the rest of the frame stranded.
+        while !self.segs.is_empty() {
             // quinn consumes whole segments and advances a partly taken one in place.
             let batch = self.segs.make_contiguous();
-            let offered = batch.len();
             match stream.write_chunks(batch) {
                 Ok(written) => {
                     self.bytes -= written.bytes;
@@ -82,7 +84,7 @@ impl OutQueue {
                             self.frames -= 1;
                         }
                     }
-                    if written.chunks < offered {
+                    if written.bytes == 0 && written.chunks == 0 {
                         return Flush::Blocked;
                     }
                 }
