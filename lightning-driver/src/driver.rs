@@ -1,0 +1,218 @@
+//! The endpoint task: one hand-written poll loop per endpoint, shared by client and server.
+//!
+//! Each wake-up runs rounds of: take commands, receive a batch of datagrams, fire the timer,
+//! dispatch the endpoint's events, flush transmits, re-arm the single timer. The work per
+//! wake-up is bounded; if there is more, the task wakes itself so other tasks on the same
+//! executor thread get a turn. The endpoint is owned by this task alone: no lock anywhere.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures_lite::Stream;
+use lightning_proto::endpoint::{EcnCodepoint, Transmit};
+
+use crate::runtime::{Runtime, Timer};
+use crate::socket::EndpointSocket;
+
+/// Commands taken per round, so a flood of queries cannot starve the socket.
+const COMMANDS_PER_ROUND: usize = 256;
+/// Receive batches per round.
+const RECV_BATCHES_PER_ROUND: usize = 8;
+/// Rounds per wake-up before yielding to the executor.
+const ROUNDS_PER_WAKE: usize = 16;
+
+/// What the loop needs from a role (client or server) wrapping a sans-IO endpoint.
+pub(crate) trait Role: Send + 'static {
+    /// Commands sent by application handles.
+    type Command: Send + 'static;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    );
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    fn set_max_gso_segments(&mut self, n: usize);
+
+    /// Applies one command.
+    fn on_command(&mut self, now: Instant, command: Self::Command);
+    /// Drains the endpoint's events and delivers them; returns whether there were any.
+    fn dispatch_events(&mut self, now: Instant) -> bool;
+    /// Every handle is gone or a stop was asked for: begin closing.
+    fn begin_shutdown(&mut self, now: Instant);
+    /// Whether shutdown has finished (connections closed and drained, or given up).
+    fn shutdown_complete(&mut self, now: Instant) -> bool;
+    /// Whether a stop command arrived.
+    fn stop_requested(&self) -> bool;
+}
+
+/// The endpoint task. Poll it to completion on any executor.
+pub(crate) struct Driver<R: Runtime, Ro: Role> {
+    role: Ro,
+    socket: EndpointSocket<R>,
+    timer: R::Timer,
+    timer_at: Option<Instant>,
+    commands: Pin<Box<async_channel::Receiver<Ro::Command>>>,
+    commands_closed: bool,
+    shutting_down: bool,
+    tx_buf: Vec<u8>,
+    pending: Option<Transmit>,
+}
+
+impl<R: Runtime, Ro: Role> Driver<R, Ro> {
+    pub fn new(
+        runtime: &R,
+        mut role: Ro,
+        socket: EndpointSocket<R>,
+        commands: async_channel::Receiver<Ro::Command>,
+    ) -> Self {
+        role.set_max_gso_segments(socket.max_gso_segments());
+        // Parked far away until the first deadline arrives.
+        let timer = runtime.timer(Instant::now() + std::time::Duration::from_secs(86_400));
+        Self {
+            role,
+            socket,
+            timer,
+            timer_at: None,
+            commands: Box::pin(commands),
+            commands_closed: false,
+            shutting_down: false,
+            tx_buf: Vec::with_capacity(64 * 1024),
+            pending: None,
+        }
+    }
+
+    /// One round; returns whether anything happened.
+    fn round(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        let now = Instant::now();
+
+        // 1. Commands from the application.
+        if !self.commands_closed {
+            for _ in 0..COMMANDS_PER_ROUND {
+                match self.commands.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(cmd)) => {
+                        busy = true;
+                        self.role.on_command(now, cmd);
+                    }
+                    Poll::Ready(None) => {
+                        self.commands_closed = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if !self.shutting_down && (self.commands_closed || self.role.stop_requested()) {
+            self.shutting_down = true;
+            self.role.begin_shutdown(now);
+            busy = true;
+        }
+
+        // 2. Datagrams.
+        for _ in 0..RECV_BATCHES_PER_ROUND {
+            let role = &mut self.role;
+            match self.socket.poll_recv(cx, |d| {
+                role.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data)
+            }) {
+                Poll::Ready(Ok(n)) => busy |= n > 0,
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!("UDP receive failed: {e}");
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        // 3. The timer.
+        if let Some(at) = self.timer_at {
+            if at <= now || self.timer.poll_elapsed(cx).is_ready() {
+                self.timer_at = None;
+                self.role.handle_timeout(now);
+                busy = true;
+            }
+        }
+
+        // 4. Events to the application (handlers may answer inline, producing output).
+        busy |= self.role.dispatch_events(now);
+
+        // 5. Datagrams out, until the socket is full.
+        busy |= self.flush(cx, now);
+
+        // 6. Re-arm the one timer.
+        match self.role.poll_timeout() {
+            Some(at) if at <= now => busy = true,
+            Some(at) => {
+                if self.timer_at != Some(at) {
+                    self.timer.reset(at);
+                    self.timer_at = Some(at);
+                }
+                if self.timer.poll_elapsed(cx).is_ready() {
+                    busy = true;
+                }
+            }
+            None => self.timer_at = None,
+        }
+        busy
+    }
+
+    fn flush(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut sent = false;
+        loop {
+            let transmit = match self.pending.take() {
+                Some(t) => t,
+                None => match self.role.poll_transmit(now, &mut self.tx_buf) {
+                    Some(t) => t,
+                    None => return sent,
+                },
+            };
+            match self.socket.poll_send(cx, &transmit, &self.tx_buf) {
+                Poll::Ready(Ok(())) => sent = true,
+                Poll::Ready(Err(e)) => {
+                    // Treated as a lost packet; QUIC retransmits.
+                    tracing::debug!("UDP send to {} failed: {e}", transmit.destination);
+                    sent = true;
+                }
+                Poll::Pending => {
+                    self.pending = Some(transmit);
+                    return sent;
+                }
+            }
+        }
+    }
+}
+
+impl<R: Runtime, Ro: Role> Future for Driver<R, Ro> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..ROUNDS_PER_WAKE {
+            let busy = this.round(cx);
+            if this.shutting_down && this.pending.is_none() {
+                let now = Instant::now();
+                if this.role.shutdown_complete(now) {
+                    return Poll::Ready(());
+                }
+            }
+            if !busy {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let the executor run other tasks, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+// `Driver` holds no self-references.
+impl<R: Runtime, Ro: Role> Unpin for Driver<R, Ro> {}

@@ -1,0 +1,61 @@
+//! # lightning-driver
+//!
+//! The async face of Lightning, independent of any runtime: [`LightningClient`] (validator)
+//! and [`LightningServer`] (miner), each backed by one endpoint task that owns a sans-IO
+//! endpoint from [`lightning_proto`] and a quinn-udp socket (GSO/GRO/ECN, 4 MiB buffers).
+//!
+//! Applications use it through an adapter that implements [`Runtime`]: `lightning-tokio`
+//! or `lightning-smol` (which also serves async-std). The adapters re-export this crate's
+//! API with their runtime filled in, so code reads the same on either:
+//!
+//! ```ignore
+//! let server = ServerBuilder::new()
+//!     .seed(miner_seed)
+//!     .bind_addr("127.0.0.1:0".parse()?)
+//!     .handler("echo", |data, _ctx| Ok::<_, String>(data))
+//!     .start()
+//!     .await?;
+//! let client = ClientBuilder::new().seed(validator_seed).build()?;
+//! let axon = QuicAxonInfo::from_addr(server.hotkey(), server.local_addr());
+//! let response = client.query_axon(&axon, QuicRequest::new("echo", data)).await?;
+//! ```
+//!
+//! # How it runs
+//! Handles talk to the endpoint task over a lock-free channel; the task is the only owner
+//! of the endpoint, so nothing on the request path takes a lock. Each wake-up of the task
+//! takes commands, receives a batch of datagrams, fires the one timer, delivers events and
+//! flushes transmits, with bounded work before it yields (see `driver.rs`).
+#![deny(missing_docs)]
+
+mod client;
+mod driver;
+mod error;
+mod handler;
+mod identity;
+mod runtime;
+mod server;
+mod socket;
+mod types;
+
+pub use client::{
+    ChunkStream, ClientBuilder, ClientStats, ConnectReport, LightningClient, PeerStats,
+};
+pub use error::{LightningError, Result};
+pub use handler::{ChunkSink, RequestContext, StreamClosed};
+pub use identity::Identity;
+pub use runtime::{Direction, Runtime, Timer, UdpIo};
+pub use server::{LightningServer, ServerBuilder, ServerSnapshot};
+pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
+pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
+
+pub use lightning_proto::endpoint::{
+    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, RequestId, RetryPolicy, ServerConfig,
+    ServerStats, TransportOptions,
+};
+pub use lightning_proto::identity::{CallbackSigner, Keypair, KeypairSigner, SignError, Signer};
+pub use lightning_proto::message::DataMap;
+pub use lightning_proto::reconnect::ReconnectPolicy;
+pub use lightning_proto::tls::TlsIdentity;
+
+/// The sans-IO core, for anything not re-exported here.
+pub use lightning_proto as proto;

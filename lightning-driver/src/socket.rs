@@ -1,0 +1,185 @@
+//! The UDP side of an endpoint: quinn-udp batches (GRO/GSO/ECN) over a runtime socket.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use lightning_proto::endpoint::{EcnCodepoint, Transmit};
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+
+use crate::runtime::{Direction, Runtime, UdpIo};
+
+/// Bytes per receive slot: the largest GRO super-packet the kernel hands over at once.
+const SLOT: usize = 64 * 1024;
+
+/// Socket buffer size asked for by default. Kernel defaults (~208 KiB) drop packets as
+/// soon as a 10 KB+ burst arrives faster than the endpoint task reads.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// One received datagram.
+pub(crate) struct Datagram {
+    pub remote: SocketAddr,
+    pub local_ip: Option<IpAddr>,
+    pub ecn: Option<EcnCodepoint>,
+    pub data: BytesMut,
+}
+
+/// A bound socket plus the state quinn-udp keeps about it.
+pub(crate) struct EndpointSocket<R: Runtime> {
+    io: R::Socket,
+    state: UdpSocketState,
+    recv_buf: Box<[u8]>,
+    metas: [RecvMeta; BATCH_SIZE],
+}
+
+/// Buffer sizes the kernel actually granted (it may cap what we ask for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// Receive buffer in bytes.
+    pub recv: usize,
+    /// Send buffer in bytes.
+    pub send: usize,
+}
+
+impl<R: Runtime> EndpointSocket<R> {
+    /// Binds `addr`, enlarges the buffers to `buffer_bytes` and registers with the runtime.
+    pub fn bind(
+        runtime: &R,
+        addr: SocketAddr,
+        buffer_bytes: usize,
+    ) -> io::Result<(Self, SocketBuffers)> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        // The kernel caps these at net.core.{r,w}mem_max; a refusal is not fatal.
+        if let Err(e) = state.set_recv_buffer_size((&socket).into(), buffer_bytes) {
+            tracing::debug!("could not set the UDP receive buffer: {e}");
+        }
+        if let Err(e) = state.set_send_buffer_size((&socket).into(), buffer_bytes) {
+            tracing::debug!("could not set the UDP send buffer: {e}");
+        }
+        let buffers = SocketBuffers {
+            recv: state.recv_buffer_size((&socket).into()).unwrap_or(0),
+            send: state.send_buffer_size((&socket).into()).unwrap_or(0),
+        };
+        if buffers.recv < buffer_bytes {
+            tracing::info!(
+                granted = buffers.recv,
+                asked = buffer_bytes,
+                "UDP receive buffer is smaller than asked (raise net.core.rmem_max)"
+            );
+        }
+        let io = runtime.wrap_udp(socket)?;
+        Ok((
+            Self {
+                io,
+                state,
+                recv_buf: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
+                metas: [RecvMeta::default(); BATCH_SIZE],
+            },
+            buffers,
+        ))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Receives one batch. `Ready(Ok(n))` with `n > 0` datagrams passed to `sink`;
+    /// `Pending` when nothing is readable (the waker is registered).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut sink: impl FnMut(Datagram),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.io.poll_ready(Direction::Read, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let state = &self.state;
+            let metas = &mut self.metas;
+            let mut slices: [IoSliceMut<'_>; BATCH_SIZE] = {
+                let mut chunks = self.recv_buf.chunks_mut(SLOT);
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()))
+            };
+            let result = self
+                .io
+                .try_io(Direction::Read, |sock| state.recv(sock, &mut slices, metas));
+            match result {
+                Ok(count) => {
+                    let mut delivered = 0;
+                    for (meta, slot) in self.metas[..count].iter().zip(self.recv_buf.chunks(SLOT)) {
+                        let len = meta.len.min(slot.len());
+                        let stride = meta.stride.max(1);
+                        let ecn = meta.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8));
+                        for datagram in slot[..len].chunks(stride) {
+                            delivered += 1;
+                            sink(Datagram {
+                                remote: meta.addr,
+                                local_ip: meta.dst_ip,
+                                ecn,
+                                data: BytesMut::from(datagram),
+                            });
+                        }
+                    }
+                    return Poll::Ready(Ok(delivered));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // ICMP errors surface here on some platforms; they concern one peer only.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Sends one transmit. `Pending` means the socket is full: keep the transmit and retry
+    /// when woken. Datagrams the kernel refuses for other reasons are dropped like losses.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        transmit: &Transmit,
+        contents: &[u8],
+    ) -> Poll<io::Result<()>> {
+        let udp = quinn_udp::Transmit {
+            destination: transmit.destination,
+            ecn: transmit
+                .ecn
+                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            contents: &contents[..transmit.size.min(contents.len())],
+            segment_size: transmit.segment_size,
+            src_ip: transmit.src_ip,
+        };
+        loop {
+            match self.io.poll_ready(Direction::Write, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let state = &self.state;
+            match self
+                .io
+                .try_io(Direction::Write, |sock| state.send(sock, &udp))
+            {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
