@@ -57,7 +57,8 @@ pub(crate) trait Role: Send + 'static {
 
 /// The endpoint task. Poll it to completion on any executor.
 pub(crate) struct Driver<R: Runtime, Ro: Role> {
-    role: Ro,
+    // Fields drop in order: the socket closes before the role, whose drop is what `stop`
+    // waits for, so a stopped server's port is free at once.
     socket: EndpointSocket<R>,
     timer: R::Timer,
     timer_at: Option<Instant>,
@@ -66,6 +67,7 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     shutting_down: bool,
     tx_buf: Vec<u8>,
     pending: Option<Transmit>,
+    role: Ro,
 }
 
 impl<R: Runtime, Ro: Role> Driver<R, Ro> {

@@ -40,33 +40,31 @@ use tokio::runtime::Handle;
 
 pub use lightning_driver::*;
 
-/// The tokio runtime the endpoint tasks run on: the one current when it was created.
-#[derive(Debug, Clone)]
+/// The tokio runtime the endpoint tasks run on: an explicit one ([`Tokio::new`]), or by
+/// default whichever runtime is current when an endpoint is built.
+#[derive(Debug, Clone, Default)]
 pub struct Tokio {
     handle: Option<Handle>,
 }
 
-impl Default for Tokio {
-    /// Captures the current runtime; building an endpoint outside one fails with a clear error.
-    fn default() -> Self {
-        Self {
-            handle: Handle::try_current().ok(),
-        }
-    }
-}
-
 impl Tokio {
-    /// Runs endpoints on the runtime behind `handle`.
+    /// Runs endpoints on the runtime behind `handle`, even when built from outside it.
     pub fn new(handle: Handle) -> Self {
         Self {
             handle: Some(handle),
         }
     }
 
-    fn handle(&self) -> io::Result<&Handle> {
-        self.handle.as_ref().ok_or_else(|| {
-            io::Error::other("no tokio runtime: build Lightning endpoints inside a tokio runtime")
-        })
+    fn handle(&self) -> io::Result<Handle> {
+        match &self.handle {
+            Some(handle) => Ok(handle.clone()),
+            None => Handle::try_current().map_err(|_| {
+                io::Error::other(
+                    "no tokio runtime: build Lightning endpoints inside a tokio runtime \
+                     or pass its handle with Tokio::new",
+                )
+            }),
+        }
     }
 }
 
@@ -85,11 +83,14 @@ impl Runtime for Tokio {
     }
 
     fn timer(&self, at: Instant) -> TokioTimer {
+        // `sleep_until` needs a runtime context; an explicit handle provides one anywhere.
+        let _guard = self.handle.as_ref().map(Handle::enter);
         TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
     }
 
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<TokioUdp> {
-        let _guard = self.handle()?.enter();
+        let handle = self.handle()?;
+        let _guard = handle.enter();
         Ok(TokioUdp(tokio::net::UdpSocket::from_std(socket)?))
     }
 }

@@ -1,2 +1,127 @@
-//! Shared helpers for the workspace-level integration tests.
+//! Shared helpers for the workspace-level integration tests, and the loopback suite that
+//! runs unchanged on every runtime adapter (`tests/loopback.rs` instantiates it per runtime).
 #![deny(missing_docs)]
+// Test helpers: a failed setup step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod suite;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lightning_driver::{DataMap, LightningServer, QuicAxonInfo, Runtime, ServerBuilder, Timer};
+
+/// Seed of the test miner.
+pub const MINER_SEED: [u8; 32] = [0x11; 32];
+/// Seed of the test validator.
+pub const VALIDATOR_SEED: [u8; 32] = [0x22; 32];
+
+/// Runs `future` on a fresh two-worker tokio runtime.
+pub fn tokio_block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+/// Runs `future` with smol (its global executor serves the spawned endpoint tasks).
+pub fn smol_block_on<F: Future>(future: F) -> F::Output {
+    smol::block_on(future)
+}
+
+/// Sleeps using the runtime's own timer.
+pub async fn sleep<R: Runtime>(runtime: &R, duration: Duration) {
+    let mut timer = runtime.timer(Instant::now() + duration);
+    futures_lite::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
+}
+
+/// `{"payload": <size bytes>}` with a recognisable pattern.
+pub fn payload(size: usize) -> DataMap {
+    let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    DataMap::from_values([("payload".to_string(), bytes.into())]).expect("string key")
+}
+
+/// The address record of a running server.
+pub fn axon_of(server: &LightningServer) -> QuicAxonInfo {
+    QuicAxonInfo::from_addr(server.hotkey(), server.local_addr())
+}
+
+/// A miner on loopback with the standard test handlers:
+/// * `echo` (sync) and `echo_async` return the data map unchanged;
+/// * `fail` returns an error;
+/// * `slow` waits for `ms` milliseconds (default 5 s), reporting cancellation through
+///   `cancelled` when the request is cancelled;
+/// * `stream` answers `{"n", "chunk_size"}` with `n` chunks of `chunk_size` bytes, byte
+///   value = chunk index % 256;
+/// * `panic` panics.
+pub fn standard_server<R: Runtime>(runtime: R, cancelled: Option<Signal>) -> ServerBuilder<R> {
+    let slow_runtime = runtime.clone();
+    ServerBuilder::with_runtime(runtime)
+        .seed(MINER_SEED)
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .handler("echo", |data, _ctx| Ok::<_, String>(data))
+        .async_handler(
+            "echo_async",
+            |data, _ctx| async move { Ok::<_, String>(data) },
+        )
+        .handler("fail", |_data, _ctx| {
+            Err::<DataMap, _>("deliberate failure")
+        })
+        .handler("panic", |_data, _ctx| -> Result<DataMap, String> {
+            panic!("deliberate panic")
+        })
+        .async_handler("slow", move |data, ctx| {
+            let runtime = slow_runtime.clone();
+            let cancelled = cancelled.clone();
+            async move {
+                let ms = data.get("ms").and_then(|v| v.as_u64()).unwrap_or(5_000);
+                let finished = futures_lite::future::or(
+                    async {
+                        sleep(&runtime, Duration::from_millis(ms)).await;
+                        true
+                    },
+                    async {
+                        ctx.cancelled().await;
+                        false
+                    },
+                )
+                .await;
+                if !finished {
+                    if let Some(tx) = cancelled {
+                        tx.notify();
+                    }
+                    return Err("cancelled".to_string());
+                }
+                Ok(data)
+            }
+        })
+        .streaming_handler("stream", |data, _ctx, sink| async move {
+            let n = data.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
+            let size = data.get("chunk_size").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+            for i in 0..n {
+                sink.send(vec![(i % 256) as u8; size])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        })
+}
+
+/// Counts notifications across tasks and runtimes (std only, so the suite needs no
+/// runtime-specific channel).
+#[derive(Debug, Clone, Default)]
+pub struct Signal(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Signal {
+    /// Records one notification.
+    pub fn notify(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many notifications so far.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
