@@ -57,5 +57,8 @@ pub use lightning_proto::message::DataMap;
 pub use lightning_proto::reconnect::ReconnectPolicy;
 pub use lightning_proto::tls::TlsIdentity;
 
+#[doc = include_str!("../PARITY.md")]
+pub mod parity {}
+
 /// The sans-IO core, for anything not re-exported here.
 pub use lightning_proto as proto;
