@@ -384,3 +384,161 @@ pub async fn join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIte
     })
     .await;
 }
+
+/// `update_miner_registry` drops a miner that left the list (closing its connection) and
+/// connects the one that joined (PROTOCOL §8.3).
+pub async fn registry_reconciliation<R: Runtime>(runtime: R) {
+    let first = standard_server(runtime.clone(), None)
+        .start()
+        .await
+        .expect("server");
+    let second = standard_server(runtime.clone(), None)
+        .seed([0x55; 32])
+        .start()
+        .await
+        .expect("second server");
+    let client = client(runtime.clone());
+    let (a, b) = (axon_of(&first), axon_of(&second));
+
+    let report = client
+        .update_miner_registry([a.clone()])
+        .await
+        .expect("registry");
+    assert_eq!(report.authenticated, vec![a.clone()]);
+    let hotkeys = client.authenticated_hotkeys().await.expect("hotkeys");
+    assert_eq!(hotkeys, [a.hotkey.clone()].into_iter().collect());
+
+    let report = client
+        .update_miner_registry([b.clone()])
+        .await
+        .expect("registry");
+    assert_eq!(report.authenticated, vec![b.clone()]);
+    let hotkeys = client.authenticated_hotkeys().await.expect("hotkeys");
+    assert_eq!(hotkeys, [b.hotkey.clone()].into_iter().collect());
+    let stats = client.connection_stats().await.expect("stats");
+    assert_eq!(stats.connections, 1);
+    assert_eq!(stats.peers[0].addr, b.addr().expect("addr"));
+
+    // The first miner sees its validator go away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let snapshot = first.stats().await.expect("stats");
+        if snapshot.connections == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connection to the dropped miner closed"
+        );
+        sleep(&runtime, Duration::from_millis(20)).await;
+    }
+    first.stop().await.expect("stop");
+    second.stop().await.expect("stop");
+}
+
+/// Typed handlers and typed requests: structs in, structs out, by field names.
+pub async fn typed_round_trip<R: Runtime>(runtime: R) {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Sum {
+        a: u64,
+        b: u64,
+        label: String,
+    }
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Total {
+        total: u64,
+        label: String,
+    }
+    let server = standard_server(runtime.clone(), None)
+        .typed_handler("sum", |req: Sum, _ctx| {
+            Ok::<_, String>(Total {
+                total: req.a + req.b,
+                label: req.label,
+            })
+        })
+        .typed_async_handler("sum_async", |req: Sum, ctx| async move {
+            Ok::<_, String>(Total {
+                total: req.a * req.b,
+                label: format!("{} from {}", req.label, &ctx.validator_hotkey()[..4]),
+            })
+        })
+        .start()
+        .await
+        .expect("server");
+    let client = client(runtime);
+    let axon = axon_of(&server);
+    let request = Sum {
+        a: 20,
+        b: 22,
+        label: "x".into(),
+    };
+    let total: Total = client
+        .query_axon(
+            &axon,
+            QuicRequest::from_typed("sum", &request).expect("encode"),
+        )
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success")
+        .deserialize_data()
+        .expect("decode");
+    assert_eq!(
+        total,
+        Total {
+            total: 42,
+            label: "x".into()
+        }
+    );
+    let product: Total = client
+        .query_axon(
+            &axon,
+            QuicRequest::from_typed("sum_async", &request).expect("encode"),
+        )
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success")
+        .deserialize_data()
+        .expect("decode");
+    assert_eq!(product.total, 440);
+    assert!(product.label.starts_with("x from 5"), "{}", product.label);
+    // A request that does not decode is a handler error.
+    let bad = client
+        .query_axon(&axon, QuicRequest::new("sum", payload(4)))
+        .await
+        .expect("answer");
+    assert_eq!(bad.error.as_deref(), Some("request processing failed"));
+    server.stop().await.expect("stop");
+}
+
+/// A callback signer (a key held elsewhere) authenticates like a seed.
+pub async fn callback_signer<R: Runtime>(runtime: R) {
+    let server = standard_server(runtime.clone(), None)
+        .start()
+        .await
+        .expect("server");
+    let key = lightning_driver::Keypair::from_seed(&[0x66; 32]);
+    let hotkey = key.hotkey();
+    let calls = Signal::default();
+    let counter = calls.clone();
+    let client = ClientBuilder::with_runtime(runtime)
+        .callback_signer(hotkey.clone(), move |message| {
+            counter.notify();
+            Ok(key.sign(message).to_vec())
+        })
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .build()
+        .expect("client");
+    let axon = axon_of(&server);
+    let ok = client
+        .query_axon(&axon, QuicRequest::new("echo", payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    assert_eq!(calls.count(), 1, "one signature per connection");
+    let snapshot = server.stats().await.expect("stats");
+    assert_eq!(snapshot.validators.len(), 1);
+    assert_eq!(snapshot.validators[0].0, hotkey);
+    server.stop().await.expect("stop");
+}

@@ -60,6 +60,21 @@ macro_rules! suite_on {
             fn wrong_miner_hotkey_refused() {
                 $block_on(suite::wrong_miner_hotkey_refused($runtime))
             }
+
+            #[test]
+            fn registry_reconciliation() {
+                $block_on(suite::registry_reconciliation($runtime))
+            }
+
+            #[test]
+            fn typed_round_trip() {
+                $block_on(suite::typed_round_trip($runtime))
+            }
+
+            #[test]
+            fn callback_signer() {
+                $block_on(suite::callback_signer($runtime))
+            }
         }
     };
 }
