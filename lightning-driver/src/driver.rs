@@ -150,15 +150,15 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // 5. Datagrams out, until the socket is full.
         busy |= self.flush(cx, now);
 
-        // 6. Re-arm the one timer.
+        // 6. Re-arm the one timer. A deadline already due is kept in `timer_at`, so the
+        // next round fires it in step 3.
         match self.role.poll_timeout() {
-            Some(at) if at <= now => busy = true,
             Some(at) => {
                 if self.timer_at != Some(at) {
                     self.timer.reset(at);
                     self.timer_at = Some(at);
                 }
-                if self.timer.poll_elapsed(cx).is_ready() {
+                if at <= now || self.timer.poll_elapsed(cx).is_ready() {
                     busy = true;
                 }
             }

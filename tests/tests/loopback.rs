@@ -72,6 +72,11 @@ macro_rules! suite_on {
             }
 
             #[test]
+            fn concurrent_large_payloads() {
+                $block_on(suite::concurrent_large_payloads($runtime))
+            }
+
+            #[test]
             fn callback_signer() {
                 $block_on(suite::callback_signer($runtime))
             }

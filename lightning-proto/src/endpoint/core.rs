@@ -36,6 +36,13 @@ pub(crate) enum ConnPoll {
     Drained,
 }
 
+/// One GSO send is one UDP datagram to the kernel, so its total must fit in 65,507 bytes;
+/// the kernel refuses larger ones with EMSGSIZE, which quinn-udp reports as a routine MTU
+/// probe failure and drops silently. quinn-proto fills a transmit with as many segments as
+/// it is allowed, so the cap lives here: 44 datagrams of up to 1,452 bytes (quinn's default
+/// MTU discovery ceiling) is 63,888 bytes.
+pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
+
 pub(crate) struct Core {
     pub(crate) endpoint: quinn_proto::Endpoint,
     pub(crate) conns: HashMap<ConnectionHandle, quinn_proto::Connection>,
@@ -83,7 +90,7 @@ impl Core {
     }
 
     pub(crate) fn set_max_gso_segments(&mut self, n: usize) {
-        self.max_gso_segments = n.max(1);
+        self.max_gso_segments = n.clamp(1, MAX_GSO_SEGMENTS);
     }
 
     pub(crate) fn handle_datagram(
