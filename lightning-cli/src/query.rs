@@ -1,0 +1,231 @@
+//! `lightning query`: N queries with C concurrent workers against one miner.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lightning_tokio::QuicAxonInfo;
+use serde_json::json;
+
+use crate::load::{self, Kind, LoadResult, StreamParams, Workload};
+use crate::seed::KeyArgs;
+use crate::stats::{fmt_size, fmt_us, micros};
+
+/// Options of `lightning query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The miner's IP address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+
+    /// The miner's UDP port.
+    #[arg(long)]
+    pub port: u16,
+
+    /// The miner's SS58 hotkey (the handshake fails if the miner cannot prove it).
+    #[arg(long, value_name = "SS58")]
+    pub hotkey: String,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Hotkey name inside the wallet given by --wallet-name.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub wallet_hotkey: String,
+
+    /// Synapse to call (default: `echo`, or `stream` with --chunks).
+    #[arg(long)]
+    pub synapse: Option<String>,
+
+    /// Payload bytes per unary request (sent as `{"payload": <bytes>}`).
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+
+    /// Number of requests.
+    #[arg(short = 'n', long = "requests", default_value_t = 1)]
+    pub requests: u64,
+
+    /// Requests in flight at once (workers sharing one connection).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: u16,
+
+    /// Query the streaming synapse for this many chunks per request instead.
+    #[arg(long)]
+    pub chunks: Option<u64>,
+
+    /// Bytes per chunk with --chunks.
+    #[arg(long, default_value_t = 1024, requires = "chunks")]
+    pub chunk_size: u64,
+
+    /// Per-request timeout (whole stream with --chunks), also used for connecting.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+
+    /// Print one JSON line instead of the readable summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `lightning query`; the exit code is non-zero when connecting or any request failed.
+pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
+    let (identity, _) = args.key.identity(&args.wallet_hotkey)?;
+    let target = SocketAddr::new(args.ip, args.port);
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let kind = match args.chunks {
+        Some(n) => Kind::Stream {
+            synapse: args.synapse.clone().unwrap_or_else(|| "stream".into()),
+            params: StreamParams {
+                n,
+                chunk_size: args.chunk_size,
+            },
+        },
+        None => {
+            let synapse = args.synapse.clone().unwrap_or_else(|| "echo".into());
+            Kind::Unary {
+                check_echo: synapse == "echo",
+                synapse,
+                data: load::payload_map(args.size)?,
+                size: args.size as u64,
+            }
+        }
+    };
+    let client = load::client(identity, target, timeout, kind.bytes_per_request())?;
+    let axon = QuicAxonInfo::from_addr(args.hotkey.clone(), target);
+
+    let connecting = Instant::now();
+    let report = client
+        .initialize_connections([axon.clone()])
+        .await
+        .map_err(|e| format!("client stopped: {e}"))?;
+    let connect = connecting.elapsed();
+    let connect_error = report.failed.first().map(|(_, e)| e.to_string());
+
+    let result = match &connect_error {
+        Some(e) => LoadResult {
+            errors: args.requests,
+            first_error: Some(format!("connect: {e}")),
+            ..LoadResult::default()
+        },
+        None => {
+            let work = Workload {
+                kind: kind.clone(),
+                requests: args.requests,
+                duration: None,
+                concurrency: usize::from(args.concurrency),
+                timeout,
+            };
+            load::run(&client, &axon, &work, true).await
+        }
+    };
+    // Tell the miner we are done rather than leaving it to the idle timeout.
+    let _ = client.close_all_connections().await;
+
+    if args.json {
+        println!(
+            "{}",
+            summary_json(&args, &kind, connect, &connect_error, &result)
+        );
+    } else {
+        print_summary(&args, &kind, target, connect, &connect_error, &result);
+    }
+    Ok(if connect_error.is_none() && result.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let k = 10f64.powi(places);
+    (x * k).round() / k
+}
+
+fn summary_json(
+    args: &QueryArgs,
+    kind: &Kind,
+    connect: Duration,
+    connect_error: &Option<String>,
+    r: &LoadResult,
+) -> serde_json::Value {
+    let l = &r.latencies;
+    let mut out = json!({
+        "ok": r.ok,
+        "errors": r.errors,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "connect_ms": round(connect.as_secs_f64() * 1e3, 3),
+        "connected": connect_error.is_none(),
+        "elapsed_s": round(r.elapsed.as_secs_f64(), 6),
+        "p50_us": l.percentile(50.0),
+        "p95_us": l.percentile(95.0),
+        "p99_us": l.percentile(99.0),
+        "max_us": l.max(),
+        "mean_us": l.mean(),
+        "req_per_s": round(r.req_per_s(), 1),
+        "mb_per_s": round(r.mb_per_s(), 3),
+        "first_error": r.first_error,
+    });
+    match kind {
+        Kind::Unary { synapse, size, .. } => {
+            out["synapse"] = json!(synapse);
+            out["size"] = json!(size);
+        }
+        Kind::Stream { synapse, params } => {
+            out["synapse"] = json!(synapse);
+            out["chunks"] = json!(params.n);
+            out["chunk_size"] = json!(params.chunk_size);
+        }
+    }
+    out
+}
+
+fn print_summary(
+    args: &QueryArgs,
+    kind: &Kind,
+    target: SocketAddr,
+    connect: Duration,
+    connect_error: &Option<String>,
+    r: &LoadResult,
+) {
+    let what = match kind {
+        Kind::Unary { synapse, size, .. } => format!("{synapse} of {}", fmt_size(*size)),
+        Kind::Stream { synapse, params } => format!(
+            "{synapse} of {} x {}",
+            params.n,
+            fmt_size(params.chunk_size)
+        ),
+    };
+    println!(
+        "{} x {what}, concurrency {} -> {} at {target}",
+        args.requests, args.concurrency, args.hotkey
+    );
+    match connect_error {
+        Some(e) => println!(
+            "  connect     FAILED after {}: {e}",
+            fmt_us(micros(connect))
+        ),
+        None => println!("  connect     {}", fmt_us(micros(connect))),
+    }
+    println!("  ok          {}", r.ok);
+    println!("  errors      {}", r.errors);
+    if let Some(e) = &r.first_error {
+        println!("  first error {e}");
+    }
+    if r.ok > 0 {
+        let l = &r.latencies;
+        println!(
+            "  latency     p50 {}  p95 {}  p99 {}  max {}",
+            fmt_us(l.percentile(50.0)),
+            fmt_us(l.percentile(95.0)),
+            fmt_us(l.percentile(99.0)),
+            fmt_us(l.max())
+        );
+        println!(
+            "  throughput  {:.0} req/s  {:.2} MB/s  ({:.2} s)",
+            r.req_per_s(),
+            r.mb_per_s(),
+            r.elapsed.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! `lightning serve`: a miner with the `echo` and `stream` synapses.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use clap::Args;
+use lightning_tokio::{ChunkSink, DataMap, RequestContext, ServerBuilder};
+use serde::Deserialize;
+
+use crate::load::filler;
+use crate::seed::{KeyArgs, KeySource};
+
+/// Largest chunk the `stream` synapse will produce.
+const MAX_CHUNK_BYTES: u64 = 16 << 20;
+/// Largest whole stream the `stream` synapse will produce.
+const MAX_STREAM_BYTES: u64 = 1 << 30;
+
+/// Options of `lightning serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// UDP port (0 picks a free one; the chosen port is printed).
+    #[arg(long, default_value_t = 8091)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Hotkey name inside the wallet given by --wallet-name.
+    #[arg(long = "hotkey", value_name = "NAME", default_value = "default")]
+    pub hotkey_name: String,
+}
+
+/// The `stream` synapse's request.
+#[derive(Debug, Deserialize)]
+struct StreamRequest {
+    n: u64,
+    chunk_size: u64,
+}
+
+/// Adds the synapses every `lightning` miner serves.
+pub fn with_synapses(builder: ServerBuilder) -> ServerBuilder {
+    builder
+        // Inline and zero-copy: the data map is handed back as the bytes that arrived.
+        .handler("echo", |data: DataMap, _ctx: RequestContext| {
+            Ok::<_, Infallible>(data)
+        })
+        .streaming_handler("stream", stream_chunks)
+}
+
+async fn stream_chunks(data: DataMap, _ctx: RequestContext, sink: ChunkSink) -> Result<(), String> {
+    let req: StreamRequest = data
+        .deserialize()
+        .map_err(|e| format!("expected {{\"n\": N, \"chunk_size\": S}}: {e}"))?;
+    if req.chunk_size > MAX_CHUNK_BYTES {
+        return Err(format!(
+            "chunk_size {} is above the limit of {MAX_CHUNK_BYTES} bytes",
+            req.chunk_size
+        ));
+    }
+    if req.n.saturating_mul(req.chunk_size) > MAX_STREAM_BYTES {
+        return Err(format!(
+            "n * chunk_size is above the limit of {MAX_STREAM_BYTES} bytes"
+        ));
+    }
+    // One buffer shared by every chunk: sending a clone of `Bytes` copies nothing.
+    let chunk: Bytes = filler(req.chunk_size as usize);
+    for _ in 0..req.n {
+        sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs `lightning serve` until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let (identity, source) = args.key.identity(&args.hotkey_name)?;
+    if source == KeySource::Random {
+        eprintln!(
+            "lightning serve: no --seed or --wallet-name given; using a random key for this run"
+        );
+    }
+    let mut shutdown = Shutdown::install().map_err(|e| format!("cannot watch signals: {e}"))?;
+    let addr = SocketAddr::new(args.host, args.port);
+    let server = with_synapses(ServerBuilder::new().identity(identity).bind_addr(addr))
+        .start()
+        .await
+        .map_err(|e| format!("cannot start the server on {addr}: {e}"))?;
+
+    let ready = serde_json::json!({
+        "port": server.local_addr().port(),
+        "hotkey": server.hotkey(),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{ready}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    drop(stdout);
+    eprintln!(
+        "lightning serve: miner {} listening on {} (synapses: echo, stream)",
+        server.hotkey(),
+        server.local_addr()
+    );
+
+    let signal = shutdown.wait().await;
+    eprintln!("lightning serve: {signal} received, stopping");
+    let served = server.stats().await.map(|s| s.stats.requests).ok();
+    server
+        .stop()
+        .await
+        .map_err(|e| format!("stopping the server: {e}"))?;
+    match served {
+        Some(n) => eprintln!("lightning serve: stopped after {n} requests"),
+        None => eprintln!("lightning serve: stopped"),
+    }
+    Ok(())
+}
+
+/// Signal handlers, installed before the server announces itself so that a signal sent
+/// right after the ready line is never missed.
+struct Shutdown {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

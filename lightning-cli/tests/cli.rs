@@ -1,0 +1,291 @@
+//! The `lightning` binary end to end: a `serve` child process on loopback, loaded by
+//! `query` child processes, plus `keygen` and signal handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lightning_tokio::proto::identity::Keypair;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lightning");
+const MINER_SEED: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+const VALIDATOR_SEED: &str = "0x0707070707070707070707070707070707070707070707070707070707070707";
+
+/// Kills the child when a test ends, passing or not.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `lightning serve` and what it announced.
+struct Miner {
+    guard: Guard,
+    port: u16,
+    hotkey: String,
+    // Kept open so the server never sees a closed stdout.
+    _stdout: BufReader<ChildStdout>,
+}
+
+fn serve() -> Miner {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            MINER_SEED,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn lightning serve");
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child);
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the ready line");
+    let ready: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("ready line {line:?} is not JSON: {e}"));
+    let port = u16::try_from(ready["port"].as_u64().expect("port")).unwrap();
+    let hotkey = ready["hotkey"].as_str().expect("hotkey").to_string();
+    assert_ne!(port, 0);
+    Miner {
+        guard,
+        port,
+        hotkey,
+        _stdout: stdout,
+    }
+}
+
+fn query(miner: &Miner, hotkey: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+    let port = miner.port.to_string();
+    let mut args = vec![
+        "query",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--hotkey",
+        hotkey,
+        "--seed",
+        VALIDATOR_SEED,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = Command::new(BIN).args(&args).output().expect("run query");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "query printed no JSON ({e}); stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, summary)
+}
+
+#[test]
+fn serve_announces_the_hotkey_of_its_seed() {
+    let miner = serve();
+    let seed: [u8; 32] = [0x42; 32];
+    assert_eq!(miner.hotkey, Keypair::from_seed(&seed).hotkey());
+}
+
+#[test]
+fn ten_thousand_echoes_at_concurrency_32_all_succeed() {
+    let miner = serve();
+    let (out, s) = query(
+        &miner,
+        &miner.hotkey,
+        &["-n", "10000", "--concurrency", "32", "--size", "1024"],
+    );
+    assert!(out.status.success(), "summary: {s}");
+    assert_eq!(s["ok"], 10_000, "summary: {s}");
+    assert_eq!(s["errors"], 0, "summary: {s}");
+    assert!(s["first_error"].is_null());
+    for key in ["p50_us", "p95_us", "p99_us", "req_per_s", "connect_ms"] {
+        assert!(s[key].as_f64().unwrap() > 0.0, "{key} in {s}");
+    }
+    let (p50, p99) = (s["p50_us"].as_u64().unwrap(), s["p99_us"].as_u64().unwrap());
+    assert!(p50 <= p99, "{s}");
+}
+
+#[test]
+fn streaming_query_gets_every_chunk() {
+    let miner = serve();
+    let (out, s) = query(
+        &miner,
+        &miner.hotkey,
+        &["-n", "5", "--chunks", "100", "--chunk-size", "1000"],
+    );
+    assert!(out.status.success(), "summary: {s}");
+    assert_eq!(s["ok"], 5, "summary: {s}");
+    assert_eq!(s["errors"], 0, "summary: {s}");
+    assert_eq!(s["synapse"], "stream");
+}
+
+#[test]
+fn stream_request_beyond_the_server_limit_is_an_error() {
+    let miner = serve();
+    let (out, s) = query(
+        &miner,
+        &miner.hotkey,
+        &["--chunks", "1", "--chunk-size", "999999999"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(s["ok"], 0);
+    assert_eq!(s["errors"], 1);
+    assert!(s["first_error"].as_str().unwrap().contains("stream"), "{s}");
+}
+
+#[test]
+fn wrong_hotkey_fails_with_non_zero_status() {
+    let miner = serve();
+    let other = Keypair::from_seed(&[9; 32]).hotkey();
+    let (out, s) = query(&miner, &other, &["-n", "3"]);
+    assert!(!out.status.success());
+    assert_eq!(s["ok"], 0, "summary: {s}");
+    assert_eq!(s["errors"], 3, "summary: {s}");
+    assert_eq!(s["connected"], false);
+    let error = s["first_error"].as_str().unwrap();
+    assert!(error.contains("hotkey"), "{error}");
+}
+
+#[test]
+fn unknown_synapse_is_reported_as_an_error() {
+    let miner = serve();
+    let (out, s) = query(&miner, &miner.hotkey, &["-n", "2", "--synapse", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!((s["ok"].as_u64(), s["errors"].as_u64()), (Some(0), Some(2)));
+}
+
+#[test]
+fn readable_summary_names_the_figures() {
+    let miner = serve();
+    let port = miner.port.to_string();
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--port",
+            &port,
+            "--hotkey",
+            &miner.hotkey,
+            "-n",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "connect",
+        "ok          50",
+        "errors      0",
+        "p50",
+        "p99",
+        "req/s",
+        "MB/s",
+    ] {
+        assert!(text.contains(word), "{word:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn serve_stops_on_sigterm() {
+    let mut miner = serve();
+    let pid = miner.guard.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = miner.guard.0.try_wait().unwrap() {
+            assert!(status.success(), "serve exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn parse_hex32(text: &str) -> [u8; 32] {
+    assert_eq!(text.len(), 64, "{text}");
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+#[test]
+fn keygen_json_seed_derives_its_hotkey() {
+    let out = Command::new(BIN)
+        .args(["keygen", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seed = parse_hex32(v["seed"].as_str().unwrap());
+    assert_eq!(v["hotkey"], Keypair::from_seed(&seed).hotkey());
+
+    let again = Command::new(BIN)
+        .args(["keygen", "--json"])
+        .output()
+        .unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_ne!(v["seed"], w["seed"], "two runs gave the same seed");
+}
+
+#[test]
+fn keygen_text_names_seed_and_hotkey() {
+    let out = Command::new(BIN).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} line in {text}"))
+            .to_string()
+    };
+    let seed = parse_hex32(&field("seed:"));
+    assert_eq!(field("hotkey:"), Keypair::from_seed(&seed).hotkey());
+}
+
+#[test]
+fn bad_seed_is_refused_with_a_reason() {
+    for (seed, reason) in [
+        ("abcd", "got 4 digits"),
+        (&"zz".repeat(32)[..], "invalid hex digit 'z'"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--port", "0", "--seed", seed])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+}
+
+#[test]
+fn demo_runs_clean_with_short_steps() {
+    let out = Command::new(BIN)
+        .args(["demo", "--step-ms", "50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{text}");
+    assert!(text.contains("verdict: OK"), "{text}");
+    for size in ["256 B", "1 KB", "64 KB", "1 MB", "1000 x 1 KB"] {
+        assert!(text.contains(size), "{size} row missing:\n{text}");
+    }
+}
