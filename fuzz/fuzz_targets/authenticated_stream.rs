@@ -75,7 +75,10 @@ fuzz_target!(|input: &[u8]| {
     assert!(w.max_queued_bytes < 1 << 20);
 
     // Still usable: an honest request on the same connection is answered.
-    assert!(w.is_authenticated(), "raw bytes cost the validator its session");
+    assert!(
+        w.is_authenticated(),
+        "raw bytes cost the validator its session"
+    );
     let id = echo(&mut w, 2);
     assert!(
         w.run_until(10 * SECOND, |w| w.outcome(id).is_some()),

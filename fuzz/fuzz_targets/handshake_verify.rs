@@ -15,9 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use libfuzzer_sys::fuzz_target;
 use lightning_fuzz::Cursor;
 use lightning_proto::handshake::{
-    self, check_nonce_format, check_timestamp, decode_signature, encode_signature,
-    request_message, response_message, verify_request, verify_response, verify_signature,
-    HandshakeError, HandshakeRateLimiter, NonceCache, RequestFields, ResponseFields,
+    self, check_nonce_format, check_timestamp, decode_signature, encode_signature, request_message,
+    response_message, verify_request, verify_response, verify_signature, HandshakeError,
+    HandshakeRateLimiter, NonceCache, RequestFields, ResponseFields,
 };
 use lightning_proto::identity::ss58;
 
@@ -32,7 +32,10 @@ const RESPONSE_SIG: &str =
     "DJSsj/lcLAiHKWvmNfceK9+L7w1WqsX/jlONnUQWimH10ydWFEntakCzmEV1el+zb8tM8JLKB/7ipcwcQa9tjQ==";
 
 fn pick(choice: u16, fuzzed: String, options: &[&str]) -> String {
-    match (choice as usize).checked_sub(1).and_then(|i| options.get(i)) {
+    match (choice as usize)
+        .checked_sub(1)
+        .and_then(|i| options.get(i))
+    {
         Some(s) => (*s).to_string(),
         None => fuzzed,
     }
@@ -42,7 +45,11 @@ fn pick(choice: u16, fuzzed: String, options: &[&str]) -> String {
 fn describe(e: &HandshakeError) {
     assert!(!e.reason_code().is_empty());
     let text = e.to_string();
-    assert!(text.len() < 4096, "error text echoes too much: {} bytes", text.len());
+    assert!(
+        text.len() < 4096,
+        "error text echoes too much: {} bytes",
+        text.len()
+    );
 }
 
 fuzz_target!(|input: &[u8]| {

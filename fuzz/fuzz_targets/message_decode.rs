@@ -15,8 +15,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use lightning_proto::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
 use lightning_proto::message::{
-    DataMap, HandshakeRequest, HandshakeResponse, Message, StreamChunk, StreamEnd,
-    SynapsePacket, SynapseResponse, WireMessage,
+    DataMap, HandshakeRequest, HandshakeResponse, Message, StreamChunk, StreamEnd, SynapsePacket,
+    SynapseResponse, WireMessage,
 };
 
 /// A value's exact MessagePack bytes, so NaN payloads and f32/f64 compare faithfully.
@@ -27,8 +27,10 @@ fn canonical(v: &rmpv::Value) -> Vec<u8> {
 }
 
 fn canonical_map(values: &HashMap<String, rmpv::Value>) -> Vec<(String, Vec<u8>)> {
-    let mut entries: Vec<(String, Vec<u8>)> =
-        values.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+    let mut entries: Vec<(String, Vec<u8>)> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), canonical(v)))
+        .collect();
     entries.sort();
     entries
 }
@@ -38,7 +40,9 @@ fn check_data(data: &DataMap) {
     assert_eq!(&again, data);
     assert_eq!(again.len(), data.len());
     assert_eq!(data.keys().count(), data.len());
-    let values = data.to_values().expect("decoded data map converts to values");
+    let values = data
+        .to_values()
+        .expect("decoded data map converts to values");
     assert!(values.len() <= data.len());
     for key in values.keys() {
         assert!(data.contains_key(key));
@@ -79,9 +83,7 @@ where
 fn decode_as(ty: MessageType, payload: &Bytes) -> bool {
     match ty {
         MessageType::HandshakeRequest => roundtrip::<HandshakeRequest>(payload, |_| ()).is_some(),
-        MessageType::HandshakeResponse => {
-            roundtrip::<HandshakeResponse>(payload, |_| ()).is_some()
-        }
+        MessageType::HandshakeResponse => roundtrip::<HandshakeResponse>(payload, |_| ()).is_some(),
         MessageType::SynapsePacket => {
             roundtrip::<SynapsePacket>(payload, |m| check_data(&m.data)).is_some()
         }

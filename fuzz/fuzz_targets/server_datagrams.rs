@@ -174,9 +174,17 @@ impl Harness {
         );
         assert!(s.unauthenticated_count() <= s.connection_count());
         assert!(s.validators().count() <= MAX_VALIDATORS);
-        assert!(s.queued_bytes() <= MAX_QUEUED, "{} bytes queued", s.queued_bytes());
+        assert!(
+            s.queued_bytes() <= MAX_QUEUED,
+            "{} bytes queued",
+            s.queued_bytes()
+        );
         assert!(s.active_nonce_count() <= MAX_NONCES);
-        assert_eq!(s.requests_in_flight(), 0, "a delivered request went unanswered");
+        assert_eq!(
+            s.requests_in_flight(),
+            0,
+            "a delivered request went unanswered"
+        );
     }
 }
 
@@ -204,9 +212,7 @@ fuzz_target!(|input: &[u8]| {
         buf: Vec::new(),
     };
     if setup & 0x80 != 0 {
-        let _ = h
-            .client
-            .connect(h.now, addr(SERVER_ADDR), [miner_hotkey()]);
+        let _ = h.client.connect(h.now, addr(SERVER_ADDR), [miner_hotkey()]);
         h.settle();
     }
 
@@ -261,9 +267,7 @@ fuzz_target!(|input: &[u8]| {
                 h.advance(Duration::from_millis(ms));
             }
             8 => {
-                let _ = h
-                    .client
-                    .connect(h.now, addr(SERVER_ADDR), [miner_hotkey()]);
+                let _ = h.client.connect(h.now, addr(SERVER_ADDR), [miner_hotkey()]);
             }
             _ => {
                 let n = usize::from(c.u8());

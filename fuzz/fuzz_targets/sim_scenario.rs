@@ -14,9 +14,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use lightning_fuzz::world::{
-    addr, data, Expect, Outcome, World, CLIENT_ADDR, SERVER_ADDR,
-};
+use lightning_fuzz::world::{addr, data, Expect, Outcome, World, CLIENT_ADDR, SERVER_ADDR};
 use lightning_fuzz::Cursor;
 use lightning_proto::endpoint::{ClientConfig, RequestId, RequestOptions, ServerConfig};
 use lightning_proto::sim::LinkConditions;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lightning_proto::endpoint::{
-    AnswerError, Client, ClientConfig, ClientError, ClientEvent, RequestId, RequestOptions,
-    Server, ServerConfig, ServerEvent, SynapseKind,
+    AnswerError, Client, ClientConfig, ClientError, ClientEvent, RequestId, RequestOptions, Server,
+    ServerConfig, ServerEvent, SynapseKind,
 };
 use lightning_proto::identity::{Keypair, KeypairSigner, Signer};
 use lightning_proto::message::DataMap;
@@ -427,7 +427,11 @@ impl World {
         while let Some(ev) = server.poll_event() {
             match ev {
                 ServerEvent::Request(req) => {
-                    assert!(self.seen.insert(req.id), "request {:?} delivered twice", req.id);
+                    assert!(
+                        self.seen.insert(req.id),
+                        "request {:?} delivered twice",
+                        req.id
+                    );
                     match req.synapse_type.as_str() {
                         "echo" => {
                             server
@@ -441,8 +445,9 @@ impl World {
                         }
                         "stream" => {
                             let n = get_u64(&req.data, "n").unwrap_or(3).min(MAX_STREAM_CHUNKS);
-                            let size =
-                                get_u64(&req.data, "size").unwrap_or(3).min(MAX_STREAM_CHUNK);
+                            let size = get_u64(&req.data, "size")
+                                .unwrap_or(3)
+                                .min(MAX_STREAM_CHUNK);
                             self.streams.insert(req.id, (n, size as usize));
                         }
                         _ => {}
@@ -532,7 +537,11 @@ impl World {
                 ClientEvent::StreamEnd { id, .. } => {
                     let t = tracked(&mut self.requests, id);
                     if let Expect::Stream { n, .. } = t.expect {
-                        assert_eq!(t.chunks, n, "{id:?}: stream ended after {} chunks", t.chunks);
+                        assert_eq!(
+                            t.chunks, n,
+                            "{id:?}: stream ended after {} chunks",
+                            t.chunks
+                        );
                     }
                     (id, Outcome::StreamEnd)
                 }
