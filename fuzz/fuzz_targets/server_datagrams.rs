@@ -65,7 +65,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn to_server(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn send_to_server(&mut self, from: SocketAddr, bytes: &[u8]) {
         let local = Some(addr(SERVER_ADDR).ip());
         self.server
             .handle_datagram(self.now, from, local, None, BytesMut::from(bytes));
@@ -107,18 +107,17 @@ impl Harness {
                     match self.tamper.pop() {
                         None => {}
                         Some(Tamper::Drop) => continue,
-                        Some(Tamper::Flip { at, mask }) => {
-                            if !d.is_empty() {
-                                let i = usize::from(at) % d.len();
-                                d[i] ^= mask.max(1);
-                            }
+                        Some(Tamper::Flip { at, mask }) if !d.is_empty() => {
+                            let i = usize::from(at) % d.len();
+                            d[i] ^= mask.max(1);
                         }
+                        Some(Tamper::Flip { .. }) => {}
                         Some(Tamper::Truncate(n)) => d.truncate(usize::from(n)),
                         Some(Tamper::Duplicate) => copies = 2,
                         Some(Tamper::FromAddress(b)) => from = source(b),
                     }
                     for _ in 0..copies {
-                        self.to_server(from, &d);
+                        self.send_to_server(from, &d);
                     }
                 }
             }
@@ -224,7 +223,7 @@ fuzz_target!(|input: &[u8]| {
                 let from = source(c.u8());
                 let len = usize::from(c.u16() % 1500);
                 let bytes = c.bytes(len).to_vec();
-                h.to_server(from, &bytes);
+                h.send_to_server(from, &bytes);
             }
             3 => {
                 let t = match c.u8() % 5 {
@@ -245,7 +244,7 @@ fuzz_target!(|input: &[u8]| {
                 let from = source(c.u8());
                 if !h.history.is_empty() {
                     let d = h.history[i % h.history.len()].clone();
-                    h.to_server(from, &d);
+                    h.send_to_server(from, &d);
                 }
             }
             5 => {
@@ -258,7 +257,7 @@ fuzz_target!(|input: &[u8]| {
                     let at = at % (d.len() + 1);
                     let end = (at + patch.len()).min(d.len());
                     d[at..end].copy_from_slice(&patch[..end - at]);
-                    h.to_server(source(0), &d);
+                    h.send_to_server(source(0), &d);
                 }
             }
             6 | 7 => {
