@@ -424,6 +424,9 @@ impl World {
             Endpoint::Server(s) => s.as_mut(),
             Endpoint::Client(_) => unreachable!("server node holds a server"),
         };
+        // Requests that ended between being queued as events and being seen here; each
+        // must be followed by its `RequestCancelled` in the same queue.
+        let mut must_cancel: HashSet<RequestId> = HashSet::new();
         while let Some(ev) = server.poll_event() {
             match ev {
                 ServerEvent::Request(req) => {
@@ -434,14 +437,12 @@ impl World {
                     );
                     match req.synapse_type.as_str() {
                         "echo" => {
-                            server
-                                .respond::<()>(now, req.id, Ok(req.data.clone()))
-                                .expect("answer a fresh echo request");
+                            let r = server.respond::<()>(now, req.id, Ok(req.data.clone()));
+                            gone_before_answer(r, req.id, &mut must_cancel);
                         }
                         "fail" => {
-                            server
-                                .respond(now, req.id, Err("handler failed"))
-                                .expect("answer a fresh fail request");
+                            let r = server.respond(now, req.id, Err("handler failed"));
+                            gone_before_answer(r, req.id, &mut must_cancel);
                         }
                         "stream" => {
                             let n = get_u64(&req.data, "n").unwrap_or(3).min(MAX_STREAM_CHUNKS);
@@ -454,6 +455,7 @@ impl World {
                     }
                 }
                 ServerEvent::RequestCancelled { id, .. } => {
+                    must_cancel.remove(&id);
                     self.streams.remove(&id);
                     // The request is gone: answering it now must be refused, not panic.
                     let r = server.respond::<()>(now, id, Ok(DataMap::new()));
@@ -465,6 +467,10 @@ impl World {
                 | ServerEvent::ConnectionClosed { .. } => {}
             }
         }
+        assert!(
+            must_cancel.is_empty(),
+            "requests {must_cancel:?} vanished without a RequestCancelled event"
+        );
         let ids: Vec<RequestId> = self.streams.keys().copied().collect();
         for id in ids {
             while let Some((left, size)) = self.streams.get_mut(&id) {
@@ -555,6 +561,23 @@ impl World {
             );
             t.outcome = Some(outcome);
         }
+    }
+}
+
+/// A fresh request may already be over when the application first sees it (the peer
+/// reset the stream, the connection dropped); answering is then refused, and a
+/// cancellation event must be queued behind it.
+fn gone_before_answer(
+    r: Result<(), AnswerError>,
+    id: RequestId,
+    must_cancel: &mut HashSet<RequestId>,
+) {
+    match r {
+        Ok(()) => {}
+        Err(AnswerError::UnknownRequest) => {
+            must_cancel.insert(id);
+        }
+        Err(e) => panic!("answering fresh request {id:?} failed: {e:?}"),
     }
 }
 
