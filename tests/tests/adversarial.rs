@@ -1,0 +1,949 @@
+//! The adversarial suite: a Lightning server (tokio adapter, in-process, real UDP sockets on
+//! loopback) is attacked while an honest, authenticated validator keeps querying it.
+//!
+//! For every attack the suite checks that
+//! * the honest validator keeps being answered (at least 99% of its queries succeed);
+//! * memory stays bounded (process VmRSS, and the server's queued bytes and tables);
+//! * every attack connection is cleaned up once the attackers vanish, within the short
+//!   handshake, read and idle timeouts configured here;
+//!
+//! and prints the honest success rate and latency under attack, how often a second
+//! validator connecting afresh during the attack got in, the server's peaks and counters,
+//! and what the attackers saw. Attackers send from 127.0.0.2 and up; the honest
+//! validator alone uses 127.0.0.1, so per-IP limits tell them apart as they would on a
+//! real network.
+//!
+//! The attackers run in a child process (this binary again, on the ignored entry test
+//! [`attacker_process`]), so the VmRSS measured here is the server's and the honest
+//! validator's alone. The attacks run one at a time: they share the machine's cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// In a subdirectory, so that Cargo does not build it as a test target of its own.
+#[path = "adversarial/attack.rs"]
+mod attack;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use attack::{
+    attacker_ip, frame_header, signed_handshake, AgentSpec, Auth, Counters, Junk, RemoteAttack,
+    Rng, SpraySpec, Stage, Target, Then,
+};
+use bytes::Bytes;
+use lightning_proto::identity::Keypair;
+use lightning_tests::{axon_of, payload, standard_server, tokio_block_on, VALIDATOR_SEED};
+use lightning_tokio::{
+    ClientBuilder, LightningClient, QuicAxonInfo, QuicRequest, RetryPolicy, ServerBuilder,
+    ServerSnapshot, ServerStats,
+};
+
+/// How long each attack lasts while the honest validator is measured (unless
+/// [`attack_time`] says otherwise).
+const ATTACK_TIME: Duration = Duration::from_secs(5);
+/// Longest wait for the server to forget every attack connection once the attack stops.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(20);
+/// The test server's cap on connections that have not authenticated.
+const MAX_UNAUTHENTICATED: usize = 64;
+/// From this many unauthenticated connections on, new ones must prove their address (Retry).
+const RETRY_FROM: usize = 32;
+/// Handshake attempts per source IP per minute (the default).
+const HANDSHAKES_PER_MINUTE: u64 = 30;
+/// Growth of this process's memory (server and honest validator) allowed during an attack.
+const MAX_RSS_GROWTH_KIB: u64 = 200 * 1024;
+/// Each honest query's own deadline; a query that takes longer counts as failed.
+const HONEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The miner under attack: the standard handlers, with timeouts short enough that attack
+/// connections are cleaned up within seconds.
+fn attacked_server(handshakes: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>) -> ServerBuilder {
+    standard_server(lightning_tokio::Tokio::default(), None)
+        .configure(|c| {
+            c.handshake_timeout = Duration::from_secs(1);
+            c.request_read_timeout = Duration::from_secs(1);
+            c.handler_timeout = Duration::from_secs(2);
+            c.transport.idle_timeout = Duration::from_secs(3);
+            c.transport.keep_alive_interval = Duration::from_secs(1);
+            c.max_unauthenticated_connections = MAX_UNAUTHENTICATED;
+            c.retry = RetryPolicy::WhenUnauthenticatedAtLeast(RETRY_FROM);
+        })
+        .on_handshake(move |hotkey, remote| {
+            handshakes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((hotkey.to_string(), remote));
+        })
+}
+
+fn honest_client() -> LightningClient {
+    ClientBuilder::new()
+        .seed(VALIDATOR_SEED)
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .idle_timeout(Duration::from_secs(3))
+        .keep_alive_interval(Duration::from_secs(1))
+        .build()
+        .expect("honest client")
+}
+
+/// The honest validator's record during the attack.
+#[derive(Debug, Default)]
+struct Honest {
+    ok: u64,
+    total: u64,
+    latencies: Vec<Duration>,
+    failures: Vec<String>,
+}
+
+impl Honest {
+    fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.ok as f64 / self.total as f64
+        }
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+}
+
+/// Largest values seen while sampling the server.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peak {
+    connections: usize,
+    unauthenticated: usize,
+    queued_bytes: usize,
+    requests_in_flight: usize,
+    active_nonces: usize,
+}
+
+impl Peak {
+    fn update(&mut self, s: &ServerSnapshot) {
+        self.connections = self.connections.max(s.connections);
+        self.unauthenticated = self.unauthenticated.max(s.unauthenticated);
+        self.queued_bytes = self.queued_bytes.max(s.queued_bytes);
+        self.requests_in_flight = self.requests_in_flight.max(s.requests_in_flight);
+        self.active_nonces = self.active_nonces.max(s.active_nonces);
+    }
+}
+
+/// Everything measured about one attack.
+#[derive(Debug)]
+struct Outcome {
+    name: &'static str,
+    honest_hotkey: String,
+    honest: Honest,
+    honest_after: bool,
+    newcomer: Newcomer,
+    peak: Peak,
+    before: ServerSnapshot,
+    during: ServerSnapshot,
+    after: ServerSnapshot,
+    cleanup: Duration,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    rss_after_kib: u64,
+    attacker_rss_peak_kib: u64,
+    attackers: Vec<Arc<Counters>>,
+    handshakes: Vec<(String, std::net::SocketAddr)>,
+}
+
+impl Outcome {
+    /// Server counters accumulated from just before the attack until cleanup.
+    fn delta(&self) -> ServerStats {
+        let (a, b) = (self.after.stats, self.before.stats);
+        ServerStats {
+            accepted: a.accepted - b.accepted,
+            refused: a.refused - b.refused,
+            retried: a.retried - b.retried,
+            ignored: a.ignored - b.ignored,
+            handshakes_ok: a.handshakes_ok - b.handshakes_ok,
+            handshakes_rejected: a.handshakes_rejected - b.handshakes_rejected,
+            requests: a.requests - b.requests,
+            request_errors: a.request_errors - b.request_errors,
+            auth_timeouts: a.auth_timeouts - b.auth_timeouts,
+            read_timeouts: a.read_timeouts - b.read_timeouts,
+        }
+    }
+
+    fn successful_handshakes_of(&self, hotkey: &str) -> usize {
+        self.handshakes.iter().filter(|(h, _)| h == hotkey).count()
+    }
+
+    /// Successful handshakes from attacker addresses (anything but 127.0.0.1).
+    fn attacker_handshakes(&self) -> usize {
+        self.handshakes
+            .iter()
+            .filter(|(_, remote)| remote.ip() != std::net::Ipv4Addr::LOCALHOST)
+            .count()
+    }
+
+    /// A validator that connects while the attack runs gets in most of the time.
+    fn assert_newcomers_served(&self) {
+        let c = &self.newcomer;
+        assert!(
+            c.attempts >= 4 && c.ok * 2 >= c.attempts,
+            "[{}] a connecting validator authenticated {}/{} times: {:?}",
+            self.name,
+            c.ok,
+            c.attempts,
+            c.failures
+        );
+    }
+
+    fn print(&self) {
+        let n = self.name;
+        let h = &self.honest;
+        println!(
+            "[{n}] honest validator: {}/{} ok ({:.2}%), latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            h.ok,
+            h.total,
+            100.0 * h.rate(),
+            ms(h.percentile(0.50)),
+            ms(h.percentile(0.99)),
+            ms(h.percentile(1.0)),
+        );
+        if !h.failures.is_empty() {
+            println!("[{n}]   first failures: {:?}", h.failures);
+        }
+        let c = &self.newcomer;
+        println!(
+            "[{n}] a validator connecting during the attack: {}/{} attempts authenticated{}",
+            c.ok,
+            c.attempts,
+            c.failures
+                .first()
+                .map(|f| format!(" (first failure: {f})"))
+                .unwrap_or_default(),
+        );
+        println!(
+            "[{n}] server peak: connections {}, unauthenticated {}, queued {} B, requests in flight {}, nonces {}",
+            self.peak.connections,
+            self.peak.unauthenticated,
+            self.peak.queued_bytes,
+            self.peak.requests_in_flight,
+            self.peak.active_nonces,
+        );
+        println!(
+            "[{n}] cleanup: {:.1} s after the attack stopped -> connections {}, unauthenticated {}, validators {}, queued {} B",
+            self.cleanup.as_secs_f64(),
+            self.after.connections,
+            self.after.unauthenticated,
+            self.after.validators.len(),
+            self.after.queued_bytes,
+        );
+        println!(
+            "[{n}] memory: server process VmRSS {} MiB before, {} MiB peak (+{} MiB), {} MiB after; attacker process peak {} MiB",
+            self.rss_before_kib / 1024,
+            self.rss_peak_kib / 1024,
+            self.rss_peak_kib.saturating_sub(self.rss_before_kib) / 1024,
+            self.rss_after_kib / 1024,
+            self.attacker_rss_peak_kib / 1024,
+        );
+        let d = self.delta();
+        println!(
+            "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{}",
+            d.accepted,
+            d.refused,
+            d.retried,
+            d.handshakes_ok,
+            d.handshakes_rejected,
+            d.requests,
+            d.request_errors,
+            d.auth_timeouts,
+            d.read_timeouts,
+        );
+        for (i, c) in self.attackers.iter().enumerate() {
+            println!("[{n}] attacker {i}: {}", c.summary());
+        }
+    }
+
+    /// What every attack must satisfy.
+    fn assert_common(&self) {
+        let n = self.name;
+        let h = &self.honest;
+        assert!(
+            h.total >= 50,
+            "[{n}] the honest validator completed only {} queries",
+            h.total
+        );
+        assert!(
+            h.rate() >= 0.99,
+            "[{n}] honest success rate {:.2}% < 99%: {:?}",
+            100.0 * h.rate(),
+            h.failures
+        );
+        assert!(
+            self.honest_after,
+            "[{n}] honest query after the attack failed"
+        );
+        let growth = self.rss_peak_kib.saturating_sub(self.rss_before_kib);
+        assert!(
+            growth < MAX_RSS_GROWTH_KIB,
+            "[{n}] VmRSS grew by {} MiB",
+            growth / 1024
+        );
+        assert!(
+            self.peak.unauthenticated <= MAX_UNAUTHENTICATED,
+            "[{n}] {} unauthenticated connections, cap {MAX_UNAUTHENTICATED}",
+            self.peak.unauthenticated
+        );
+        assert_eq!(
+            (self.after.connections, self.after.unauthenticated),
+            (1, 0),
+            "[{n}] attack connections left after {:?}",
+            self.cleanup
+        );
+        assert_eq!(
+            self.after
+                .validators
+                .iter()
+                .map(|(hk, _)| hk.as_str())
+                .collect::<Vec<_>>(),
+            vec![self.honest_hotkey.as_str()],
+            "[{n}] only the honest validator stays authenticated"
+        );
+        assert_eq!(self.after.queued_bytes, 0, "[{n}] bytes left queued");
+        assert_eq!(self.after.requests_in_flight, 0, "[{n}] requests left");
+        assert_eq!(
+            self.during
+                .validators
+                .iter()
+                .filter(|(hk, _)| *hk == self.honest_hotkey)
+                .count(),
+            1,
+            "[{n}] the honest validator lost its authentication during the attack"
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// This process's resident set: the server's and the honest validator's memory.
+fn rss_kib() -> u64 {
+    attack::rss_kib_of("/proc/self/status").expect("VmRSS in /proc/self/status")
+}
+
+/// A second validator that keeps connecting afresh during the attack.
+#[derive(Debug, Default)]
+struct Newcomer {
+    ok: u64,
+    attempts: u64,
+    failures: Vec<String>,
+}
+
+/// A validator hotkey that is not connected yet when the attack starts, on the honest IP.
+async fn newcomer_loop(axon: QuicAxonInfo, stop: Arc<AtomicBool>) -> Newcomer {
+    let mut newcomer = Newcomer::default();
+    while !stop.load(Ordering::SeqCst) {
+        // A fresh client each time: a new socket, as after a restart.
+        let client = ClientBuilder::new()
+            .seed([0x55; 32])
+            .bind_addr(([127, 0, 0, 1], 0).into())
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("newcomer client");
+        newcomer.attempts += 1;
+        match client.initialize_connections([axon.clone()]).await {
+            Ok(report) if report.authenticated.len() == 1 => newcomer.ok += 1,
+            Ok(report) => {
+                if newcomer.failures.len() < 3 {
+                    newcomer
+                        .failures
+                        .extend(report.failed.iter().map(|(_, e)| e.to_string()));
+                }
+            }
+            Err(e) => newcomer.failures.push(e.to_string()),
+        }
+        drop(client);
+        // Under the per-IP handshake budget (30 a minute), which the honest validator
+        // shares, even for the longest attack.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    newcomer
+}
+
+async fn honest_loop(client: LightningClient, axon: QuicAxonInfo, stop: Arc<AtomicBool>) -> Honest {
+    let data = payload(256);
+    let mut honest = Honest::default();
+    while !stop.load(Ordering::SeqCst) {
+        honest.total += 1;
+        let started = Instant::now();
+        let result = client
+            .query_axon_with_timeout(
+                &axon,
+                QuicRequest::new("echo", data.clone()),
+                HONEST_TIMEOUT,
+            )
+            .await;
+        match result {
+            Ok(r) if r.success && r.data == data => {
+                honest.ok += 1;
+                honest.latencies.push(started.elapsed());
+            }
+            Ok(r) => {
+                if honest.failures.len() < 5 {
+                    honest.failures.push(format!("answered {:?}", r.error));
+                }
+            }
+            Err(e) => {
+                if honest.failures.len() < 5 {
+                    honest.failures.push(e.to_string());
+                }
+            }
+        }
+    }
+    honest
+}
+
+/// Starts a server and an authenticated honest validator, runs the attack `name` (see
+/// [`plan`]) for [`attack_time`] while the validator queries in a loop, stops it, and waits
+/// for the server to clean up.
+async fn under_attack(name: &'static str) -> Outcome {
+    let handshakes = Arc::new(Mutex::new(Vec::new()));
+    let server = attacked_server(handshakes.clone())
+        .start()
+        .await
+        .expect("server");
+    let axon = axon_of(&server);
+    let honest = honest_client();
+    let report = honest
+        .initialize_connections([axon.clone()])
+        .await
+        .expect("connect");
+    assert_eq!(report.authenticated, vec![axon.clone()], "{report:?}");
+    for _ in 0..20 {
+        let r = honest
+            .query_axon(&axon, QuicRequest::new("echo", payload(256)))
+            .await
+            .expect("warm-up query");
+        assert!(r.success);
+    }
+    let before = server.stats().await.expect("stats");
+    let rss_before_kib = rss_kib();
+    let mut rss_peak_kib = rss_before_kib;
+    let mut peak = Peak::default();
+
+    let target = Target {
+        addr: server.local_addr(),
+        fingerprint: server.fingerprint().to_string(),
+    };
+    let attack =
+        tokio::task::block_in_place(|| RemoteAttack::start("attacker_process", name, &target));
+    let mut attacker_rss_peak_kib = 0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let honest_task = tokio::spawn(honest_loop(honest.clone(), axon.clone(), stop.clone()));
+    let newcomer_task = tokio::spawn(newcomer_loop(axon.clone(), stop.clone()));
+    let attack_started = Instant::now();
+    while attack_started.elapsed() < attack_time(name) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak.update(&server.stats().await.expect("stats"));
+        rss_peak_kib = rss_peak_kib.max(rss_kib());
+        attacker_rss_peak_kib = attacker_rss_peak_kib.max(attack.rss_kib().unwrap_or(0));
+    }
+    let during = server.stats().await.expect("stats");
+    peak.update(&during);
+    stop.store(true, Ordering::SeqCst);
+    let honest_record = honest_task.await.expect("honest task");
+    let newcomer = newcomer_task.await.expect("newcomer task");
+    let attackers = tokio::task::block_in_place(|| attack.stop());
+
+    // The attackers vanished without closing anything: the server's own timeouts must do it.
+    let stopped = Instant::now();
+    let after = loop {
+        let s = server.stats().await.expect("stats");
+        peak.update(&s);
+        rss_peak_kib = rss_peak_kib.max(rss_kib());
+        let clean = s.connections == 1
+            && s.unauthenticated == 0
+            && s.validators.len() == 1
+            && s.queued_bytes == 0
+            && s.requests_in_flight == 0;
+        if clean || stopped.elapsed() > CLEANUP_LIMIT {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cleanup = stopped.elapsed();
+    let honest_after = honest
+        .query_axon_with_timeout(&axon, QuicRequest::new("echo", payload(16)), HONEST_TIMEOUT)
+        .await
+        .is_ok_and(|r| r.success);
+    let rss_after_kib = rss_kib();
+    server.stop().await.expect("stop");
+    let handshakes = handshakes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let outcome = Outcome {
+        name,
+        honest_hotkey: honest.hotkey().to_string(),
+        honest: honest_record,
+        honest_after,
+        newcomer,
+        peak,
+        before,
+        during,
+        after,
+        cleanup,
+        rss_before_kib,
+        rss_peak_kib,
+        rss_after_kib,
+        attacker_rss_peak_kib,
+        attackers,
+        handshakes,
+    };
+    outcome.print();
+    outcome
+}
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_seed(&[0xA0 ^ n; 32])
+}
+
+/// The validator whose captured handshake is replayed.
+fn replay_victim() -> Keypair {
+    key(0x66)
+}
+
+/// The validator hotkey of the reconnect storm.
+fn stormer() -> Keypair {
+    key(0x77)
+}
+
+const HANDSHAKE_FLOOD: &str = "handshake flood";
+const UNAUTHENTICATED_FLOOD: &str = "unauthenticated flood";
+const SLOWLORIS: &str = "slowloris";
+const OVERSIZE: &str = "oversize lengths";
+const GARBAGE: &str = "garbage datagrams";
+const REPLAY: &str = "replayed handshakes";
+const RECONNECT_STORM: &str = "reconnect storm";
+const INCOMPLETE_REQUESTS: &str = "large incomplete requests";
+const UNAUTHENTICATED_ONE_IP: &str = "unauthenticated flood from one IP";
+
+fn attack_time(name: &str) -> Duration {
+    match name {
+        // Long enough to push well over the memory bound at loopback speed.
+        INCOMPLETE_REQUESTS => Duration::from_secs(15),
+        _ => ATTACK_TIME,
+    }
+}
+
+/// Each attack, as stages of attacker agents and sprayers. Runs in the attacker process.
+fn plan(name: &str, t: &Target) -> Vec<Stage> {
+    match name {
+        // Many sockets on eight IPs complete QUIC and send well-formed handshakes with
+        // forged signatures, reconnecting after every refusal; a sprayer sends fresh client
+        // Initials from 64 more ports and never follows them up.
+        HANDSHAKE_FLOOD => vec![Stage {
+            agents: (0..24)
+                .map(|i| {
+                    AgentSpec::new(attacker_ip(i % 8), Auth::Forged, Then::Hold)
+                        .connections(2)
+                        .reconnect_delay(Duration::from_millis(5))
+                })
+                .collect(),
+            sprays: vec![SpraySpec {
+                ips: (0..8).map(attacker_ip).collect(),
+                sockets: 64,
+                per_second: 500,
+                kinds: vec![Junk::FreshInitial],
+            }],
+            wait_for: None,
+        }],
+        // 192 connections from 48 sockets that complete TLS and then say nothing, replaced
+        // as soon as the server drops them: three times the unauthenticated cap.
+        UNAUTHENTICATED_FLOOD => vec![Stage {
+            agents: (0..48)
+                .map(|i| {
+                    AgentSpec::new(attacker_ip(i % 16), Auth::None, Then::Hold)
+                        .connections(4)
+                        .reconnect_delay(Duration::from_millis(50))
+                })
+                .collect(),
+            ..Stage::default()
+        }],
+        // The unauthenticated flood, all from a single IP.
+        UNAUTHENTICATED_ONE_IP => vec![Stage {
+            agents: (0..48)
+                .map(|_| {
+                    AgentSpec::new(attacker_ip(0), Auth::None, Then::Hold)
+                        .connections(4)
+                        .reconnect_delay(Duration::from_millis(50))
+                })
+                .collect(),
+            ..Stage::default()
+        }],
+        // Eight authenticated attacker validators keep every stream the server allows open
+        // with a request header and nothing else; 32 unauthenticated connections do the
+        // same with handshake headers.
+        SLOWLORIS => {
+            let request_header = Bytes::from(frame_header(0x03, 4096));
+            let handshake_header = Bytes::from(frame_header(0x01, 200));
+            let mut agents: Vec<AgentSpec> = (0..8)
+                .map(|i| {
+                    AgentSpec::new(
+                        attacker_ip(i % 2),
+                        Auth::Valid,
+                        Then::Slowloris(request_header.clone()),
+                    )
+                    .keys(vec![key(i as u8)])
+                })
+                .collect();
+            agents.extend((0..16).map(|i| {
+                AgentSpec::new(
+                    attacker_ip(2 + i % 4),
+                    Auth::None,
+                    Then::Slowloris(handshake_header.clone()),
+                )
+                .connections(2)
+            }));
+            vec![Stage {
+                agents,
+                ..Stage::default()
+            }]
+        }
+        // Stream after stream whose first frame declares 4 GiB, one byte over the limit, or
+        // an unknown type, each followed by 4 KiB of junk and FIN; authenticated and not.
+        OVERSIZE => {
+            let with_junk = |ty: u8, len: u32| {
+                let mut v = frame_header(ty, len);
+                v.extend(std::iter::repeat_n(0x5A, 4096));
+                Bytes::from(v)
+            };
+            let max = 64 * 1024 * 1024;
+            let authenticated = vec![
+                with_junk(0x03, u32::MAX),
+                with_junk(0x03, max + 1),
+                with_junk(0x01, u32::MAX),
+                with_junk(0x07, 5),
+                // A legal zero-length frame: it does not decode, and is answered as such.
+                Bytes::from(frame_header(0x03, 0)),
+            ];
+            let unauthenticated = vec![
+                with_junk(0x01, 64 * 1024 + 1),
+                with_junk(0x03, u32::MAX),
+                with_junk(0x01, u32::MAX),
+            ];
+            let mut agents: Vec<AgentSpec> = (0..4)
+                .map(|i| {
+                    AgentSpec::new(
+                        attacker_ip(i % 2),
+                        Auth::Valid,
+                        Then::Streams(authenticated.clone()),
+                    )
+                    .keys(vec![key(0x10 + i as u8)])
+                })
+                .collect();
+            agents.extend((0..4).map(|i| {
+                AgentSpec::new(
+                    attacker_ip(2 + i % 2),
+                    Auth::None,
+                    Then::Streams(unauthenticated.clone()),
+                )
+            }));
+            vec![Stage {
+                agents,
+                ..Stage::default()
+            }]
+        }
+        // Three sprayers, 48 sockets, about 30 000 datagrams per second of random bytes,
+        // random long and short headers, truncated and corrupted copies of real Initials.
+        GARBAGE => vec![Stage {
+            sprays: (0..3)
+                .map(|i| SpraySpec {
+                    ips: (0..4).map(|k| attacker_ip(4 * i + k)).collect(),
+                    sockets: 16,
+                    per_second: 10_000,
+                    kinds: vec![
+                        Junk::Random,
+                        Junk::LongHeader,
+                        Junk::ShortHeader,
+                        Junk::TruncatedInitial,
+                        Junk::CorruptedInitial,
+                    ],
+                })
+                .collect(),
+            ..Stage::default()
+        }],
+        // A validator's handshake succeeds once; its bytes are then replayed verbatim on
+        // new connections from 30 IPs, and on an already-authenticated attacker connection.
+        REPLAY => {
+            let captured = signed_handshake(&replay_victim(), &t.fingerprint, &mut Rng::new(6));
+            let original = Stage {
+                agents: vec![AgentSpec::new(
+                    attacker_ip(0),
+                    Auth::Raw(captured.clone()),
+                    Then::Hold,
+                )],
+                sprays: vec![],
+                wait_for: Some(("hs_accepted", 1)),
+            };
+            let mut replayers: Vec<AgentSpec> = (1..=30)
+                .map(|i| {
+                    AgentSpec::new(attacker_ip(i), Auth::Raw(captured.clone()), Then::Hold)
+                        .connections(2)
+                        .reconnect_delay(Duration::from_millis(10))
+                })
+                .collect();
+            let mut on_own_connection =
+                AgentSpec::new(attacker_ip(31), Auth::Valid, Then::Streams(vec![captured]))
+                    .keys(vec![key(0x67)]);
+            on_own_connection.max_streams = 4;
+            replayers.push(on_own_connection);
+            vec![
+                original,
+                Stage {
+                    agents: replayers,
+                    ..Stage::default()
+                },
+            ]
+        }
+        // One validator hotkey connects, authenticates and drops or replaces its connection
+        // as fast as it can, from sixteen sockets on four IPs: half close after every
+        // handshake, half hold, so that each new handshake replaces another's connection.
+        RECONNECT_STORM => vec![Stage {
+            agents: (0..16)
+                .map(|i| {
+                    let then = if i % 2 == 0 {
+                        Then::Reconnect
+                    } else {
+                        Then::Hold
+                    };
+                    AgentSpec::new(attacker_ip(i % 4), Auth::Valid, then)
+                        .keys(vec![stormer()])
+                        .connections(2)
+                        .reconnect_delay(Duration::from_millis(2))
+                })
+                .collect(),
+            ..Stage::default()
+        }],
+        // Two authenticated attacker validators open every stream they may, each declaring
+        // a request of exactly the 64 MiB limit and sending 2 MiB of it, then one byte on
+        // one stream every 300 ms so that the connection never looks idle.
+        INCOMPLETE_REQUESTS => {
+            let mut prefix = frame_header(0x03, 64 * 1024 * 1024);
+            prefix.extend(std::iter::repeat_n(0x5A, 2 * 1024 * 1024));
+            let prefix = Bytes::from(prefix);
+            vec![Stage {
+                agents: (0..2)
+                    .map(|i| {
+                        AgentSpec::new(
+                            attacker_ip(i),
+                            Auth::Valid,
+                            Then::Hog {
+                                prefix: prefix.clone(),
+                                drip: Duration::from_millis(300),
+                            },
+                        )
+                        .keys(vec![key(0x20 + i as u8)])
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
+        other => panic!("no attack named {other:?}"),
+    }
+}
+
+/// Not a test: the attacker process's entry point. The other tests start this binary again
+/// on it, with the attack to run in the environment; run plainly it does nothing.
+#[test]
+#[ignore = "entry point of the attacker process that the other tests start"]
+fn attacker_process() {
+    attack::child_main(plan);
+}
+
+fn run(name: &'static str) -> Outcome {
+    let _serial = serial();
+    let outcome = tokio_block_on(under_attack(name));
+    outcome.assert_common();
+    outcome
+}
+
+#[test]
+fn handshake_flood() {
+    let outcome = run(HANDSHAKE_FLOOD);
+    let a = &outcome.attackers[0];
+    let d = outcome.delta();
+    assert!(
+        a.get("handshakes_sent") > 100,
+        "the flood reached the handshake stage"
+    );
+    assert_eq!(a.get("hs_accepted"), 0, "a forged handshake was accepted");
+    assert!(a.get("hs_rejected_checked") > 0, "signatures were checked");
+    assert!(
+        a.get("hs_rejected_preauth") > 0,
+        "the per-IP rate limit engaged"
+    );
+    assert_eq!(outcome.attacker_handshakes(), 0);
+    assert!(d.handshakes_rejected > 0);
+    assert!(
+        d.retried + d.refused > 0,
+        "the unauthenticated cap or Retry engaged"
+    );
+    // Not asserted: this attack also fills the unauthenticated slots, and while they are
+    // full, connecting validators are refused (see the unauthenticated flood tests).
+}
+
+#[test]
+fn unauthenticated_flood() {
+    let outcome = run(UNAUTHENTICATED_FLOOD);
+    let a = &outcome.attackers[0];
+    let d = outcome.delta();
+    assert!(
+        outcome.peak.unauthenticated >= MAX_UNAUTHENTICATED / 2,
+        "the flood filled the unauthenticated slots"
+    );
+    assert!(d.refused > 0, "connections over the cap were refused");
+    assert!(d.auth_timeouts > 0, "silent connections were closed");
+    assert!(a.get("lost_refused") > 0);
+    assert!(a.get("lost_app_handshake_timeout") > 0);
+    assert_eq!(outcome.attacker_handshakes(), 0);
+}
+
+#[test]
+fn slowloris_streams() {
+    let outcome = run(SLOWLORIS);
+    let a = &outcome.attackers[0];
+    let d = outcome.delta();
+    assert_eq!(
+        a.get("hs_accepted"),
+        8,
+        "every slowloris validator authenticated once"
+    );
+    assert!(
+        a.get("answer_reset") >= 2 * 8 * 128,
+        "stalled request streams were reset, wave after wave"
+    );
+    assert!(d.read_timeouts >= a.get("answer_reset"));
+    assert!(
+        d.auth_timeouts > 0,
+        "unauthenticated slowloris connections were closed"
+    );
+    assert!(a.get("lost_app_handshake_timeout") > 0);
+    // Not asserted: this attack also fills the unauthenticated slots, and while they are
+    // full, connecting validators are refused (see the unauthenticated flood tests).
+}
+
+#[test]
+fn oversize_declared_lengths() {
+    let outcome = run(OVERSIZE);
+    let a = &outcome.attackers[0];
+    let answers = a.sum_prefix("answer_");
+    let empty = a.get("answer_empty_fin");
+    let invalid = a.get("answer_type_0x04");
+    assert!(answers > 1000, "the attack got through ({answers} answers)");
+    assert!(empty > 0 && invalid > 0);
+    assert_eq!(
+        answers,
+        empty + invalid,
+        "oversize frames end with an empty stream, the empty request with an error"
+    );
+    let growth = outcome.rss_peak_kib.saturating_sub(outcome.rss_before_kib);
+    assert!(
+        growth < 64 * 1024,
+        "declared lengths must not be allocated (VmRSS +{} MiB)",
+        growth / 1024
+    );
+    outcome.assert_newcomers_served();
+}
+
+#[test]
+fn garbage_datagrams() {
+    let outcome = run(GARBAGE);
+    let sent = outcome.attackers[0].sum_prefix("sent_");
+    assert!(sent > 50_000, "the sprayers sent {sent} datagrams");
+    assert_eq!(outcome.attacker_handshakes(), 0);
+    outcome.assert_newcomers_served();
+}
+
+#[test]
+fn replayed_handshakes() {
+    let outcome = run(REPLAY);
+    let victim = replay_victim().hotkey();
+    let (original, replay) = (&outcome.attackers[0], &outcome.attackers[1]);
+    assert_eq!(original.get("hs_accepted"), 1);
+    assert_eq!(
+        replay.get("hs_accepted"),
+        1,
+        "only the attacker's own handshake"
+    );
+    assert_eq!(replay.get("answer_hs_accepted"), 0, "a replay was accepted");
+    assert!(
+        replay.get("hs_rejected_checked") > 100,
+        "replays reached the nonce check, not only the rate limit"
+    );
+    assert!(replay.get("answer_hs_rejected_checked") > 0);
+    assert_eq!(
+        outcome.successful_handshakes_of(&victim),
+        1,
+        "the captured handshake authenticated exactly once"
+    );
+    assert!(
+        outcome
+            .during
+            .validators
+            .iter()
+            .any(|(hk, _)| *hk == victim),
+        "the original connection kept its authentication"
+    );
+    outcome.assert_newcomers_served();
+}
+
+#[test]
+fn reconnect_storm() {
+    let outcome = run(RECONNECT_STORM);
+    let a = &outcome.attackers[0];
+    let d = outcome.delta();
+    let accepted = outcome.successful_handshakes_of(&stormer().hotkey()) as u64;
+    assert!(
+        accepted > 10,
+        "the storm authenticated repeatedly ({accepted})"
+    );
+    assert!(
+        accepted <= 4 * HANDSHAKES_PER_MINUTE,
+        "the per-IP rate limit bounds successful handshakes ({accepted})"
+    );
+    assert_eq!(d.handshakes_ok, accepted + outcome.newcomer.ok);
+    assert!(a.get("hs_rejected_preauth") > 0, "the rate limit engaged");
+    assert!(
+        a.get("lost_app_replaced") > 0,
+        "new handshakes replaced old connections"
+    );
+    // Not asserted: this attack also fills the unauthenticated slots, and while they are
+    // full, connecting validators are refused (see the unauthenticated flood tests).
+}
+
+/// Memory must stay bounded when authenticated validators send large requests and never
+/// finish them.
+#[test]
+#[ignore = "bug: request bytes buffered by the server have no budget; two connections \
+            holding 127 incomplete 64 MiB requests grow the server by hundreds of MiB"]
+fn large_incomplete_requests() {
+    let outcome = run(INCOMPLETE_REQUESTS);
+    assert_eq!(outcome.attackers[0].get("hs_accepted"), 2);
+}
+
+/// A validator must still get in while one IP floods the server with connections that
+/// never authenticate.
+#[test]
+#[ignore = "bug: one source IP can hold every unauthenticated slot, so connecting \
+            validators are refused for as long as the flood lasts"]
+fn unauthenticated_flood_from_one_ip() {
+    let outcome = run(UNAUTHENTICATED_ONE_IP);
+    assert!(outcome.attackers[0].get("lost_refused") > 0);
+    outcome.assert_newcomers_served();
+}
