@@ -466,7 +466,7 @@ impl LightningServer {
         &self.hotkey
     }
 
-    /// SHA-256 fingerprint (hex) of the TLS certificate, as signed in handshakes.
+    /// Fingerprint of the TLS certificate as signed in handshakes (base64 BLAKE2b-256 of the DER).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
