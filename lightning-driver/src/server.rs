@@ -453,6 +453,11 @@ pub struct ServerSnapshot {
     pub requests_in_flight: usize,
     /// Bytes queued for sending.
     pub queued_bytes: usize,
+    /// Request bytes reserved by requests being received (bounded by
+    /// `max_request_bytes_total`).
+    pub reserved_request_bytes: u64,
+    /// Request streams waiting, unread, for that budget.
+    pub parked_streams: usize,
 }
 
 impl LightningServer {
@@ -736,6 +741,8 @@ impl<R: Runtime> ServerRole<R> {
             active_nonces: self.ep.active_nonce_count(),
             requests_in_flight: self.ep.requests_in_flight(),
             queued_bytes: self.ep.queued_bytes(),
+            reserved_request_bytes: self.ep.reserved_request_bytes(),
+            parked_streams: self.ep.parked_streams(),
         }
     }
 }

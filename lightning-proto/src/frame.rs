@@ -276,6 +276,13 @@ impl FrameDecoder {
         self.queued + in_progress
     }
 
+    /// The payload length declared by the header of the frame in progress, once
+    /// [`next_frame`](Self::next_frame) has parsed that header; `None` before, and again
+    /// once the frame has been returned.
+    pub fn declared_len(&self) -> Option<u32> {
+        self.payload.as_ref().map(|p| p.len)
+    }
+
     /// Whether the decoder has failed; it then keeps returning that error.
     pub fn error(&self) -> Option<&FrameError> {
         self.failed.as_ref()

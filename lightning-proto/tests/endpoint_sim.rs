@@ -764,3 +764,99 @@ fn unauthenticated_connections_are_closed_at_the_handshake_deadline() {
     assert_eq!(w.server(s).stats().auth_timeouts, 1);
     let _ = HandshakeError::Replay;
 }
+
+/// Requests beyond the request-byte budget wait, unread, instead of being buffered, and
+/// every one of them is still answered exactly once: a frame starts only once its whole
+/// declared length is reserved, so started frames always finish.
+#[test]
+fn request_budget_bounds_buffering_and_every_request_is_answered() {
+    run_seeds(2, |seed| {
+        let mut w = World::new(seed);
+        w.sim.set_default_link(lan());
+        let per_connection = 1024 * 1024;
+        let total = 2 * 1024 * 1024;
+        let config = ServerConfig {
+            max_request_bytes_per_connection: per_connection,
+            max_request_bytes_total: total,
+            ..ServerConfig::default()
+        };
+        let s = w.add_server(SERVER, config, MINER_SEED);
+        let clients: Vec<_> = (0..3u8)
+            .map(|i| {
+                let mut seed = VALIDATOR_SEED;
+                seed[0] ^= i + 1;
+                let client = w.make_client(ClientConfig::default(), seed, 0);
+                w.add_client(&format!("10.0.0.{}:40000", 10 + i), client)
+            })
+            .collect();
+        let hk = miner_hotkey();
+        for &c in &clients {
+            connect(&mut w, c, std::slice::from_ref(&hk));
+        }
+        w.run_until(10 * SECOND, |w| {
+            clients.iter().all(|&c| w.authenticated(c, &hk))
+        });
+        let size = 256 * 1024;
+        let mut expected = HashMap::new();
+        for &c in &clients {
+            for n in 0..24u8 {
+                let body = vec![n; size];
+                let id = request(
+                    &mut w,
+                    c,
+                    "echo",
+                    payload_data(body.clone()),
+                    RequestOptions::default(),
+                );
+                expected.insert((c, id), body);
+            }
+        }
+        let frame = (size + 64) as u64;
+        let (mut peak, mut parked_seen) = (0u64, false);
+        let mut answered = 0;
+        while answered < expected.len() {
+            w.run_until(60 * SECOND, |w| {
+                let server = w.server(s);
+                peak = peak.max(server.reserved_request_bytes());
+                parked_seen |= server.parked_streams() > 0;
+                clients.iter().any(|&c| !w.events(c).is_empty())
+            });
+            for &c in &clients {
+                for ev in std::mem::take(w.events(c)) {
+                    match ev {
+                        ClientEvent::Response { id, response, .. } => {
+                            let body = expected
+                                .get(&(c, id))
+                                .ok_or_else(|| format!("{id:?} never sent"))?;
+                            if !response.success
+                                || response.data.get("payload")
+                                    != Some(rmpv::Value::Binary(body.clone()))
+                            {
+                                return Err(format!("{id:?} wrong answer: {:?}", response.error));
+                            }
+                            answered += 1;
+                        }
+                        ClientEvent::RequestFailed { id, error } => {
+                            return Err(format!("{id:?} failed: {error}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if w.responder.duplicates != 0 {
+            return Err(format!("{} duplicate answers", w.responder.duplicates));
+        }
+        if peak > total + frame {
+            return Err(format!("{peak} bytes reserved at peak, budget {total}"));
+        }
+        if !parked_seen {
+            return Err("no stream ever waited for budget: the test did not exercise it".into());
+        }
+        let left = w.server(s).reserved_request_bytes();
+        if left != 0 {
+            return Err(format!("{left} bytes still reserved after every answer"));
+        }
+        Ok(())
+    });
+}

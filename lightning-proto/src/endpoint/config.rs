@@ -57,7 +57,7 @@ impl Default for TransportOptions {
             idle_timeout: Duration::from_secs(150),
             keep_alive_interval: Duration::from_secs(30),
             stream_receive_window: 1_250_000,
-            receive_window: 64 * 1024 * 1024,
+            receive_window: 16 * 1024 * 1024,
             send_window: 10_000_000,
             mtu_discovery: true,
         }
@@ -83,6 +83,16 @@ impl TransportOptions {
     }
 
     pub(crate) fn build(&self, peer_bidi_streams: u32) -> Arc<TransportConfig> {
+        self.build_with(peer_bidi_streams, self.receive_window)
+    }
+
+    /// Like [`build`](Self::build), with another connection-wide receive window: the
+    /// server starts every connection with a small one and raises it on authentication.
+    pub(crate) fn build_with(
+        &self,
+        peer_bidi_streams: u32,
+        receive_window: u64,
+    ) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
         t.keep_alive_interval(Some(self.keep_alive_interval));
@@ -90,7 +100,7 @@ impl TransportOptions {
         // Neither side ever uses unidirectional streams (PROTOCOL §2).
         t.max_concurrent_uni_streams(VarInt::from_u32(0));
         t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
-        t.receive_window(VarInt::from_u64(self.receive_window).unwrap_or(VarInt::MAX));
+        t.receive_window(VarInt::from_u64(receive_window).unwrap_or(VarInt::MAX));
         t.send_window(self.send_window);
         t.datagram_receive_buffer_size(None);
         if !self.mtu_discovery {
@@ -206,9 +216,24 @@ pub struct ServerConfig {
     pub retry: RetryPolicy,
     /// Connections that have not authenticated yet, at most (1024). More are refused.
     pub max_unauthenticated_connections: usize,
+    /// Unauthenticated connections from one source address (an IPv4 address or an IPv6
+    /// /64) that have proven the address, at most (16). More from that address are refused,
+    /// so one host cannot take every unauthenticated slot. Connections from a source that
+    /// has not proven its address yet get a QUIC Retry instead, so spoofed packets cannot
+    /// use up an honest address's share.
+    pub max_unauthenticated_per_ip: usize,
     /// A request stream that delivers no bytes for this long before its first frame is
     /// complete is reset (10 s), so a peer cannot hold streams with a header and silence.
     pub request_read_timeout: Duration,
+    /// Request bytes one authenticated connection may be receiving at once (64 MiB). Each
+    /// request reserves its declared length when its frame header arrives and releases it
+    /// when the frame is complete; a stream that does not fit waits, unread, and QUIC flow
+    /// control holds the validator back. A connection with nothing reserved may always
+    /// start one frame, so a single request of `max_frame_payload_bytes` always fits.
+    pub max_request_bytes_per_connection: u64,
+    /// Request bytes all connections together may be receiving at once (256 MiB), with the
+    /// same rule: when nothing is reserved, one frame of any allowed size may start.
+    pub max_request_bytes_total: u64,
     /// QUIC settings.
     pub transport: TransportOptions,
 }
@@ -230,7 +255,10 @@ impl Default for ServerConfig {
             streaming_channel_buffer: 32,
             retry: RetryPolicy::WhenUnauthenticatedAtLeast(64),
             max_unauthenticated_connections: 1024,
+            max_unauthenticated_per_ip: 16,
             request_read_timeout: Duration::from_secs(10),
+            max_request_bytes_per_connection: 64 * 1024 * 1024,
+            max_request_bytes_total: 256 * 1024 * 1024,
             transport: TransportOptions::default(),
         }
     }
@@ -282,6 +310,14 @@ impl ServerConfig {
         check(
             self.max_unauthenticated_connections > 0,
             "max_unauthenticated_connections must be > 0",
+        )?;
+        check(
+            self.max_unauthenticated_per_ip > 0,
+            "max_unauthenticated_per_ip must be > 0",
+        )?;
+        check(
+            self.max_request_bytes_per_connection > 0 && self.max_request_bytes_total > 0,
+            "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
         )?;
         check(
             !self.request_read_timeout.is_zero(),

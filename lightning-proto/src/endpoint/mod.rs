@@ -24,6 +24,7 @@
 //! (a virtual clock in tests, `Instant::now()` in production).
 //! `examples/std_event_loop.rs` is a complete loop over `std::net::UdpSocket`.
 
+mod budget;
 mod client;
 mod clock;
 mod config;

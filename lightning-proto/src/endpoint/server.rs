@@ -13,13 +13,14 @@ use quinn_proto::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::budget::{ReadBudget, Reservation};
 use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
 use super::core::{ConnPoll, Core, Received};
 use super::outq::{Flush, OutQueue};
 use super::timers::Timers;
 use super::{RequestId, TimeoutReason};
-use crate::frame::{Frame, FrameDecoder, MessageType};
+use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
 use crate::identity::Signer;
 use crate::message::{
@@ -51,6 +52,20 @@ pub mod wire_errors {
 /// Largest frame accepted on a connection that has not authenticated. A handshake request
 /// is about 200 bytes; anything else is answered `authentication failed` regardless.
 const UNAUTHENTICATED_MAX_FRAME: u32 = 64 * 1024;
+
+/// Connection-wide QUIC receive window until the connection authenticates: with the
+/// stream limit below, all an unauthenticated peer can make us buffer. Raised to
+/// `transport.receive_window` by a successful handshake.
+const UNAUTHENTICATED_RECEIVE_WINDOW: u64 = 256 * 1024;
+
+/// Concurrent bidirectional streams a peer may open before it authenticates (a handshake
+/// per validator hotkey needs one each). Raised to `max_concurrent_bidi_streams` by a
+/// successful handshake.
+const UNAUTHENTICATED_BIDI_STREAMS: u32 = 8;
+
+/// Request bytes all unauthenticated connections together may be receiving at once. Kept
+/// apart from validators' budget so that a flood cannot starve their requests.
+const UNAUTHENTICATED_READ_TOTAL: u64 = 16 * 1024 * 1024;
 
 /// Identifies one accepted QUIC connection for the server's lifetime (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,6 +219,10 @@ struct SConn {
     hotkeys: Vec<String>,
     /// Last time any request bytes arrived on this connection.
     last_progress: Instant,
+    /// The peer has proven its address (Retry token or completed QUIC handshake).
+    validated: bool,
+    /// Request bytes reserved by this connection's streams (see `budget`).
+    reserved: u64,
 }
 
 #[derive(Debug)]
@@ -224,6 +243,11 @@ struct SStream {
     out: OutQueue,
     /// The application asked for more chunk room while the queue was full.
     notify_writable: bool,
+    /// Budget held for the frame being read; given back when reading ends.
+    reservation: Option<Reservation>,
+    /// Its frame's header is in but its length does not fit the budget yet, so the stream
+    /// is not read until some budget is released.
+    parked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -260,6 +284,11 @@ pub struct Server {
     next_request: u64,
     stats: ServerStats,
     scratch: Vec<u8>,
+    budget: ReadBudget,
+    /// Streams waiting for budget, oldest first (entries may be stale: check `parked`).
+    parked: VecDeque<(ConnectionHandle, StreamId)>,
+    /// Budget was released since parked streams were last retried.
+    budget_freed: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -306,7 +335,19 @@ impl Server {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
         let clock = WallClock::new(now, unix_ms);
         let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
-        quic.transport_config(config.transport.build(config.max_concurrent_bidi_streams));
+        // Every connection starts with the small unauthenticated limits; a successful
+        // handshake raises them (`raise_limits`).
+        quic.transport_config(
+            config.transport.build_with(
+                config
+                    .max_concurrent_bidi_streams
+                    .min(UNAUTHENTICATED_BIDI_STREAMS),
+                config
+                    .transport
+                    .receive_window
+                    .min(UNAUTHENTICATED_RECEIVE_WINDOW),
+            ),
+        );
         quic.time_source(clock.time_source());
         // Authorization is per connection, so migration no longer breaks it (§13.2); but
         // a validator that moves keeps its session, which is what it expects.
@@ -320,6 +361,14 @@ impl Server {
         let mut deadlines = Timers::default();
         deadlines.schedule(now + config.nonce_cleanup_interval, Deadline::Cleanup);
         Ok(Self {
+            budget: ReadBudget::new(
+                config.max_request_bytes_per_connection,
+                config.max_request_bytes_total,
+                u64::from(UNAUTHENTICATED_MAX_FRAME),
+                UNAUTHENTICATED_READ_TOTAL,
+            ),
+            parked: VecDeque::new(),
+            budget_freed: false,
             nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
             rate: HandshakeRateLimiter::new(
                 config.max_handshake_attempts_per_minute as usize,
@@ -414,6 +463,7 @@ impl Server {
             Received::Incoming(incoming) => self.admit(now, *incoming),
             Received::Nothing => {}
         }
+        self.resume_parked(now);
     }
 
     /// Runs everything due at `now`.
@@ -424,6 +474,7 @@ impl Server {
         while let Some((_, deadline)) = self.deadlines.pop_due(now) {
             self.on_deadline(now, deadline);
         }
+        self.resume_parked(now);
     }
 
     /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
@@ -588,6 +639,17 @@ impl Server {
         self.requests.len()
     }
 
+    /// Request bytes reserved by frames being received now (see
+    /// [`ServerConfig::max_request_bytes_total`](super::ServerConfig)).
+    pub fn reserved_request_bytes(&self) -> u64 {
+        self.budget.in_use()
+    }
+
+    /// Request streams waiting, unread, for request-byte budget.
+    pub fn parked_streams(&self) -> usize {
+        self.streams.values().filter(|s| s.parked).count()
+    }
+
     /// Bytes queued for sending but not yet accepted by QUIC, over all streams.
     pub fn queued_bytes(&self) -> usize {
         self.streams.values().map(|s| s.out.bytes()).sum()
@@ -614,7 +676,16 @@ impl Server {
         let unauthenticated = self.unauthenticated_count();
         let full = self.by_hotkey.len() >= self.config.max_connections
             && !self.conns.values().any(|c| c.remote == remote);
-        if unauthenticated >= self.config.max_unauthenticated_connections || full {
+        let validated = incoming.remote_address_validated();
+        let source_full =
+            self.unauthenticated_from(remote.ip()) >= self.config.max_unauthenticated_per_ip;
+        if source_full && !validated && incoming.may_retry() {
+            // Make the source prove its address before it is counted against its share:
+            // Initials with a spoofed address never come back.
+            self.send_retry(incoming);
+            return;
+        }
+        if unauthenticated >= self.config.max_unauthenticated_connections || full || source_full {
             self.stats.refused += 1;
             self.scratch.clear();
             let t = self.core.endpoint.refuse(incoming, &mut self.scratch);
@@ -628,17 +699,8 @@ impl Server {
             RetryPolicy::Never => false,
             RetryPolicy::WhenUnauthenticatedAtLeast(n) => unauthenticated >= n,
         };
-        if want_retry && !incoming.remote_address_validated() && incoming.may_retry() {
-            self.scratch.clear();
-            match self.core.endpoint.retry(incoming, &mut self.scratch) {
-                Ok(t) => {
-                    self.stats.retried += 1;
-                    let buf = std::mem::take(&mut self.scratch);
-                    self.core.push_response(t, &buf);
-                    self.scratch = buf;
-                }
-                Err(e) => self.core.endpoint.ignore(e.into_incoming()),
-            }
+        if want_retry && !validated && incoming.may_retry() {
+            self.send_retry(incoming);
             return;
         }
         self.scratch.clear();
@@ -658,6 +720,8 @@ impl Server {
                         remote,
                         hotkeys: Vec::new(),
                         last_progress: now,
+                        validated,
+                        reserved: 0,
                     },
                 );
                 self.core.insert(ch, conn);
@@ -670,6 +734,73 @@ impl Server {
                     let buf = std::mem::take(&mut self.scratch);
                     self.core.push_response(t, &buf);
                     self.scratch = buf;
+                }
+            }
+        }
+    }
+
+    fn send_retry(&mut self, incoming: Incoming) {
+        self.scratch.clear();
+        match self.core.endpoint.retry(incoming, &mut self.scratch) {
+            Ok(t) => {
+                self.stats.retried += 1;
+                let buf = std::mem::take(&mut self.scratch);
+                self.core.push_response(t, &buf);
+                self.scratch = buf;
+            }
+            Err(e) => self.core.endpoint.ignore(e.into_incoming()),
+        }
+    }
+
+    /// Unauthenticated connections with a proven address from `ip`'s source (the address
+    /// itself for IPv4, its /64 for IPv6).
+    fn unauthenticated_from(&self, ip: IpAddr) -> usize {
+        let source = source_of(ip);
+        self.conns
+            .values()
+            .filter(|c| c.hotkeys.is_empty() && c.validated && source_of(c.remote.ip()) == source)
+            .count()
+    }
+
+    /// Lifts the unauthenticated limits of a connection that has just authenticated.
+    fn raise_limits(&mut self, ch: ConnectionHandle) {
+        if let Some(conn) = self.core.conns.get_mut(&ch) {
+            conn.set_receive_window(
+                VarInt::from_u64(self.config.transport.receive_window).unwrap_or(VarInt::MAX),
+            );
+            conn.set_max_concurrent_streams(
+                Dir::Bi,
+                VarInt::from_u32(self.config.max_concurrent_bidi_streams),
+            );
+            self.core.touch(ch);
+        }
+    }
+
+    /// Removes a stream, giving back any budget it held.
+    fn remove_stream(&mut self, ch: ConnectionHandle, stream: StreamId) -> Option<SStream> {
+        let mut s = self.streams.remove(&(ch, stream))?;
+        if let Some(r) = s.reservation.take() {
+            self.budget
+                .release(self.conns.get_mut(&ch).map(|c| &mut c.reserved), r);
+            self.budget_freed = true;
+        }
+        Some(s)
+    }
+
+    /// Reads parked streams again once budget has been released; each either reserves
+    /// and reads on, or parks again.
+    fn resume_parked(&mut self, now: Instant) {
+        while std::mem::take(&mut self.budget_freed) {
+            for _ in 0..self.parked.len() {
+                let Some((ch, stream)) = self.parked.pop_front() else {
+                    break;
+                };
+                let waiting = self
+                    .streams
+                    .get_mut(&(ch, stream))
+                    .is_some_and(|s| std::mem::take(&mut s.parked));
+                if waiting {
+                    self.read(now, ch, stream);
                 }
             }
         }
@@ -716,6 +847,8 @@ impl Server {
                             last_progress: now,
                             out: OutQueue::default(),
                             notify_writable: false,
+                            reservation: None,
+                            parked: false,
                         },
                     );
                     self.deadlines.schedule(
@@ -729,7 +862,7 @@ impl Server {
             Event::Stream(StreamEvent::Writable { id }) => self.flush(ch, id),
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
                 // The validator dropped the query (or finished reading): stop work on it.
-                if let Some(s) = self.streams.remove(&(ch, id)) {
+                if let Some(s) = self.remove_stream(ch, id) {
                     if let Phase::Handling { id: rid, .. } = s.phase {
                         if self.requests.remove(&rid).is_some() {
                             self.events.push_back(ServerEvent::RequestCancelled {
@@ -740,8 +873,34 @@ impl Server {
                     }
                 }
             }
+            Event::Connected => self.on_connected(now, ch),
             Event::ConnectionLost { reason } => self.on_conn_closed(ch, reason.to_string()),
             _ => {}
+        }
+    }
+
+    /// The QUIC handshake completed, which proves the peer's address: from now on the
+    /// connection counts against its source's share of unauthenticated slots.
+    fn on_connected(&mut self, now: Instant, ch: ConnectionHandle) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if conn.validated || !conn.hotkeys.is_empty() {
+            conn.validated = true;
+            return;
+        }
+        conn.validated = true;
+        let ip = conn.remote.ip();
+        if self.unauthenticated_from(ip) > self.config.max_unauthenticated_per_ip {
+            self.stats.refused += 1;
+            if let Some(conn) = self.core.conns.get_mut(&ch) {
+                conn.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"too many unauthenticated connections"),
+                );
+                self.core.touch(ch);
+            }
         }
     }
 
@@ -760,11 +919,11 @@ impl Server {
             .filter(|(c, _)| *c == ch)
             .copied()
             .collect();
-        for key in keys {
+        for (ch, stream) in keys {
             if let Some(SStream {
                 phase: Phase::Handling { id, .. },
                 ..
-            }) = self.streams.remove(&key)
+            }) = self.remove_stream(ch, stream)
             {
                 if self.requests.remove(&id).is_some() {
                     self.events.push_back(ServerEvent::RequestCancelled {
@@ -785,14 +944,24 @@ impl Server {
         let Some(conn) = self.core.conns.get_mut(&ch) else {
             return;
         };
+        let Some(sconn) = self.conns.get_mut(&ch) else {
+            return;
+        };
         let Some(SStream {
             phase: Phase::Reading(decoder),
             last_progress,
+            reservation,
+            parked,
             ..
         }) = self.streams.get_mut(&(ch, stream))
         else {
             return;
         };
+        if *parked {
+            // Only `resume_parked` reads it again, once budget has been released.
+            return;
+        }
+        let authenticated = !sconn.hotkeys.is_empty();
         let mut recv = conn.recv_stream(stream);
         let Ok(mut chunks) = recv.read(true) else {
             return;
@@ -803,7 +972,32 @@ impl Server {
         let mut failed = false;
         let mut progressed = false;
         loop {
-            match chunks.next(usize::MAX) {
+            // Nothing past the header is read until the frame's whole declared length is
+            // reserved, so the budget bounds what we buffer and every started frame can end.
+            let max = if reservation.is_some() {
+                usize::MAX
+            } else if let Some(len) = decoder.declared_len() {
+                let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
+                match self
+                    .budget
+                    .try_reserve(&mut sconn.reserved, authenticated, bytes)
+                {
+                    Some(r) => {
+                        *reservation = Some(r);
+                        usize::MAX
+                    }
+                    None => {
+                        *parked = true;
+                        self.parked.push_back((ch, stream));
+                        break;
+                    }
+                }
+            } else {
+                FRAME_HEADER_LEN
+                    .saturating_sub(decoder.buffered_len())
+                    .max(1)
+            };
+            match chunks.next(max) {
                 Ok(Some(chunk)) => {
                     *last_progress = now;
                     progressed = true;
@@ -833,8 +1027,13 @@ impl Server {
         }
         let _ = chunks.finalize();
         if progressed {
-            if let Some(c) = self.conns.get_mut(&ch) {
-                c.last_progress = now;
+            sconn.last_progress = now;
+        }
+        let done = frame.is_some() || failed || fin || reset;
+        if done {
+            if let Some(r) = reservation.take() {
+                self.budget.release(Some(&mut sconn.reserved), r);
+                self.budget_freed = true;
             }
         }
         if frame.is_some() || failed {
@@ -843,7 +1042,7 @@ impl Server {
         }
         self.core.touch(ch);
         if reset {
-            self.streams.remove(&(ch, stream));
+            self.remove_stream(ch, stream);
             return;
         }
         if let Some(frame) = frame {
@@ -983,6 +1182,9 @@ impl Server {
             }
         }
         self.by_hotkey.insert(hotkey.clone(), ch);
+        if self.conns.get(&ch).is_some_and(|c| c.hotkeys.is_empty()) {
+            self.raise_limits(ch);
+        }
         if let Some(conn) = self.conns.get_mut(&ch) {
             conn.hotkeys.retain(|h| h != hotkey);
             conn.hotkeys.push(hotkey.clone());
@@ -1118,13 +1320,13 @@ impl Server {
         let limit = self.config.streaming_channel_buffer;
         match result {
             Flush::Drained if s.out.is_finished() => {
-                self.streams.remove(&(ch, stream));
+                self.remove_stream(ch, stream);
             }
             Flush::Closed => {
                 if let Some(SStream {
                     phase: Phase::Handling { id, .. },
                     ..
-                }) = self.streams.remove(&(ch, stream))
+                }) = self.remove_stream(ch, stream)
                 {
                     if self.requests.remove(&id).is_some() {
                         self.events.push_back(ServerEvent::RequestCancelled {
@@ -1178,6 +1380,10 @@ impl Server {
                 let Some(mut idle_since) = idle_since else {
                     return;
                 };
+                if self.streams.get(&(ch, stream)).is_some_and(|s| s.parked) {
+                    // It waits for our budget, not for the peer.
+                    idle_since = now;
+                }
                 // A stream waiting behind its siblings on a busy connection is not stalled:
                 // only a connection that sends nothing at all is.
                 if let Some(c) = self.conns.get(&ch) {
@@ -1190,7 +1396,7 @@ impl Server {
                 }
                 {
                     self.stats.read_timeouts += 1;
-                    self.streams.remove(&(ch, stream));
+                    self.remove_stream(ch, stream);
                     if let Some(conn) = self.core.conns.get_mut(&ch) {
                         let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
                         let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
@@ -1233,6 +1439,21 @@ impl Server {
                     .schedule(now + self.config.nonce_cleanup_interval, Deadline::Cleanup);
             }
         }
+    }
+}
+
+/// The unit that per-source limits count in: an IPv4 address (IPv4-mapped IPv6 included),
+/// or the /64 of an IPv6 address, the usual allocation to one host or site.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 

@@ -1,0 +1,171 @@
+//! How many request bytes the server may be receiving at once.
+//!
+//! A request frame declares its length in its 5-byte header. The server reserves that
+//! length before it reads the payload and releases it when the frame is complete (or the
+//! stream goes away). A stream whose frame does not fit is simply not read: its bytes wait
+//! in QUIC's receive buffers, which flow control bounds, and the sender slows down. Because
+//! a frame only starts once its whole length is reserved, every started frame can finish,
+//! so honest requests never deadlock on the budget.
+//!
+//! Authenticated and unauthenticated connections draw from separate pools, so a flood of
+//! connections that never authenticate cannot starve validators' requests.
+
+/// Which pool a reservation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Authenticated,
+    Unauthenticated,
+}
+
+/// Bytes held for one frame in progress; give it back with [`ReadBudget::release`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    bytes: u64,
+    pool: Pool,
+}
+
+#[derive(Debug)]
+struct Limits {
+    per_connection: u64,
+    total: u64,
+    used: u64,
+}
+
+impl Limits {
+    /// A frame fits if it stays within both limits, or if the level it would overflow has
+    /// nothing reserved: one frame of the largest allowed size must always be able to start.
+    fn fits(&self, conn_used: u64, bytes: u64) -> bool {
+        let conn_ok = conn_used == 0 || conn_used.saturating_add(bytes) <= self.per_connection;
+        let total_ok = self.used == 0 || self.used.saturating_add(bytes) <= self.total;
+        conn_ok && total_ok
+    }
+}
+
+/// The server's request-byte budget (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ReadBudget {
+    authenticated: Limits,
+    unauthenticated: Limits,
+}
+
+impl ReadBudget {
+    pub(crate) fn new(
+        per_connection: u64,
+        total: u64,
+        unauth_per_connection: u64,
+        unauth_total: u64,
+    ) -> Self {
+        Self {
+            authenticated: Limits {
+                per_connection,
+                total,
+                used: 0,
+            },
+            unauthenticated: Limits {
+                per_connection: unauth_per_connection,
+                total: unauth_total,
+                used: 0,
+            },
+        }
+    }
+
+    /// Reserves `bytes` for a frame on a connection that has `conn_used` reserved already
+    /// (updated on success); `None` if it does not fit now.
+    pub(crate) fn try_reserve(
+        &mut self,
+        conn_used: &mut u64,
+        authenticated: bool,
+        bytes: u64,
+    ) -> Option<Reservation> {
+        let pool = if authenticated {
+            Pool::Authenticated
+        } else {
+            Pool::Unauthenticated
+        };
+        let limits = self.limits(pool);
+        if !limits.fits(*conn_used, bytes) {
+            return None;
+        }
+        limits.used += bytes;
+        *conn_used += bytes;
+        Some(Reservation { bytes, pool })
+    }
+
+    /// Gives a reservation back; `conn_used` is its connection's count, if the connection
+    /// still exists.
+    pub(crate) fn release(&mut self, conn_used: Option<&mut u64>, reservation: Reservation) {
+        let limits = self.limits(reservation.pool);
+        limits.used = limits.used.saturating_sub(reservation.bytes);
+        if let Some(used) = conn_used {
+            *used = used.saturating_sub(reservation.bytes);
+        }
+    }
+
+    /// Bytes reserved now, over both pools.
+    pub(crate) fn in_use(&self) -> u64 {
+        self.authenticated.used + self.unauthenticated.used
+    }
+
+    fn limits(&mut self, pool: Pool) -> &mut Limits {
+        match pool {
+            Pool::Authenticated => &mut self.authenticated,
+            Pool::Unauthenticated => &mut self.unauthenticated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limit_holds_but_one_frame_always_starts() {
+        let mut budget = ReadBudget::new(100, 1000, 10, 100);
+        let mut conn = 0;
+        let Some(big) = budget.try_reserve(&mut conn, true, 500) else {
+            panic!("an idle connection may start a frame over its limit");
+        };
+        assert_eq!(budget.try_reserve(&mut conn, true, 1), None);
+        budget.release(Some(&mut conn), big);
+        assert_eq!(conn, 0);
+        assert!(budget.try_reserve(&mut conn, true, 60).is_some());
+        assert!(budget.try_reserve(&mut conn, true, 40).is_some());
+        assert_eq!(budget.try_reserve(&mut conn, true, 1), None);
+        assert_eq!(budget.in_use(), 100);
+    }
+
+    #[test]
+    fn total_limit_spans_connections_and_pools_are_separate() {
+        let mut budget = ReadBudget::new(100, 150, 10, 20);
+        let (mut c1, mut c2, mut c3) = (0, 0, 0);
+        assert!(budget.try_reserve(&mut c1, true, 100).is_some());
+        assert!(budget.try_reserve(&mut c2, true, 50).is_some());
+        assert_eq!(budget.try_reserve(&mut c3, true, 1), None, "total reached");
+        // The unauthenticated pool is untouched by validators' requests, and vice versa.
+        assert!(budget.try_reserve(&mut c3, false, 10).is_some());
+        assert_eq!(
+            budget.try_reserve(&mut c3, false, 1),
+            None,
+            "its connection limit"
+        );
+        let mut c4 = 0;
+        assert!(budget.try_reserve(&mut c4, false, 10).is_some());
+        let mut c5 = 0;
+        assert_eq!(budget.try_reserve(&mut c5, false, 1), None, "its total");
+        assert_eq!(budget.in_use(), 170);
+    }
+
+    #[test]
+    fn release_without_connection_frees_the_pool() {
+        let mut budget = ReadBudget::new(100, 100, 10, 10);
+        let mut conn = 0;
+        let r = budget.try_reserve(&mut conn, true, 80);
+        assert!(r.is_some());
+        if let Some(r) = r {
+            budget.release(None, r);
+        }
+        assert_eq!(budget.in_use(), 0);
+        let mut other = 0;
+        assert!(budget.try_reserve(&mut other, true, 100).is_some());
+    }
+}
