@@ -22,6 +22,15 @@
 #[path = "adversarial/attack.rs"]
 mod attack;
 
+/// Prints a line of the attack report even when the test passes: libtest captures only
+/// the `print!` family, not writes to the stdout handle, and CI shows these figures.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -209,7 +218,7 @@ impl Outcome {
     fn print(&self) {
         let n = self.name;
         let h = &self.honest;
-        println!(
+        report!(
             "[{n}] honest validator: {}/{} ok ({:.2}%), latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             h.ok,
             h.total,
@@ -219,10 +228,10 @@ impl Outcome {
             ms(h.percentile(1.0)),
         );
         if !h.failures.is_empty() {
-            println!("[{n}]   first failures: {:?}", h.failures);
+            report!("[{n}]   first failures: {:?}", h.failures);
         }
         let c = &self.newcomer;
-        println!(
+        report!(
             "[{n}] a validator connecting during the attack: {}/{} attempts authenticated{}",
             c.ok,
             c.attempts,
@@ -231,7 +240,7 @@ impl Outcome {
                 .map(|f| format!(" (first failure: {f})"))
                 .unwrap_or_default(),
         );
-        println!(
+        report!(
             "[{n}] server peak: connections {}, unauthenticated {}, queued {} B, requests in flight {}, nonces {}, request bytes reserved {}",
             self.peak.connections,
             self.peak.unauthenticated,
@@ -240,7 +249,7 @@ impl Outcome {
             self.peak.active_nonces,
             self.peak.reserved_request_bytes,
         );
-        println!(
+        report!(
             "[{n}] cleanup: {:.1} s after the attack stopped -> connections {}, unauthenticated {}, validators {}, queued {} B",
             self.cleanup.as_secs_f64(),
             self.after.connections,
@@ -248,7 +257,7 @@ impl Outcome {
             self.after.validators.len(),
             self.after.queued_bytes,
         );
-        println!(
+        report!(
             "[{n}] memory: server process VmRSS {} MiB before, {} MiB peak (+{} MiB), {} MiB after; attacker process peak {} MiB",
             self.rss_before_kib / 1024,
             self.rss_peak_kib / 1024,
@@ -257,7 +266,7 @@ impl Outcome {
             self.attacker_rss_peak_kib / 1024,
         );
         let d = self.delta();
-        println!(
+        report!(
             "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{}",
             d.accepted,
             d.refused,
@@ -270,7 +279,7 @@ impl Outcome {
             d.read_timeouts,
         );
         for (i, c) in self.attackers.iter().enumerate() {
-            println!("[{n}] attacker {i}: {}", c.summary());
+            report!("[{n}] attacker {i}: {}", c.summary());
         }
     }
 
