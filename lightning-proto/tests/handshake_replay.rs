@@ -138,3 +138,23 @@ fn large_cache_stays_bounded() {
     assert!(c.contains(&nonce(19_999)));
     assert!(!c.contains(&nonce(18_999)));
 }
+
+#[test]
+fn a_request_dated_ahead_is_remembered_until_its_own_timestamp_is_stale() {
+    let mut c = NonceCache::new(10, 300);
+    // Received at 1000, signed at 1060 (the future window allows up to 60 s ahead): the
+    // request stays fresh while now < 1360, so its nonce must outlive insert + 300.
+    c.check_and_insert_signed_at(&nonce(7), 1000, 1060).unwrap();
+    c.evict_stale(1300);
+    assert!(
+        c.contains(&nonce(7)),
+        "evicted while the request is still fresh"
+    );
+    c.evict_stale(1359);
+    assert_eq!(
+        c.check_and_insert_signed_at(&nonce(7), 1359, 1060),
+        Err(HandshakeError::Replay)
+    );
+    c.evict_stale(1360);
+    assert!(!c.contains(&nonce(7)));
+}

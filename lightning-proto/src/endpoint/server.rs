@@ -1148,7 +1148,8 @@ impl Server {
             now_secs,
             self.config.max_signature_age_secs,
         )?;
-        self.nonces.check_and_insert(&request.nonce, now_secs)?;
+        self.nonces
+            .check_and_insert_signed_at(&request.nonce, now_secs, request.timestamp)?;
         let hotkey = &request.validator_hotkey;
         if self.config.require_validator_permit && !self.permits.contains(hotkey) {
             return Err(HandshakeError::NotPermitted);

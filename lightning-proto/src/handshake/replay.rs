@@ -49,11 +49,25 @@ impl NonceCache {
     /// [`HandshakeError::BadNonce`]; the server has already checked the
     /// format by then.
     pub fn check_and_insert(&mut self, nonce: &str, now_secs: u64) -> Result<(), HandshakeError> {
+        self.check_and_insert_signed_at(nonce, now_secs, now_secs)
+    }
+
+    /// Like [`check_and_insert`](Self::check_and_insert) for a request signed at
+    /// `timestamp`: the nonce is kept until `timestamp` itself is stale, even when the
+    /// request came from up to 60 s in the future. The reference counts age from the
+    /// insert, so a request dated ahead stays valid up to a minute after its nonce is
+    /// forgotten and can be replayed in that window (§13.3); this closes it.
+    pub fn check_and_insert_signed_at(
+        &mut self,
+        nonce: &str,
+        now_secs: u64,
+        timestamp: u64,
+    ) -> Result<(), HandshakeError> {
         let key = parse_nonce(nonce)?;
         if !self.seen.insert(key) {
             return Err(HandshakeError::Replay);
         }
-        self.latest_insert = self.latest_insert.max(now_secs);
+        self.latest_insert = self.latest_insert.max(now_secs).max(timestamp);
         self.order.push_back((key, self.latest_insert));
         if self.order.len() > self.max_entries {
             self.evict_stale(now_secs);
