@@ -9,7 +9,10 @@ pub mod suite;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lightning_driver::{DataMap, LightningServer, QuicAxonInfo, Runtime, ServerBuilder, Timer};
+use lightning_driver::{
+    DataMap, LightningClient, LightningServer, QuicAxonInfo, QuicRequest, Runtime, ServerBuilder,
+    Timer,
+};
 
 /// Seed of the test miner.
 pub const MINER_SEED: [u8; 32] = [0x11; 32];
@@ -41,6 +44,44 @@ pub async fn sleep<R: Runtime>(runtime: &R, duration: Duration) {
 pub fn payload(size: usize) -> DataMap {
     let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     DataMap::from_values([("payload".to_string(), bytes.into())]).expect("string key")
+}
+
+/// Sends `synapse` one echo per size and checks each comes back byte-identical.
+pub async fn assert_echoes(
+    client: &LightningClient,
+    axon: &QuicAxonInfo,
+    synapse: &str,
+    sizes: &[usize],
+) {
+    for &size in sizes {
+        let data = payload(size);
+        let response = client
+            .query_axon(axon, QuicRequest::new(synapse, data.clone()))
+            .await
+            .expect("query")
+            .into_result()
+            .expect("success");
+        assert_eq!(response.data, data, "{synapse} at {size} B");
+    }
+}
+
+/// Asks the standard `stream` handler for `n` chunks of `chunk_size` bytes and checks
+/// their count and sizes.
+pub async fn assert_stream(client: &LightningClient, axon: &QuicAxonInfo, n: u64, chunk_size: u64) {
+    let request = DataMap::from_values([
+        ("n".to_string(), n.into()),
+        ("chunk_size".to_string(), chunk_size.into()),
+    ])
+    .expect("string keys");
+    let chunks = client
+        .query_axon_stream(axon, QuicRequest::new("stream", request))
+        .await
+        .expect("stream")
+        .collect_all()
+        .await
+        .expect("chunks");
+    assert_eq!(chunks.len() as u64, n);
+    assert!(chunks.iter().all(|c| c.len() as u64 == chunk_size));
 }
 
 /// The address record of a running server.

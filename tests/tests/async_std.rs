@@ -2,9 +2,9 @@
 //! shares the async-io reactor). Tasks are spawned on async-std's own executor.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lightning_driver::{ClientBuilder, QuicRequest};
+use lightning_driver::ClientBuilder;
 use lightning_smol::Smol;
-use lightning_tests::{axon_of, payload, standard_server, VALIDATOR_SEED};
+use lightning_tests::{assert_echoes, axon_of, standard_server, VALIDATOR_SEED};
 
 fn async_std_runtime() -> Smol {
     Smol::with_spawner(|task| {
@@ -24,15 +24,6 @@ async fn async_std_application_queries() {
         .build()
         .expect("client");
     let axon = axon_of(&server);
-    for size in [256, 64 * 1024] {
-        let data = payload(size);
-        let response = client
-            .query_axon(&axon, QuicRequest::new("echo", data.clone()))
-            .await
-            .expect("query")
-            .into_result()
-            .expect("success");
-        assert_eq!(response.data, data);
-    }
+    assert_echoes(&client, &axon, "echo", &[256, 64 * 1024]).await;
     server.stop().await.expect("stop");
 }

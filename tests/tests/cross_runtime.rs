@@ -1,9 +1,9 @@
 //! A client on one runtime and a server on the other, unary and streaming, both ways.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lightning_driver::{ClientBuilder, DataMap, QuicRequest, Runtime};
+use lightning_driver::{ClientBuilder, Runtime};
 use lightning_smol::Smol;
-use lightning_tests::{axon_of, payload, standard_server, VALIDATOR_SEED};
+use lightning_tests::{assert_echoes, assert_stream, axon_of, standard_server, VALIDATOR_SEED};
 use lightning_tokio::Tokio;
 
 /// Echo at two sizes and a 200-chunk stream from a client on `client_rt` to a server on
@@ -19,30 +19,8 @@ async fn exchange<S: Runtime, C: Runtime>(server_rt: S, client_rt: C) {
         .build()
         .expect("client");
     let axon = axon_of(&server);
-    for size in [1024, 256 * 1024] {
-        let data = payload(size);
-        let response = client
-            .query_axon(&axon, QuicRequest::new("echo_async", data.clone()))
-            .await
-            .expect("query")
-            .into_result()
-            .expect("success");
-        assert_eq!(response.data, data);
-    }
-    let request = DataMap::from_values([
-        ("n".to_string(), 200u64.into()),
-        ("chunk_size".to_string(), 4096u64.into()),
-    ])
-    .unwrap();
-    let chunks = client
-        .query_axon_stream(&axon, QuicRequest::new("stream", request))
-        .await
-        .expect("stream")
-        .collect_all()
-        .await
-        .expect("chunks");
-    assert_eq!(chunks.len(), 200);
-    assert!(chunks.iter().all(|c| c.len() == 4096));
+    assert_echoes(&client, &axon, "echo_async", &[1024, 256 * 1024]).await;
+    assert_stream(&client, &axon, 200, 4096).await;
     server.stop().await.expect("stop");
 }
 

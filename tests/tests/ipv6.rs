@@ -4,9 +4,11 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 
-use lightning_driver::{ClientBuilder, DataMap, QuicAxonInfo, QuicRequest, Runtime};
+use lightning_driver::{ClientBuilder, QuicAxonInfo, Runtime};
 use lightning_smol::Smol;
-use lightning_tests::{payload, smol_block_on, standard_server, tokio_block_on, VALIDATOR_SEED};
+use lightning_tests::{
+    assert_echoes, assert_stream, smol_block_on, standard_server, tokio_block_on, VALIDATOR_SEED,
+};
 use lightning_tokio::Tokio;
 
 async fn over_ipv6<R: Runtime>(runtime: R) {
@@ -29,27 +31,8 @@ async fn over_ipv6<R: Runtime>(runtime: R) {
         .await
         .expect("connect");
     assert_eq!(report.authenticated, vec![axon.clone()], "{report:?}");
-    let data = payload(64 * 1024);
-    let response = client
-        .query_axon(&axon, QuicRequest::new("echo", data.clone()))
-        .await
-        .expect("query")
-        .into_result()
-        .expect("success");
-    assert_eq!(response.data, data);
-    let request = DataMap::from_values([
-        ("n".to_string(), 50u64.into()),
-        ("chunk_size".to_string(), 1000u64.into()),
-    ])
-    .unwrap();
-    let chunks = client
-        .query_axon_stream(&axon, QuicRequest::new("stream", request))
-        .await
-        .expect("stream")
-        .collect_all()
-        .await
-        .expect("chunks");
-    assert_eq!(chunks.len(), 50);
+    assert_echoes(&client, &axon, "echo", &[64 * 1024]).await;
+    assert_stream(&client, &axon, 50, 1000).await;
     let stats = server.stats().await.expect("stats");
     assert_eq!(stats.validators.len(), 1, "{stats:?}");
     // The bracketed form that some tools print is accepted too.
