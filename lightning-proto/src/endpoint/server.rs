@@ -885,22 +885,22 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
-        if conn.validated || !conn.hotkeys.is_empty() {
-            conn.validated = true;
+        let was_validated = std::mem::replace(&mut conn.validated, true);
+        if was_validated || !conn.hotkeys.is_empty() {
             return;
         }
-        conn.validated = true;
         let ip = conn.remote.ip();
         if self.unauthenticated_from(ip) > self.config.max_unauthenticated_per_ip {
             self.stats.refused += 1;
-            if let Some(conn) = self.core.conns.get_mut(&ch) {
-                conn.close(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::from_static(b"too many unauthenticated connections"),
-                );
-                self.core.touch(ch);
-            }
+            self.close_quic(now, ch, b"too many unauthenticated connections");
+        }
+    }
+
+    /// Closes a QUIC connection with an application close carrying `reason`.
+    fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
+        if let Some(conn) = self.core.conns.get_mut(&ch) {
+            conn.close(now, VarInt::from_u32(0), Bytes::from_static(reason));
+            self.core.touch(ch);
         }
     }
 
@@ -1173,10 +1173,7 @@ impl Server {
         // Register on this connection; a different connection holding the hotkey is replaced.
         if let Some(old) = existing {
             if old != ch {
-                if let Some(conn) = self.core.conns.get_mut(&old) {
-                    conn.close(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
-                    self.core.touch(old);
-                }
+                self.close_quic(now, old, b"replaced");
                 if let Some(c) = self.conns.get_mut(&old) {
                     c.hotkeys.retain(|h| h != hotkey);
                 }
@@ -1357,14 +1354,7 @@ impl Server {
                     .is_some_and(|c| c.id == id && c.hotkeys.is_empty());
                 if unauthenticated {
                     self.stats.auth_timeouts += 1;
-                    if let Some(conn) = self.core.conns.get_mut(&ch) {
-                        conn.close(
-                            now,
-                            VarInt::from_u32(0),
-                            Bytes::from_static(b"handshake_timeout"),
-                        );
-                        self.core.touch(ch);
-                    }
+                    self.close_quic(now, ch, b"handshake_timeout");
                 }
             }
             Deadline::Read(ch, stream) => {
