@@ -78,10 +78,14 @@ impl NonceCache {
         Ok(())
     }
 
-    /// The periodic cleanup: removes entries whose insert time is
-    /// ≤ `now_secs − max_age_secs` (saturating at 0, as the reference does).
+    /// The periodic cleanup: removes entries whose recorded time is
+    /// ≤ `now_secs − max_age_secs`. While `now_secs < max_age_secs` nothing is stale: a
+    /// saturating cutoff of 0 (what `now − max_age` gives in unsigned arithmetic) would
+    /// forget nonces inserted at time 0 at once, even the one just inserted.
     pub fn evict_stale(&mut self, now_secs: u64) {
-        let cutoff = now_secs.saturating_sub(self.max_age_secs);
+        let Some(cutoff) = now_secs.checked_sub(self.max_age_secs) else {
+            return;
+        };
         while self.order.front().is_some_and(|&(_, t)| t <= cutoff) {
             self.pop_oldest();
         }
