@@ -1,0 +1,323 @@
+//! A btlightning 0.2.15 validator (its `LightningClient`) querying a Lightning miner.
+//!
+//! Each scenario starts its own Lightning miner on runtime `R` and a btlightning client on
+//! the ambient tokio runtime.
+
+use std::sync::Arc;
+
+use btlightning::{LightningError as BtError, QuicRequest as BtRequest};
+use lightning_driver::{RetryPolicy, Runtime};
+
+use crate::{
+    bt_client, chunk, hotkey, join_all, lightning_miner, our_axon, payload, sample_profile,
+    stream_data, ProfileReply, MINER_SEED, STRANGER_SEED, VALIDATOR_SEED,
+};
+
+/// The btlightning handshake against our miner: the client reports one authenticated
+/// miner on one connection, and our miner records btlightning's validator hotkey on that
+/// connection.
+pub async fn handshake<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let authenticated = client.authenticated_hotkeys().await;
+    assert_eq!(
+        authenticated.into_iter().collect::<Vec<_>>(),
+        vec![hotkey(&MINER_SEED)]
+    );
+    let stats = client.get_connection_stats().await.expect("client stats");
+    assert_eq!(
+        stats.get("total_connections").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        stats
+            .get(&format!("connection_{}", axon.addr_key()))
+            .map(String::as_str),
+        Some("active"),
+        "{stats:?}"
+    );
+
+    let snapshot = server.stats().await.expect("server stats");
+    assert_eq!(snapshot.stats.handshakes_ok, 1);
+    assert_eq!(snapshot.stats.handshakes_rejected, 0);
+    assert_eq!(snapshot.validators.len(), 1);
+    assert_eq!(snapshot.validators[0].0, hotkey(&VALIDATOR_SEED));
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// Our miner set to send QUIC Retry to every new address: btlightning's client follows it.
+pub async fn follows_our_retry<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime)
+        .configure(|c| c.retry = RetryPolicy::Always)
+        .start()
+        .await
+        .expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let response = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(64)))
+        .await
+        .expect("query");
+    assert!(response.success, "{:?}", response.error);
+    let snapshot = server.stats().await.expect("server stats");
+    assert!(snapshot.stats.retried >= 1, "{:?}", snapshot.stats);
+    assert_eq!(snapshot.stats.handshakes_ok, 1);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// Unary echo of 256 B, 1 KiB and 1 MiB through our sync and async handlers: the data map
+/// comes back equal, value for value.
+pub async fn echo_sizes<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    for size in [256, 1024, 1 << 20] {
+        for synapse in ["echo", "echo_async"] {
+            let data = payload(size);
+            let response = client
+                .query_axon(axon.clone(), BtRequest::new(synapse.into(), data.clone()))
+                .await
+                .expect("query")
+                .into_result()
+                .expect("success");
+            assert_eq!(response.data, data, "{synapse} at {size} B");
+            assert!(response.latency_ms >= 0.0);
+        }
+    }
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// 64 queries in flight at once from one btlightning client, each on its own tokio task:
+/// every one gets its own answer, over a single connection.
+pub async fn concurrent_64<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let client = Arc::new(client);
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let client = client.clone();
+            let axon = axon.clone();
+            tokio::spawn(async move {
+                let mut data = payload(512);
+                data.insert("i".into(), i.into());
+                let response = client
+                    .query_axon(axon, BtRequest::new("echo_async".into(), data.clone()))
+                    .await
+                    .expect("query")
+                    .into_result()
+                    .expect("success");
+                assert_eq!(response.data, data, "query {i}");
+            })
+        })
+        .collect();
+    for task in join_all(tasks).await {
+        task.expect("query task");
+    }
+    let snapshot = server.stats().await.expect("server stats");
+    assert_eq!(snapshot.stats.requests, 64);
+    assert_eq!(
+        snapshot.connections, 1,
+        "one connection carries every query"
+    );
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// btlightning's `query_axon_stream` against our streaming handler: 200 chunks of 4 KiB in
+/// order through `next_chunk` and `collect_all`, an empty stream, and a handler that fails
+/// after 3 chunks (the 3 chunks, then `stream error: stream processing failed`).
+pub async fn streaming<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+
+    let mut stream = client
+        .query_axon_stream(
+            axon.clone(),
+            BtRequest::new("stream".into(), stream_data(200, 4096, None)),
+        )
+        .await
+        .expect("stream");
+    for i in 0..10 {
+        let got = stream
+            .next_chunk()
+            .await
+            .expect("chunk")
+            .expect("not ended");
+        assert_eq!(got, chunk(i, 4096), "chunk {i}");
+    }
+    let rest = stream.collect_all().await.expect("rest");
+    assert_eq!(rest.len(), 190);
+    for (i, got) in rest.iter().enumerate() {
+        assert_eq!(*got, chunk(i as u64 + 10, 4096), "chunk {}", i + 10);
+    }
+
+    let mut empty = client
+        .query_axon_stream(
+            axon.clone(),
+            BtRequest::new("stream".into(), stream_data(0, 1, None)),
+        )
+        .await
+        .expect("empty stream");
+    assert_eq!(empty.next_chunk().await.expect("end"), None);
+
+    let mut failing = client
+        .query_axon_stream(
+            axon.clone(),
+            BtRequest::new("stream".into(), stream_data(10, 100, Some(3))),
+        )
+        .await
+        .expect("failing stream");
+    for i in 0..3 {
+        let got = failing.next_chunk().await.expect("chunk").expect("chunk");
+        assert_eq!(got, chunk(i, 100));
+    }
+    let err = failing.next_chunk().await.expect_err("the handler failed");
+    assert!(
+        matches!(&err, BtError::Stream(m) if m == "stream processing failed"),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "stream error: stream processing failed");
+
+    // The connection is still good.
+    let ok = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(16)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// An unknown synapse is answered with the reference's exact string, without the name.
+pub async fn unknown_synapse<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let response = client
+        .query_axon(
+            axon.clone(),
+            BtRequest::new("no_such_synapse".into(), payload(8)),
+        )
+        .await
+        .expect("an answer");
+    assert!(!response.success);
+    assert!(response.data.is_empty());
+    assert_eq!(response.error.as_deref(), Some("unrecognized synapse type"));
+    let err = response.into_result().expect_err("failure");
+    assert_eq!(err.to_string(), "handler error: unrecognized synapse type");
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// A failing handler is answered `request processing failed`; its own message stays on
+/// the miner. The connection stays usable.
+pub async fn handler_error<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let response = client
+        .query_axon(axon.clone(), BtRequest::new("fail".into(), payload(8)))
+        .await
+        .expect("an answer");
+    assert!(!response.success);
+    assert_eq!(response.error.as_deref(), Some("request processing failed"));
+    let ok = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// btlightning's `QuicRequest::from_typed` into our typed handler, and its
+/// `deserialize_data` on our typed answer: nested struct, optional fields present and
+/// absent, a float, a sequence and a unit enum survive both ways.
+pub async fn typed<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let request = sample_profile();
+    let response = client
+        .query_axon(
+            axon,
+            BtRequest::from_typed("profile", &request).expect("typed request"),
+        )
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success");
+    let reply: ProfileReply = response.deserialize_data().expect("typed reply");
+    assert_eq!(reply, crate::profile(request));
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// A btlightning client that expects another hotkey at our miner's address refuses it:
+/// no authenticated miner, and queries to it fail without reaching a handler.
+pub async fn refuses_unexpected_miner<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let mut axon = our_axon(&server);
+    axon.hotkey = hotkey(&STRANGER_SEED);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    assert!(client.authenticated_hotkeys().await.is_empty());
+    let err = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect_err("refused");
+    // The query dials again and btlightning names the mismatch (PROTOCOL §5.9 step 2).
+    let expected = format!(
+        "Miner hotkey mismatch: expected {}, got {}",
+        hotkey(&STRANGER_SEED),
+        hotkey(&MINER_SEED)
+    );
+    assert!(
+        matches!(&err, BtError::Handshake(m) if *m == expected),
+        "{err}"
+    );
+    let snapshot = server.stats().await.expect("server stats");
+    assert_eq!(snapshot.stats.requests, 0);
+    server.stop().await.expect("stop");
+}

@@ -1,0 +1,457 @@
+//! A Lightning validator (our `LightningClient` on runtime `R`) querying a btlightning
+//! 0.2.15 miner running with its default configuration, QUIC Retry included.
+
+use btlightning::LightningServerConfig;
+use lightning_driver::{
+    ClientBuilder, DataMap, LightningClient, LightningError, QuicAxonInfo, QuicRequest, Runtime,
+};
+
+use crate::relay::RetryCountingRelay;
+use crate::{
+    chunk, hotkey, join_all, payload, sample_profile, stream_data, to_bt, to_ours, BtMiner,
+    ProfileReply, SECOND_STRANGER_SEED, STRANGER_SEED, VALIDATOR_SEED,
+};
+
+/// Our validator on `runtime`, bound to loopback.
+pub fn our_client<R: Runtime>(runtime: R) -> LightningClient {
+    ClientBuilder::with_runtime(runtime)
+        .seed(VALIDATOR_SEED)
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .build()
+        .expect("client")
+}
+
+fn request(synapse: &str, data: &crate::BtData) -> QuicRequest {
+    QuicRequest::new(synapse, to_ours(data))
+}
+
+/// Our handshake against btlightning's miner: one authenticated miner, and btlightning's
+/// table holds our validator hotkey as verified.
+pub async fn handshake<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let report = client
+        .initialize_connections([miner.axon()])
+        .await
+        .expect("report");
+    assert_eq!(report.authenticated, vec![miner.axon()], "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        client.authenticated_hotkeys().await.expect("hotkeys"),
+        [miner.hotkey.clone()].into_iter().collect()
+    );
+    assert_eq!(
+        client.connection_stats().await.expect("stats").connections,
+        1
+    );
+    let (total, verified, validators) = miner.wait_verified(1).await;
+    assert_eq!((total, verified), (1, 1));
+    assert_eq!(validators, vec![hotkey(&VALIDATOR_SEED)]);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// btlightning's miner sends a QUIC Retry to every unvalidated address (its default): our
+/// client completes the connection through it. A UDP relay between the two counts the
+/// Retry packets on the wire; a miner with address validation switched off is the control
+/// (no Retry), which shows the relay really recognises them.
+pub async fn through_quic_retry<R: Runtime>(runtime: R) {
+    for (validation, expect_retry) in [(true, true), (false, false)] {
+        let mut config = LightningServerConfig::default();
+        config.require_address_validation = validation;
+        let miner = BtMiner::start_with(config).await;
+        let relay = RetryCountingRelay::start(miner.addr).await;
+        let axon = QuicAxonInfo::from_addr(miner.hotkey.clone(), relay.addr());
+        let client = our_client(runtime.clone());
+        let report = client
+            .initialize_connections([axon.clone()])
+            .await
+            .expect("report");
+        assert_eq!(report.authenticated, vec![axon.clone()], "{report:?}");
+        let response = client
+            .query_axon(&axon, request("echo", &payload(256)))
+            .await
+            .expect("query")
+            .into_result()
+            .expect("success");
+        assert_eq!(to_bt(&response.data), payload(256));
+        let retries = relay.retries();
+        if expect_retry {
+            assert!(retries >= 1, "btlightning sent no Retry");
+        } else {
+            assert_eq!(retries, 0, "Retry without address validation");
+        }
+        assert!(
+            relay.long_header_packets() >= 2,
+            "the relay saw the handshake"
+        );
+        client.close_all_connections().await.expect("close");
+        relay.stop();
+        miner.stop().await;
+    }
+}
+
+/// Unary echo of 256 B, 1 KiB and 1 MiB through btlightning's sync and async handlers.
+pub async fn echo_sizes<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    for size in [256, 1024, 1 << 20] {
+        for synapse in ["echo", "echo_async"] {
+            let data = payload(size);
+            let response = client
+                .query_axon(&axon, request(synapse, &data))
+                .await
+                .expect("query")
+                .into_result()
+                .expect("success");
+            assert_eq!(to_bt(&response.data), data, "{synapse} at {size} B");
+        }
+    }
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// 64 queries in flight at once from one client over one connection.
+pub async fn concurrent_64<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    client
+        .initialize_connections([axon.clone()])
+        .await
+        .expect("connect");
+    let queries = (0..64u64).map(|i| {
+        let client = client.clone();
+        let axon = axon.clone();
+        async move {
+            let mut data = payload(512);
+            data.insert("i".into(), i.into());
+            let response = client
+                .query_axon(&axon, request("echo_async", &data))
+                .await
+                .expect("query")
+                .into_result()
+                .expect("success");
+            // Compared as maps: btlightning re-encodes from a hash map, so key order is
+            // arbitrary (PROTOCOL §13.14).
+            assert_eq!(to_bt(&response.data), data, "query {i}");
+        }
+    });
+    join_all(queries).await;
+    let stats = client.connection_stats().await.expect("stats");
+    assert_eq!(stats.connections, 1);
+    assert_eq!(stats.requests_in_flight, 0);
+    let (total, verified, _) = miner.connections().await;
+    assert_eq!((total, verified), (1, 1));
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// Our `query_axon_stream` against btlightning's streaming handler: 200 chunks in order,
+/// an empty stream, and a handler failing after 3 chunks (the 3 chunks, then the
+/// reference's `stream processing failed`).
+pub async fn streaming<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+
+    let mut stream = client
+        .query_axon_stream(&axon, request("stream", &stream_data(200, 4096, None)))
+        .await
+        .expect("stream");
+    for i in 0..10 {
+        let got = stream
+            .next_chunk()
+            .await
+            .expect("chunk")
+            .expect("not ended");
+        assert_eq!(&got[..], &chunk(i, 4096)[..], "chunk {i}");
+    }
+    let rest = stream.collect_all().await.expect("rest");
+    assert_eq!(rest.len(), 190);
+    for (i, got) in rest.iter().enumerate() {
+        assert_eq!(
+            &got[..],
+            &chunk(i as u64 + 10, 4096)[..],
+            "chunk {}",
+            i + 10
+        );
+    }
+
+    let empty = client
+        .query_axon_stream(&axon, request("stream", &stream_data(0, 1, None)))
+        .await
+        .expect("empty stream")
+        .collect_all()
+        .await
+        .expect("ends cleanly");
+    assert!(empty.is_empty());
+
+    let mut failing = client
+        .query_axon_stream(&axon, request("stream", &stream_data(10, 100, Some(3))))
+        .await
+        .expect("failing stream");
+    for i in 0..3 {
+        let got = failing.next_chunk().await.expect("chunk").expect("chunk");
+        assert_eq!(&got[..], &chunk(i, 100)[..]);
+    }
+    let err = failing.next_chunk().await.expect_err("the handler failed");
+    assert_eq!(
+        err,
+        LightningError::Stream("stream processing failed".into())
+    );
+    assert_eq!(failing.next_chunk().await.expect("after the error"), None);
+
+    let ok = client
+        .query_axon(&axon, request("echo", &payload(16)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// btlightning's answer to an unknown synapse, read by our client.
+pub async fn unknown_synapse<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let response = client
+        .query_axon(&miner.axon(), request("no_such_synapse", &payload(8)))
+        .await
+        .expect("an answer");
+    assert!(!response.success);
+    assert!(response.data.is_empty());
+    assert_eq!(response.error.as_deref(), Some("unrecognized synapse type"));
+    assert_eq!(
+        response.into_result(),
+        Err(LightningError::Remote("unrecognized synapse type".into()))
+    );
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// btlightning's answer to a failing handler, read by our client; the connection stays
+/// usable.
+pub async fn handler_error<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    let response = client
+        .query_axon(&axon, request("fail", &payload(8)))
+        .await
+        .expect("an answer");
+    assert!(!response.success);
+    assert_eq!(response.error.as_deref(), Some("request processing failed"));
+    let ok = client
+        .query_axon(&axon, request("echo", &payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// Our `QuicRequest::from_typed` into btlightning's `typed_handler`, and our
+/// `deserialize_data` on its typed answer.
+pub async fn typed<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let request = sample_profile();
+    let response = client
+        .query_axon(
+            &miner.axon(),
+            QuicRequest::from_typed("profile", &request).expect("typed request"),
+        )
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success");
+    let reply: ProfileReply = response.deserialize_data().expect("typed reply");
+    assert_eq!(reply, crate::profile(request));
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// Several miner hotkeys at one address (PROTOCOL §8.2 item 7 and §5.8): the client is
+/// given the real miner plus two records that claim the same `ip:port` with other hotkeys
+/// (what a metagraph with copied axon entries looks like). A btlightning miner has exactly
+/// one hotkey, so one connection is opened, the real hotkey authenticates on it, and each
+/// fake is refused with a hotkey mismatch; queries to a fake fail without a dial, queries to
+/// the real miner work.
+pub async fn several_hotkeys_one_address<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let real = miner.axon();
+    let fakes = [
+        miner.axon_claiming(&hotkey(&STRANGER_SEED)),
+        miner.axon_claiming(&hotkey(&SECOND_STRANGER_SEED)),
+    ];
+    let report = client
+        .initialize_connections([fakes[0].clone(), real.clone(), fakes[1].clone()])
+        .await
+        .expect("report");
+    assert_eq!(report.authenticated, vec![real.clone()], "{report:?}");
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    for fake in &fakes {
+        let (_, err) = report
+            .failed
+            .iter()
+            .find(|(axon, _)| axon == fake)
+            .expect("each fake is reported");
+        let expected = format!(
+            "Miner hotkey mismatch: expected {}, got {}",
+            fake.hotkey, miner.hotkey
+        );
+        assert_eq!(*err, LightningError::Handshake(expected));
+    }
+    let stats = client.connection_stats().await.expect("stats");
+    assert_eq!(stats.connections, 1, "one address, one connection");
+    assert_eq!(
+        client.authenticated_hotkeys().await.expect("hotkeys"),
+        [miner.hotkey.clone()].into_iter().collect()
+    );
+
+    let ok = client
+        .query_axon(&real, request("echo", &payload(32)))
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success");
+    assert_eq!(to_bt(&ok.data), payload(32));
+    for fake in &fakes {
+        let err = client
+            .query_axon(fake, request("echo", &payload(32)))
+            .await
+            .expect_err("a fake hotkey has no route");
+        assert!(matches!(err, LightningError::Handshake(_)), "{err}");
+    }
+    let (total, verified, validators) = miner.connections().await;
+    assert_eq!((total, verified), (1, 1));
+    assert_eq!(validators, vec![hotkey(&VALIDATOR_SEED)]);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// An empty data map and a map of every MessagePack kind btlightning's `rmpv` values carry
+/// (nil, bool, negative int, u64, f32, f64, str, bin, array, nested map with a non-string
+/// key, ext) come back from btlightning's echo unchanged.
+pub async fn value_kinds<R: Runtime>(runtime: R) {
+    use rmpv::Value;
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    let empty = client
+        .query_axon(&axon, QuicRequest::new("echo", DataMap::new()))
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success");
+    assert!(empty.data.is_empty());
+
+    let kinds: crate::BtData = [
+        ("nil", Value::Nil),
+        ("bool", Value::Boolean(true)),
+        ("neg", Value::from(-123_456_789i64)),
+        ("big", Value::from(u64::MAX)),
+        ("f32", Value::F32(1.5)),
+        ("f64", Value::F64(-2.25)),
+        ("str", Value::from("héllo")),
+        ("bin", Value::Binary(vec![0, 1, 2, 255])),
+        (
+            "array",
+            Value::Array(vec![Value::from(1), Value::from("two"), Value::Nil]),
+        ),
+        (
+            "map",
+            Value::Map(vec![
+                (Value::from("k"), Value::from(1)),
+                (Value::from(7), Value::from("int key")),
+            ]),
+        ),
+        ("ext", Value::Ext(5, vec![9, 8, 7])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let response = client
+        .query_axon(&axon, request("echo", &kinds))
+        .await
+        .expect("query")
+        .into_result()
+        .expect("success");
+    assert_eq!(to_bt(&response.data), kinds);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// Typed data carrying a unit enum ([`crate::Ranked`]), across every pairing:
+/// * both implementations encode it identically (the variant index);
+/// * btlightning client -> btlightning miner: its typed handler cannot decode it, so the
+///   reference answers `request processing failed` to itself;
+/// * Lightning client -> btlightning miner: the same answer, so we match the reference;
+/// * btlightning client -> Lightning miner: our typed handler decodes it and answers, and
+///   btlightning's `deserialize_data` then fails on the enum in our (reference-encoded)
+///   answer, while ours reads it.
+pub async fn typed_unit_enum<R: Runtime>(runtime: R) {
+    use crate::{bt_client, lightning_miner, our_axon, rank, Ranked, Tier};
+    let ranked = Ranked {
+        name: "ada".into(),
+        tier: Tier::Silver,
+    };
+    let ours = DataMap::from_typed(&ranked).expect("our encoding");
+    let theirs = btlightning::QuicRequest::from_typed("rank", &ranked).expect("bt encoding");
+    assert_eq!(to_bt(&ours), theirs.data, "same named encoding");
+    assert_eq!(theirs.data.get("tier"), Some(&rmpv::Value::from(1)));
+
+    let miner = BtMiner::start().await;
+    let mut bt = bt_client(VALIDATOR_SEED);
+    bt.initialize_connections(vec![crate::bt_axon(&miner.hotkey, miner.addr)])
+        .await
+        .expect("initialize");
+    let reference = bt
+        .query_axon(crate::bt_axon(&miner.hotkey, miner.addr), theirs.clone())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        (reference.success, reference.error.as_deref()),
+        (false, Some("request processing failed")),
+        "btlightning refuses its own enum encoding"
+    );
+    bt.close_all_connections().await.expect("close");
+
+    let client = our_client(runtime.clone());
+    let response = client
+        .query_axon(&miner.axon(), QuicRequest::new("rank", ours))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        (response.success, response.error.as_deref()),
+        (false, Some("request processing failed"))
+    );
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let mut bt = bt_client(VALIDATOR_SEED);
+    bt.initialize_connections(vec![our_axon(&server)])
+        .await
+        .expect("initialize");
+    let answer = bt
+        .query_axon(our_axon(&server), theirs)
+        .await
+        .expect("query")
+        .into_result()
+        .expect("our typed handler reads the index form");
+    let err = answer
+        .deserialize_data::<Ranked>()
+        .expect_err("btlightning cannot read the index form");
+    assert!(
+        matches!(err, btlightning::LightningError::Serialization(_)),
+        "{err}"
+    );
+    let read_by_us: Ranked = to_ours(&answer.data).deserialize().expect("we can");
+    assert_eq!(read_by_us, rank(ranked));
+    bt.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
