@@ -4,13 +4,15 @@
 //! the ambient tokio runtime.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use btlightning::{LightningError as BtError, QuicRequest as BtRequest};
 use lightning_driver::{RetryPolicy, Runtime};
 
 use crate::{
-    bt_client, chunk, hotkey, join_all, lightning_miner, our_axon, payload, sample_profile,
-    stream_data, ProfileReply, MINER_SEED, STRANGER_SEED, VALIDATOR_SEED,
+    bt_client, chunk, hotkey, join_all, lightning_miner, lightning_miner_tallied, our_axon,
+    payload, sample_profile, slow_data, stream_data, ProfileReply, Tally, MINER_SEED,
+    STRANGER_SEED, VALIDATOR_SEED,
 };
 
 /// The btlightning handshake against our miner: the client reports one authenticated
@@ -319,5 +321,84 @@ pub async fn refuses_unexpected_miner<R: Runtime>(runtime: R) {
     );
     let snapshot = server.stats().await.expect("server stats");
     assert_eq!(snapshot.stats.requests, 0);
+    server.stop().await.expect("stop");
+}
+
+/// btlightning's `query_axon_with_timeout` gives up on a slow handler of ours: it reports
+/// `transport error: query timed out` and drops its end of the stream (quinn sends
+/// STOP_SENDING), our miner takes that as a cancellation and drops the handler, and the
+/// connection stays usable.
+pub async fn timeout_cancels_our_handler<R: Runtime>(runtime: R) {
+    let tally = Tally::default();
+    let server = lightning_miner_tallied(runtime, tally.clone())
+        .start()
+        .await
+        .expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let err = client
+        .query_axon_with_timeout(
+            axon.clone(),
+            BtRequest::new("slow".into(), slow_data(10_000)),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(&err, BtError::Transport(m) if m == "query timed out"),
+        "{err}"
+    );
+    assert_eq!(
+        tally.wait_for(1).await,
+        1,
+        "the abandoned handler was dropped"
+    );
+    let ok = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// A btlightning client that drops its `StreamingResponse` after 5 of 100,000 chunks stops
+/// our streaming handler (PROTOCOL §7: dropping the reader stops the stream); the
+/// connection stays usable.
+pub async fn dropped_stream_stops_our_handler<R: Runtime>(runtime: R) {
+    let tally = Tally::default();
+    let server = lightning_miner_tallied(runtime, tally.clone())
+        .start()
+        .await
+        .expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let mut stream = client
+        .query_axon_stream(
+            axon.clone(),
+            BtRequest::new("stream".into(), stream_data(100_000, 1024, None)),
+        )
+        .await
+        .expect("stream");
+    for i in 0..5 {
+        let got = stream.next_chunk().await.expect("chunk").expect("chunk");
+        assert_eq!(got, chunk(i, 1024));
+    }
+    drop(stream);
+    assert_eq!(tally.wait_for(1).await, 1, "the streaming handler stopped");
+    let ok = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }

@@ -27,14 +27,17 @@ pub mod relay;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use btlightning::{
     AsyncSynapseHandler, LightningError as BtError, LightningServerConfig, StreamingSynapseHandler,
     SynapseHandler,
 };
-use lightning_driver::{DataMap, Identity, LightningServer, QuicAxonInfo, Runtime, ServerBuilder};
+use lightning_driver::{
+    DataMap, Identity, LightningServer, QuicAxonInfo, Runtime, ServerBuilder, Timer,
+};
 use serde::{Deserialize, Serialize};
 
 /// Seed of the miner on either side (the reference's own tests use 32 × 0x01).
@@ -226,6 +229,76 @@ pub fn sample_profile() -> ProfileRequest {
     }
 }
 
+// ----- handler bookkeeping ------------------------------------------------------------------
+
+/// Counts handler runs that ended without finishing: dropped (cancelled or aborted by the
+/// server) or stopped because their stream went away. A deliberate failure is not counted.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<AtomicUsize>);
+
+impl Tally {
+    /// A guard for one handler run; call [`Run::finish`] when it completes on purpose.
+    pub fn start(&self) -> Run {
+        Run {
+            tally: self.0.clone(),
+            finished: false,
+        }
+    }
+
+    /// Runs that ended without finishing so far.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits (on tokio) until the count reaches `n`, or returns the count after 5 s.
+    pub async fn wait_for(&self, n: usize) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.count() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.count()
+    }
+}
+
+/// One handler run; counts itself in its [`Tally`] when dropped unfinished.
+#[derive(Debug)]
+pub struct Run {
+    tally: Arc<AtomicUsize>,
+    finished: bool,
+}
+
+impl Run {
+    /// The run completed (successfully or by deliberate failure).
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.tally.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// `{"ms": ms}`: how long the `slow` handlers take.
+pub fn slow_data(ms: u64) -> BtData {
+    HashMap::from([("ms".to_string(), rmpv::Value::from(ms))])
+}
+
+fn slow_ms(data: &BtData) -> u64 {
+    data.get("ms")
+        .and_then(rmpv::Value::as_u64)
+        .unwrap_or(5_000)
+}
+
+/// Sleeps on Lightning's runtime `R` (our handlers must not assume tokio).
+async fn sleep_on<R: Runtime>(runtime: &R, duration: Duration) {
+    let mut timer = runtime.timer(Instant::now() + duration);
+    futures_lite::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
+}
+
 // ----- a Lightning miner --------------------------------------------------------------------
 
 /// A Lightning miner on 127.0.0.1 (port 0) with the handlers the suite queries:
@@ -233,8 +306,17 @@ pub fn sample_profile() -> ProfileRequest {
 /// * `fail` returns an error;
 /// * `stream` answers [`stream_data`] with `n` chunks ([`chunk`]), failing after
 ///   `fail_after` chunks when asked;
-/// * `profile` and `rank` are typed ([`profile`], [`rank`]).
+/// * `profile` and `rank` are typed ([`profile`], [`rank`]);
+/// * `slow` (async) answers [`slow_data`] after `ms` milliseconds.
 pub fn lightning_miner<R: Runtime>(runtime: R) -> ServerBuilder<R> {
+    lightning_miner_tallied(runtime, Tally::default())
+}
+
+/// [`lightning_miner`] whose `stream` and `slow` handlers report unfinished runs to
+/// `tally`.
+pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBuilder<R> {
+    let stream_tally = tally.clone();
+    let slow_runtime = runtime.clone();
     ServerBuilder::with_runtime(runtime)
         .seed(MINER_SEED)
         .bind_addr(([127, 0, 0, 1], 0).into())
@@ -246,15 +328,29 @@ pub fn lightning_miner<R: Runtime>(runtime: R) -> ServerBuilder<R> {
         .handler("fail", |_data, _ctx| {
             Err::<DataMap, _>("deliberate failure")
         })
-        .streaming_handler("stream", |data, _ctx, sink| async move {
-            let (n, size, fail_after) = stream_params(&to_bt(&data));
-            for i in 0..n {
-                if fail_after == Some(i) {
-                    return Err("deliberate stream failure".to_string());
+        .streaming_handler("stream", move |data, _ctx, sink| {
+            let run = stream_tally.start();
+            async move {
+                let (n, size, fail_after) = stream_params(&to_bt(&data));
+                for i in 0..n {
+                    if fail_after == Some(i) {
+                        run.finish();
+                        return Err("deliberate stream failure".to_string());
+                    }
+                    sink.send(chunk(i, size)).await.map_err(|e| e.to_string())?;
                 }
-                sink.send(chunk(i, size)).await.map_err(|e| e.to_string())?;
+                run.finish();
+                Ok(())
             }
-            Ok(())
+        })
+        .async_handler("slow", move |data, _ctx| {
+            let run = tally.start();
+            let runtime = slow_runtime.clone();
+            async move {
+                sleep_on(&runtime, Duration::from_millis(slow_ms(&to_bt(&data)))).await;
+                run.finish();
+                Ok::<_, String>(data)
+            }
         })
         .typed_handler("profile", |req: ProfileRequest, _ctx| {
             Ok::<_, String>(profile(req))
@@ -308,7 +404,7 @@ impl SynapseHandler for BtFail {
     }
 }
 
-struct BtStream;
+struct BtStream(Tally);
 
 #[async_trait::async_trait]
 impl StreamingSynapseHandler for BtStream {
@@ -318,9 +414,11 @@ impl StreamingSynapseHandler for BtStream {
         data: BtData,
         sender: tokio::sync::mpsc::Sender<Vec<u8>>,
     ) -> btlightning::Result<()> {
+        let run = self.0.start();
         let (n, size, fail_after) = stream_params(&data);
         for i in 0..n {
             if fail_after == Some(i) {
+                run.finish();
                 return Err(BtError::handler("deliberate stream failure"));
             }
             sender
@@ -328,12 +426,44 @@ impl StreamingSynapseHandler for BtStream {
                 .await
                 .map_err(|e| BtError::Stream(e.to_string()))?;
         }
+        run.finish();
+        Ok(())
+    }
+}
+
+struct BtSlow;
+
+#[async_trait::async_trait]
+impl AsyncSynapseHandler for BtSlow {
+    async fn handle(&self, _synapse: &str, data: BtData) -> btlightning::Result<BtData> {
+        tokio::time::sleep(Duration::from_millis(slow_ms(&data))).await;
+        Ok(data)
+    }
+}
+
+/// Sends one 16-byte chunk, then takes `ms` milliseconds before the next.
+struct BtSlowStream;
+
+#[async_trait::async_trait]
+impl StreamingSynapseHandler for BtSlowStream {
+    async fn handle(
+        &self,
+        _synapse: &str,
+        data: BtData,
+        sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> btlightning::Result<()> {
+        sender
+            .send(chunk(0, 16))
+            .await
+            .map_err(|e| BtError::Stream(e.to_string()))?;
+        tokio::time::sleep(Duration::from_millis(slow_ms(&data))).await;
         Ok(())
     }
 }
 
 /// A btlightning miner serving on 127.0.0.1 (port 0) with the same handlers as
-/// [`lightning_miner`], each registered the btlightning way.
+/// [`lightning_miner`], each registered the btlightning way, plus `slow_stream` (one chunk,
+/// then `ms` milliseconds before the end).
 pub struct BtMiner {
     server: Arc<btlightning::LightningServer>,
     serving: tokio::task::JoinHandle<btlightning::Result<()>>,
@@ -341,6 +471,8 @@ pub struct BtMiner {
     pub addr: SocketAddr,
     /// Its hotkey.
     pub hotkey: String,
+    /// Unfinished runs of its `stream` handler.
+    pub tally: Tally,
 }
 
 impl BtMiner {
@@ -352,6 +484,7 @@ impl BtMiner {
     /// Starts a miner with `config`. Must run inside a tokio runtime.
     pub async fn start_with(config: LightningServerConfig) -> Self {
         let hotkey = hotkey(&MINER_SEED);
+        let tally = Tally::default();
         let mut server = btlightning::LightningServer::with_config(
             hotkey.clone(),
             "127.0.0.1".into(),
@@ -373,9 +506,17 @@ impl BtMiner {
             .await
             .expect("register fail");
         server
-            .register_streaming_handler("stream".into(), Arc::new(BtStream))
+            .register_streaming_handler("stream".into(), Arc::new(BtStream(tally.clone())))
             .await
             .expect("register stream");
+        server
+            .register_async_synapse_handler("slow".into(), Arc::new(BtSlow))
+            .await
+            .expect("register slow");
+        server
+            .register_streaming_handler("slow_stream".into(), Arc::new(BtSlowStream))
+            .await
+            .expect("register slow_stream");
         server
             .register_synapse_handler(
                 "profile".into(),
@@ -406,6 +547,7 @@ impl BtMiner {
             serving,
             addr,
             hotkey,
+            tally,
         }
     }
 

@@ -455,3 +455,81 @@ pub async fn typed_unit_enum<R: Runtime>(runtime: R) {
     bt.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
+
+/// btlightning's handler timeout (1 s here) read by our client: a unary handler answers
+/// `handler timed out`; a streaming one delivers its first chunk, then ends with
+/// `stream error: handler timed out` (PROTOCOL §6.3, §7).
+pub async fn bt_handler_timeout<R: Runtime>(runtime: R) {
+    let mut config = LightningServerConfig::default();
+    config.handler_timeout_secs = 1;
+    let miner = BtMiner::start_with(config).await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    client
+        .initialize_connections([axon.clone()])
+        .await
+        .expect("connect");
+    let unary = async {
+        let response = client
+            .query_axon(&axon, request("slow", &crate::slow_data(5_000)))
+            .await
+            .expect("an answer");
+        assert!(!response.success);
+        assert_eq!(response.error.as_deref(), Some("handler timed out"));
+    };
+    let streaming = async {
+        let mut stream = client
+            .query_axon_stream(&axon, request("slow_stream", &crate::slow_data(5_000)))
+            .await
+            .expect("stream");
+        let first = stream.next_chunk().await.expect("chunk").expect("chunk");
+        assert_eq!(&first[..], &chunk(0, 16)[..]);
+        let err = stream.next_chunk().await.expect_err("timed out");
+        assert_eq!(err, LightningError::Stream("handler timed out".into()));
+    };
+    futures_lite::future::zip(unary, streaming).await;
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}
+
+/// Our client giving up on btlightning's miner: `query_axon_with_timeout` fails with
+/// `Timeout` after 300 ms, and dropping a `ChunkStream` after 5 of 100,000 chunks makes
+/// btlightning abort its streaming handler (its next write fails, PROTOCOL §7), which shows
+/// our client really stops the stream on the wire. The connection stays usable.
+pub async fn our_timeout_and_dropped_stream<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    let err = client
+        .query_axon_with_timeout(
+            &axon,
+            request("slow", &crate::slow_data(10_000)),
+            std::time::Duration::from_millis(300),
+        )
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, LightningError::Timeout(_)), "{err}");
+
+    let mut stream = client
+        .query_axon_stream(&axon, request("stream", &stream_data(100_000, 1024, None)))
+        .await
+        .expect("stream");
+    for i in 0..5 {
+        let got = stream.next_chunk().await.expect("chunk").expect("chunk");
+        assert_eq!(&got[..], &chunk(i, 1024)[..]);
+    }
+    drop(stream);
+    assert_eq!(
+        miner.tally.wait_for(1).await,
+        1,
+        "btlightning's handler stopped"
+    );
+
+    let ok = client
+        .query_axon(&axon, request("echo", &payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}

@@ -31,6 +31,14 @@ macro_rules! interop_on {
             case!(bt_client_handler_error, bt_to_lightning::handler_error);
             case!(bt_client_typed, bt_to_lightning::typed);
             case!(
+                bt_client_timeout_cancels_our_handler,
+                bt_to_lightning::timeout_cancels_our_handler
+            );
+            case!(
+                bt_client_dropped_stream_stops_our_handler,
+                bt_to_lightning::dropped_stream_stops_our_handler
+            );
+            case!(
                 bt_client_refuses_unexpected_miner,
                 bt_to_lightning::refuses_unexpected_miner
             );
@@ -45,6 +53,14 @@ macro_rules! interop_on {
             case!(bt_server_handler_error, lightning_to_bt::handler_error);
             case!(bt_server_typed, lightning_to_bt::typed);
             case!(bt_server_value_kinds, lightning_to_bt::value_kinds);
+            case!(
+                bt_server_handler_timeout,
+                lightning_to_bt::bt_handler_timeout
+            );
+            case!(
+                bt_server_our_timeout_and_dropped_stream,
+                lightning_to_bt::our_timeout_and_dropped_stream
+            );
             case!(
                 typed_unit_enum_all_pairings,
                 lightning_to_bt::typed_unit_enum
