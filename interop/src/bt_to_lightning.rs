@@ -402,3 +402,51 @@ pub async fn dropped_stream_stops_our_handler<R: Runtime>(runtime: R) {
     client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
+
+/// Our miner restarts on the same port (same key, new certificate): btlightning's client
+/// notices the closed connection and reconnects on a later query, within its backoff.
+pub async fn reconnects_after_our_restart<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime.clone())
+        .start()
+        .await
+        .expect("server");
+    let addr = server.local_addr();
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let first = client
+        .query_axon(axon.clone(), BtRequest::new("echo".into(), payload(64)))
+        .await
+        .expect("first query");
+    assert!(first.success);
+    server.stop().await.expect("stop");
+    crate::wait_port_free(addr).await;
+
+    let server = lightning_miner(runtime)
+        .bind_addr(addr)
+        .start()
+        .await
+        .expect("restarted server");
+    let started = std::time::Instant::now();
+    let response = loop {
+        match client
+            .query_axon(axon.clone(), BtRequest::new("echo".into(), payload(64)))
+            .await
+        {
+            Ok(response) => break response,
+            Err(BtError::Connection(_) | BtError::Transport(_))
+                if started.elapsed() < Duration::from_secs(15) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("query after restart: {e}"),
+        }
+    };
+    assert_eq!(response.into_result().expect("success").data, payload(64));
+    assert_eq!(server.stats().await.expect("stats").stats.handshakes_ok, 1);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}

@@ -483,12 +483,17 @@ impl BtMiner {
 
     /// Starts a miner with `config`. Must run inside a tokio runtime.
     pub async fn start_with(config: LightningServerConfig) -> Self {
+        Self::start_on(config, 0).await
+    }
+
+    /// Starts a miner with `config` on 127.0.0.1:`port` (0 picks a free port).
+    pub async fn start_on(config: LightningServerConfig, port: u16) -> Self {
         let hotkey = hotkey(&MINER_SEED);
         let tally = Tally::default();
         let mut server = btlightning::LightningServer::with_config(
             hotkey.clone(),
             "127.0.0.1".into(),
-            0,
+            port,
             config,
         )
         .expect("btlightning server config");
@@ -600,6 +605,19 @@ impl BtMiner {
     pub async fn stop(self) {
         self.server.stop().await.expect("btlightning stop");
         let _ = tokio::time::timeout(Duration::from_secs(5), self.serving).await;
+    }
+}
+
+/// Waits (on tokio) until nothing is bound to UDP `addr` any more, so a restarted server
+/// can take the same port.
+pub async fn wait_port_free(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} still bound after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

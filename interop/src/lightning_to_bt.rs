@@ -533,3 +533,47 @@ pub async fn our_timeout_and_dropped_stream<R: Runtime>(runtime: R) {
     client.close_all_connections().await.expect("close");
     miner.stop().await;
 }
+
+/// The btlightning miner restarts on the same port (same key, new certificate, new Retry
+/// token key): the next queries of our client reconnect by themselves, through Retry again.
+/// While the old connection is being noticed or the reconnect backoff runs, a query may
+/// fail with a connection error, as with btlightning's own client.
+pub async fn reconnect_after_bt_restart<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let addr = miner.addr;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    let first = client
+        .query_axon(&axon, request("echo", &payload(64)))
+        .await
+        .expect("first query");
+    assert!(first.success);
+    miner.stop().await;
+    crate::wait_port_free(addr).await;
+
+    let miner = BtMiner::start_on(LightningServerConfig::default(), addr.port()).await;
+    let started = std::time::Instant::now();
+    let response = loop {
+        match client
+            .query_axon(&axon, request("echo", &payload(64)))
+            .await
+        {
+            Ok(response) => break response,
+            Err(LightningError::Connect(_) | LightningError::ConnectionLost(_))
+                if started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("query after restart: {e}"),
+        }
+    };
+    assert_eq!(
+        to_bt(&response.into_result().expect("success").data),
+        payload(64)
+    );
+    let (_, verified, validators) = miner.wait_verified(1).await;
+    assert_eq!(verified, 1);
+    assert_eq!(validators, vec![hotkey(&VALIDATOR_SEED)]);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}

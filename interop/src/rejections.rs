@@ -199,3 +199,47 @@ pub async fn our_miner_refuses_stale_handshake<R: Runtime>(runtime: R) {
     endpoint.close(0u32.into(), b"done");
     server.stop().await.expect("stop");
 }
+
+/// A btlightning miner already holding `max_connections` (1 here) validators refuses a
+/// new validator's connection at the QUIC level (PROTOCOL §1.1, CONNECTION_REFUSED); our
+/// client reports a connection error and the first validator keeps being served.
+pub async fn bt_miner_at_capacity_refuses_new_validator<R: Runtime>(runtime: R) {
+    let mut config = btlightning::LightningServerConfig::default();
+    config.max_connections = 1;
+    let miner = BtMiner::start_with(config).await;
+    let first = our_client(runtime.clone());
+    let report = first
+        .initialize_connections([miner.axon()])
+        .await
+        .expect("report");
+    assert_eq!(report.authenticated, vec![miner.axon()]);
+    miner.wait_verified(1).await;
+
+    let second = ClientBuilder::with_runtime(runtime)
+        .seed(STRANGER_SEED)
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .build()
+        .expect("client");
+    let report = second
+        .initialize_connections([miner.axon()])
+        .await
+        .expect("report");
+    assert!(report.authenticated.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    let err = &report.failed[0].1;
+    assert!(matches!(err, LightningError::Connect(_)), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+
+    let ok = first
+        .query_axon(
+            &miner.axon(),
+            QuicRequest::new("echo", to_ours(&payload(8))),
+        )
+        .await
+        .expect("query");
+    assert!(ok.success);
+    let (_, verified, validators) = miner.connections().await;
+    assert_eq!(verified, 1);
+    assert_eq!(validators, vec![hotkey(&VALIDATOR_SEED)]);
+    miner.stop().await;
+}

@@ -39,6 +39,10 @@ macro_rules! interop_on {
                 bt_to_lightning::dropped_stream_stops_our_handler
             );
             case!(
+                bt_client_reconnects_after_our_restart,
+                bt_to_lightning::reconnects_after_our_restart
+            );
+            case!(
                 bt_client_refuses_unexpected_miner,
                 bt_to_lightning::refuses_unexpected_miner
             );
@@ -62,18 +66,26 @@ macro_rules! interop_on {
                 lightning_to_bt::our_timeout_and_dropped_stream
             );
             case!(
-                typed_unit_enum_all_pairings,
-                lightning_to_bt::typed_unit_enum
+                bt_server_reconnect_after_restart,
+                lightning_to_bt::reconnect_after_bt_restart
             );
             case!(
                 bt_server_several_hotkeys_one_address,
                 lightning_to_bt::several_hotkeys_one_address
+            );
+            case!(
+                typed_unit_enum_all_pairings,
+                lightning_to_bt::typed_unit_enum
             );
 
             // Rejections across implementations
             case!(
                 bt_server_refuses_wrong_signature,
                 rejections::bt_miner_refuses_wrong_signature
+            );
+            case!(
+                bt_server_at_capacity_refuses_new_validator,
+                rejections::bt_miner_at_capacity_refuses_new_validator
             );
             case!(
                 our_client_refuses_unexpected_bt_miner,
