@@ -450,3 +450,157 @@ pub async fn reconnects_after_our_restart<R: Runtime>(runtime: R) {
     client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
+
+/// An empty data map and every MessagePack value kind (see [`crate::value_kinds`]) from a
+/// btlightning client come back from our echo unchanged.
+pub async fn value_kinds<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    for data in [crate::BtData::new(), crate::value_kinds()] {
+        let response = client
+            .query_axon(axon.clone(), BtRequest::new("echo".into(), data.clone()))
+            .await
+            .expect("query")
+            .into_result()
+            .expect("success");
+        assert_eq!(response.data, data);
+    }
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// Our miner's handler timeout (300 ms here) read by btlightning's client: a unary handler
+/// answers `handler timed out`; a streaming one delivers its first chunk, then
+/// btlightning reports `stream error: handler timed out`.
+pub async fn our_handler_timeout<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime)
+        .configure(|c| c.handler_timeout = Duration::from_millis(300))
+        .start()
+        .await
+        .expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    let response = client
+        .query_axon(
+            axon.clone(),
+            BtRequest::new("slow".into(), slow_data(5_000)),
+        )
+        .await
+        .expect("an answer");
+    assert!(!response.success);
+    assert_eq!(response.error.as_deref(), Some("handler timed out"));
+
+    let mut stream = client
+        .query_axon_stream(axon, BtRequest::new("slow_stream".into(), slow_data(5_000)))
+        .await
+        .expect("stream");
+    assert_eq!(
+        stream.next_chunk().await.expect("chunk"),
+        Some(chunk(0, 16))
+    );
+    let err = stream.next_chunk().await.expect_err("timed out");
+    assert!(
+        matches!(&err, BtError::Stream(m) if m == "handler timed out"),
+        "{err}"
+    );
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// Several hotkeys claim our miner's address in btlightning's client (PROTOCOL §8.2): it
+/// opens one connection, handshakes each hotkey on it, keeps only ours (the fake one gets
+/// a hotkey mismatch), and refuses to route queries for the fake one.
+pub async fn several_hotkeys_one_address<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let real = our_axon(&server);
+    let mut fake = real.clone();
+    fake.hotkey = hotkey(&STRANGER_SEED);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![fake.clone(), real.clone()])
+        .await
+        .expect("initialize");
+    assert_eq!(
+        client
+            .authenticated_hotkeys()
+            .await
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![hotkey(&MINER_SEED)]
+    );
+    let stats = client.get_connection_stats().await.expect("stats");
+    assert_eq!(
+        stats.get("total_connections").map(String::as_str),
+        Some("1")
+    );
+    let ok = client
+        .query_axon(real, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    let err = client
+        .query_axon(fake.clone(), BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect_err("no route for the fake hotkey");
+    let expected = format!(
+        "no authenticated route for {} at {}",
+        fake.hotkey,
+        fake.addr_key()
+    );
+    assert!(
+        matches!(&err, BtError::Handshake(m) if *m == expected),
+        "{err}"
+    );
+    let snapshot = server.stats().await.expect("server stats");
+    assert_eq!(snapshot.connections, 1);
+    assert_eq!(snapshot.validators.len(), 1);
+    assert_eq!(snapshot.stats.requests, 1);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// A btlightning client whose `CallbackSigner` signs with a key other than the hotkey it
+/// claims: our miner refuses the handshake, btlightning authenticates nothing, and its
+/// queries never reach a handler.
+pub async fn our_miner_refuses_wrong_signature<R: Runtime>(runtime: R) {
+    use btlightning::Signer as _;
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let wrong_key = btlightning::Sr25519Signer::from_seed(STRANGER_SEED);
+    let mut client = btlightning::LightningClient::new(hotkey(&VALIDATOR_SEED));
+    client.set_signer(Box::new(btlightning::CallbackSigner::new(
+        move |message: &[u8]| wrong_key.sign(message),
+    )));
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    assert!(client.authenticated_hotkeys().await.is_empty());
+    let err = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, BtError::Handshake(m) if m == "Handshake rejected by miner"),
+        "{err}"
+    );
+    let snapshot = server.stats().await.expect("server stats");
+    assert_eq!(snapshot.stats.handshakes_ok, 0);
+    assert!(
+        snapshot.stats.handshakes_rejected >= 2,
+        "{:?}",
+        snapshot.stats
+    );
+    assert_eq!(snapshot.stats.requests, 0);
+    assert!(snapshot.validators.is_empty());
+    server.stop().await.expect("stop");
+}

@@ -114,6 +114,38 @@ fn stream_params(data: &BtData) -> (u64, u64, Option<u64>) {
     )
 }
 
+/// A data map with every MessagePack kind btlightning's `rmpv` values carry: nil, bool,
+/// negative int, u64 max, f32, f64, str, bin, array, a nested map with a non-string key,
+/// ext.
+pub fn value_kinds() -> BtData {
+    use rmpv::Value;
+    [
+        ("nil", Value::Nil),
+        ("bool", Value::Boolean(true)),
+        ("neg", Value::from(-123_456_789i64)),
+        ("big", Value::from(u64::MAX)),
+        ("f32", Value::F32(1.5)),
+        ("f64", Value::F64(-2.25)),
+        ("str", Value::from("héllo")),
+        ("bin", Value::Binary(vec![0, 1, 2, 255])),
+        (
+            "array",
+            Value::Array(vec![Value::from(1), Value::from("two"), Value::Nil]),
+        ),
+        (
+            "map",
+            Value::Map(vec![
+                (Value::from("k"), Value::from(1)),
+                (Value::from(7), Value::from("int key")),
+            ]),
+        ),
+        ("ext", Value::Ext(5, vec![9, 8, 7])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Typed request of the `profile` synapse: enough shapes (nested struct, optional fields,
 /// sequences, a float) to catch a disagreement in the named encoding (PROTOCOL §4.4).
 /// Enums are left to [`Ranked`]: btlightning cannot decode them (see there).
@@ -307,7 +339,8 @@ async fn sleep_on<R: Runtime>(runtime: &R, duration: Duration) {
 /// * `stream` answers [`stream_data`] with `n` chunks ([`chunk`]), failing after
 ///   `fail_after` chunks when asked;
 /// * `profile` and `rank` are typed ([`profile`], [`rank`]);
-/// * `slow` (async) answers [`slow_data`] after `ms` milliseconds.
+/// * `slow` (async) answers [`slow_data`] after `ms` milliseconds;
+/// * `slow_stream` sends one 16-byte chunk, then takes `ms` milliseconds to end.
 pub fn lightning_miner<R: Runtime>(runtime: R) -> ServerBuilder<R> {
     lightning_miner_tallied(runtime, Tally::default())
 }
@@ -317,6 +350,7 @@ pub fn lightning_miner<R: Runtime>(runtime: R) -> ServerBuilder<R> {
 pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBuilder<R> {
     let stream_tally = tally.clone();
     let slow_runtime = runtime.clone();
+    let slow_stream_runtime = runtime.clone();
     ServerBuilder::with_runtime(runtime)
         .seed(MINER_SEED)
         .bind_addr(([127, 0, 0, 1], 0).into())
@@ -341,6 +375,14 @@ pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBu
                 }
                 run.finish();
                 Ok(())
+            }
+        })
+        .streaming_handler("slow_stream", move |data, _ctx, sink| {
+            let runtime = slow_stream_runtime.clone();
+            async move {
+                sink.send(chunk(0, 16)).await.map_err(|e| e.to_string())?;
+                sleep_on(&runtime, Duration::from_millis(slow_ms(&to_bt(&data)))).await;
+                Ok::<_, String>(())
             }
         })
         .async_handler("slow", move |data, _ctx| {

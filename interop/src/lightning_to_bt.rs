@@ -337,7 +337,6 @@ pub async fn several_hotkeys_one_address<R: Runtime>(runtime: R) {
 /// (nil, bool, negative int, u64, f32, f64, str, bin, array, nested map with a non-string
 /// key, ext) come back from btlightning's echo unchanged.
 pub async fn value_kinds<R: Runtime>(runtime: R) {
-    use rmpv::Value;
     let miner = BtMiner::start().await;
     let client = our_client(runtime);
     let axon = miner.axon();
@@ -349,31 +348,7 @@ pub async fn value_kinds<R: Runtime>(runtime: R) {
         .expect("success");
     assert!(empty.data.is_empty());
 
-    let kinds: crate::BtData = [
-        ("nil", Value::Nil),
-        ("bool", Value::Boolean(true)),
-        ("neg", Value::from(-123_456_789i64)),
-        ("big", Value::from(u64::MAX)),
-        ("f32", Value::F32(1.5)),
-        ("f64", Value::F64(-2.25)),
-        ("str", Value::from("héllo")),
-        ("bin", Value::Binary(vec![0, 1, 2, 255])),
-        (
-            "array",
-            Value::Array(vec![Value::from(1), Value::from("two"), Value::Nil]),
-        ),
-        (
-            "map",
-            Value::Map(vec![
-                (Value::from("k"), Value::from(1)),
-                (Value::from(7), Value::from("int key")),
-            ]),
-        ),
-        ("ext", Value::Ext(5, vec![9, 8, 7])),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let kinds = crate::value_kinds();
     let response = client
         .query_axon(&axon, request("echo", &kinds))
         .await

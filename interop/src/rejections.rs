@@ -243,3 +243,98 @@ pub async fn bt_miner_at_capacity_refuses_new_validator<R: Runtime>(runtime: R) 
     assert_eq!(validators, vec![hotkey(&VALIDATOR_SEED)]);
     miner.stop().await;
 }
+
+/// The mirror case: our miner already holding `max_connections` (1) validators refuses a
+/// second btlightning validator at the QUIC level, as the reference does; btlightning's
+/// client ends up with no authenticated miner and its queries fail with a connection
+/// error, while the admitted btlightning validator keeps being served.
+pub async fn our_miner_at_capacity_refuses_bt_validator<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime)
+        .configure(|c| c.max_connections = 1)
+        .start()
+        .await
+        .expect("server");
+    let axon = crate::our_axon(&server);
+    let mut first = crate::bt_client(VALIDATOR_SEED);
+    first
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    assert_eq!(first.authenticated_hotkeys().await.len(), 1);
+
+    let mut second = crate::bt_client(STRANGER_SEED);
+    second
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    assert!(second.authenticated_hotkeys().await.is_empty());
+    let err = second
+        .query_axon(
+            axon.clone(),
+            btlightning::QuicRequest::new("echo".into(), payload(8)),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, btlightning::LightningError::Connection(_)),
+        "{err}"
+    );
+
+    let ok = first
+        .query_axon(
+            axon,
+            btlightning::QuicRequest::new("echo".into(), payload(8)),
+        )
+        .await
+        .expect("query");
+    assert!(ok.success);
+    let snapshot = server.stats().await.expect("stats");
+    assert!(snapshot.stats.refused >= 1, "{:?}", snapshot.stats);
+    assert_eq!(snapshot.validators.len(), 1);
+    assert_eq!(snapshot.validators[0].0, hotkey(&VALIDATOR_SEED));
+    first.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// A nonce replayed by our client: two clients built with the same `rng_seed` (meant for
+/// reproducible runs) draw the same handshake nonce. btlightning's miner accepts the
+/// first and refuses the second by its replay cache (PROTOCOL §5.7 step 6), even though
+/// its timestamp and signature are fresh; the first validator keeps being served.
+pub async fn bt_miner_refuses_replayed_nonce<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let build = || {
+        ClientBuilder::with_runtime(runtime.clone())
+            .seed(VALIDATOR_SEED)
+            .rng_seed([0x5a; 32])
+            .bind_addr(([127, 0, 0, 1], 0).into())
+            .build()
+            .expect("client")
+    };
+    let first = build();
+    let report = first
+        .initialize_connections([miner.axon()])
+        .await
+        .expect("report");
+    assert_eq!(report.authenticated, vec![miner.axon()], "{report:?}");
+    miner.wait_verified(1).await;
+
+    let second = build();
+    let report = second
+        .initialize_connections([miner.axon()])
+        .await
+        .expect("report");
+    assert!(report.authenticated.is_empty(), "{report:?}");
+    assert_eq!(
+        report.failed[0].1,
+        LightningError::Handshake("Handshake rejected by miner".into())
+    );
+    let ok = first
+        .query_axon(
+            &miner.axon(),
+            QuicRequest::new("echo", to_ours(&payload(8))),
+        )
+        .await
+        .expect("query");
+    assert!(ok.success, "the first connection was not replaced");
+    miner.stop().await;
+}

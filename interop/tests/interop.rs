@@ -42,6 +42,15 @@ macro_rules! interop_on {
                 bt_client_reconnects_after_our_restart,
                 bt_to_lightning::reconnects_after_our_restart
             );
+            case!(bt_client_value_kinds, bt_to_lightning::value_kinds);
+            case!(
+                bt_client_our_handler_timeout,
+                bt_to_lightning::our_handler_timeout
+            );
+            case!(
+                bt_client_several_hotkeys_one_address,
+                bt_to_lightning::several_hotkeys_one_address
+            );
             case!(
                 bt_client_refuses_unexpected_miner,
                 bt_to_lightning::refuses_unexpected_miner
@@ -84,8 +93,20 @@ macro_rules! interop_on {
                 rejections::bt_miner_refuses_wrong_signature
             );
             case!(
+                our_server_refuses_wrong_bt_signature,
+                bt_to_lightning::our_miner_refuses_wrong_signature
+            );
+            case!(
+                bt_server_refuses_replayed_nonce,
+                rejections::bt_miner_refuses_replayed_nonce
+            );
+            case!(
                 bt_server_at_capacity_refuses_new_validator,
                 rejections::bt_miner_at_capacity_refuses_new_validator
+            );
+            case!(
+                our_server_at_capacity_refuses_bt_validator,
+                rejections::our_miner_at_capacity_refuses_bt_validator
             );
             case!(
                 our_client_refuses_unexpected_bt_miner,
