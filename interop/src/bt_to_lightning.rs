@@ -604,3 +604,50 @@ pub async fn our_miner_refuses_wrong_signature<R: Runtime>(runtime: R) {
     assert!(snapshot.validators.is_empty());
     server.stop().await.expect("stop");
 }
+
+/// The wrong reader for a synapse (PROTOCOL §6.1, §7, §13.10): btlightning's
+/// `query_axon_stream` on our unary `echo` and on an unknown synapse meets our unary
+/// answer, and its `query_axon` on our streaming `stream` meets a chunk; each is the
+/// reference's error, and the connection stays usable.
+pub async fn mismatched_reader<R: Runtime>(runtime: R) {
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let axon = our_axon(&server);
+    let mut client = bt_client(VALIDATOR_SEED);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    for (synapse, detail) in [
+        ("echo", "no detail"),
+        ("no_such_synapse", "unrecognized synapse type"),
+    ] {
+        let mut stream = client
+            .query_axon_stream(axon.clone(), BtRequest::new(synapse.into(), payload(8)))
+            .await
+            .expect("stream opened");
+        let err = stream.next_chunk().await.expect_err("unary answer");
+        let expected = format!("server returned SynapseResponse error on streaming path: {detail}");
+        assert!(
+            matches!(&err, BtError::Stream(m) if *m == expected),
+            "{synapse}: {err}"
+        );
+    }
+    let err = client
+        .query_axon(
+            axon.clone(),
+            BtRequest::new("stream".into(), stream_data(3, 8, None)),
+        )
+        .await
+        .expect_err("streaming answer");
+    assert!(
+        matches!(&err, BtError::Transport(m) if m == "received StreamChunk on non-streaming query; use query_axon_stream for streaming synapses"),
+        "{err}"
+    );
+    let ok = client
+        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}

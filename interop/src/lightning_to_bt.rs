@@ -552,3 +552,51 @@ pub async fn reconnect_after_bt_restart<R: Runtime>(runtime: R) {
     client.close_all_connections().await.expect("close");
     miner.stop().await;
 }
+
+/// The wrong reader for a synapse (PROTOCOL §6.1, §7, §13.10): our `query_axon_stream` on
+/// btlightning's unary `echo` and on an unknown synapse meets its unary answer, and our
+/// `query_axon` on its streaming `stream` meets a chunk; each gives the reference client's
+/// message, and the connection stays usable.
+pub async fn mismatched_reader<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime);
+    let axon = miner.axon();
+    for (synapse, detail) in [
+        ("echo", "no detail"),
+        ("no_such_synapse", "unrecognized synapse type"),
+    ] {
+        let result = async {
+            client
+                .query_axon_stream(&axon, request(synapse, &payload(8)))
+                .await?
+                .next_chunk()
+                .await
+        }
+        .await;
+        assert_eq!(
+            result,
+            Err(LightningError::Stream(format!(
+                "server returned SynapseResponse error on streaming path: {detail}"
+            ))),
+            "{synapse}"
+        );
+    }
+    let err = client
+        .query_axon(&axon, request("stream", &stream_data(3, 8, None)))
+        .await
+        .expect_err("streaming answer");
+    assert_eq!(
+        err,
+        LightningError::Protocol(
+            "received StreamChunk on non-streaming query; use query_axon_stream for streaming synapses"
+                .into()
+        )
+    );
+    let ok = client
+        .query_axon(&axon, request("echo", &payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+}

@@ -181,3 +181,23 @@ pub fn fresh_nonce() -> String {
 pub fn no_data() -> BtData {
     HashMap::new()
 }
+
+/// Writes `bytes` verbatim on a new stream, finishes it, and reads one frame back with
+/// btlightning's reader (its error, if the stream ends without one).
+pub async fn exchange(
+    connection: &quinn::Connection,
+    bytes: &[u8],
+) -> btlightning::Result<(MessageType, Vec<u8>)> {
+    let (mut send, mut recv) = connection.open_bi().await.expect("open stream");
+    send.write_all(bytes).await.expect("write");
+    send.finish().expect("finish");
+    read_frame(&mut recv, DEFAULT_MAX_FRAME_PAYLOAD).await
+}
+
+/// A frame: type byte, u32 BE payload length, payload (PROTOCOL §3).
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}

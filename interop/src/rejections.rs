@@ -143,6 +143,12 @@ pub async fn our_miner_refuses_replayed_handshake<R: Runtime>(runtime: R) {
     );
     let served = raw::request(&first.connection, "echo", payload(8)).await;
     assert!(served.success, "{served:?}");
+    // `conn_{validator hotkey}_{unix millis}` (PROTOCOL §5.7 step 9).
+    let millis = accepted
+        .connection_id
+        .strip_prefix(&format!("conn_{}_", handshake.validator_hotkey))
+        .expect("connection id prefix");
+    assert!(millis.len() >= 13 && millis.bytes().all(|b| b.is_ascii_digit()));
 
     let second = raw::connect(&endpoint, server.local_addr()).await;
     assert_eq!(second.fingerprint, first.fingerprint);
@@ -337,4 +343,57 @@ pub async fn bt_miner_refuses_replayed_nonce<R: Runtime>(runtime: R) {
         .expect("query");
     assert!(ok.success, "the first connection was not replaced");
     miner.stop().await;
+}
+
+/// What our miner answers on the wire when btlightning's frame reader is on the other end
+/// and the frames are wrong, before any handshake (PROTOCOL §2, §5.7, §6.3): an
+/// undecodable handshake gets the pre-auth rejection (empty miner hotkey); an undecodable
+/// request gets `invalid request format`; a frame of a server-to-client type, an unknown
+/// type byte and a truncated frame each get a stream finished with no bytes, which
+/// btlightning reads as `stream closed after 0 of 5 bytes`. A well-formed request is still
+/// `authentication failed`.
+pub async fn our_miner_wire_edges<R: Runtime>(runtime: R) {
+    use btlightning::{LightningError as BtError, MessageType};
+    let server = lightning_miner(runtime).start().await.expect("server");
+    let endpoint = raw::endpoint();
+    let conn = raw::connect(&endpoint, server.local_addr()).await;
+    // A valid MessagePack document of the wrong shape.
+    let junk = rmp_serde::to_vec(&("not", "a", "message", 1, 2, 3, 4)).expect("encode");
+
+    let (kind, body) = raw::exchange(&conn.connection, &raw::frame(0x01, &junk))
+        .await
+        .expect("a handshake response");
+    assert_eq!(kind, MessageType::HandshakeResponse);
+    let response: HandshakeResponse = rmp_serde::from_slice(&body).expect("decode");
+    assert!(!response.accepted);
+    assert_eq!(response.miner_hotkey, "", "pre-auth rejection");
+    assert_eq!(response.signature, "");
+    assert_eq!(response.cert_fingerprint, None);
+
+    let (kind, body) = raw::exchange(&conn.connection, &raw::frame(0x03, &junk))
+        .await
+        .expect("a synapse response");
+    assert_eq!(kind, MessageType::SynapseResponse);
+    let response: btlightning::SynapseResponse = rmp_serde::from_slice(&body).expect("decode");
+    assert!(!response.success);
+    assert_eq!(response.error.as_deref(), Some("invalid request format"));
+
+    let truncated = &raw::frame(0x03, &junk)[..8];
+    for bytes in [
+        raw::frame(0x04, &junk),
+        raw::frame(0x09, &junk),
+        truncated.to_vec(),
+    ] {
+        let err = raw::exchange(&conn.connection, &bytes)
+            .await
+            .expect_err("nothing comes back");
+        assert!(
+            matches!(&err, BtError::Transport(m) if m == "stream closed after 0 of 5 bytes"),
+            "{:02x?}: {err}",
+            &bytes[..1]
+        );
+    }
+    assert_cannot_request(&conn).await;
+    endpoint.close(0u32.into(), b"done");
+    server.stop().await.expect("stop");
 }

@@ -52,6 +52,10 @@ macro_rules! interop_on {
                 bt_to_lightning::several_hotkeys_one_address
             );
             case!(
+                bt_client_mismatched_reader,
+                bt_to_lightning::mismatched_reader
+            );
+            case!(
                 bt_client_refuses_unexpected_miner,
                 bt_to_lightning::refuses_unexpected_miner
             );
@@ -65,6 +69,10 @@ macro_rules! interop_on {
             case!(bt_server_unknown_synapse, lightning_to_bt::unknown_synapse);
             case!(bt_server_handler_error, lightning_to_bt::handler_error);
             case!(bt_server_typed, lightning_to_bt::typed);
+            case!(
+                bt_server_mismatched_reader,
+                lightning_to_bt::mismatched_reader
+            );
             case!(bt_server_value_kinds, lightning_to_bt::value_kinds);
             case!(
                 bt_server_handler_timeout,
@@ -115,6 +123,10 @@ macro_rules! interop_on {
             case!(
                 our_server_refuses_replayed_bt_handshake,
                 rejections::our_miner_refuses_replayed_handshake
+            );
+            case!(
+                our_server_wire_edges_read_by_bt,
+                rejections::our_miner_wire_edges
             );
             case!(
                 our_server_refuses_stale_bt_handshake,
