@@ -600,3 +600,49 @@ pub async fn mismatched_reader<R: Runtime>(runtime: R) {
     client.close_all_connections().await.expect("close");
     miner.stop().await;
 }
+
+/// NEW_TOKEN frames received by `client` on its connection to `addr`, after one query.
+async fn new_tokens_received(client: &LightningClient, axon: &QuicAxonInfo) -> u64 {
+    let ok = client
+        .query_axon(axon, request("echo", &payload(8)))
+        .await
+        .expect("query");
+    assert!(ok.success);
+    let addr = axon.addr().expect("addr");
+    let stats = client.connection_stats().await.expect("stats");
+    let peer = stats
+        .peers
+        .iter()
+        .find(|p| p.addr == addr)
+        .expect("peer stats");
+    peer.quic.as_ref().expect("QUIC stats").frame_rx.new_token
+}
+
+/// Adding btlightning to the workspace switches on quinn-proto's default `bloom` feature
+/// in every build that includes this crate (`cargo test --workspace`), and quinn-proto's
+/// default server then hands each client 2 NEW_TOKEN address-validation tokens. Our
+/// sans-IO server pins its token configuration so it behaves the same in every build (no
+/// NEW_TOKEN, as in a build of `lightning-proto` alone, where seeds from the simulator are
+/// replayed). btlightning's miner, on quinn's defaults, does send them (the count depends
+/// on its path validations): the control shows the counter is live.
+pub async fn new_token_independent_of_build<R: Runtime>(runtime: R) {
+    let miner = BtMiner::start().await;
+    let client = our_client(runtime.clone());
+    let control = new_tokens_received(&client, &miner.axon()).await;
+    assert!(
+        control >= 1,
+        "btlightning sends quinn's default NEW_TOKEN frames"
+    );
+    client.close_all_connections().await.expect("close");
+    miner.stop().await;
+
+    let server = crate::lightning_miner(runtime.clone())
+        .start()
+        .await
+        .expect("server");
+    let axon = QuicAxonInfo::from_addr(server.hotkey(), server.local_addr());
+    let client = our_client(runtime);
+    assert_eq!(new_tokens_received(&client, &axon).await, 0);
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}

@@ -91,6 +91,10 @@ macro_rules! interop_on {
                 lightning_to_bt::several_hotkeys_one_address
             );
             case!(
+                new_token_independent_of_build,
+                lightning_to_bt::new_token_independent_of_build
+            );
+            case!(
                 typed_unit_enum_all_pairings,
                 lightning_to_bt::typed_unit_enum
             );

@@ -306,6 +306,12 @@ impl Server {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
         let clock = WallClock::new(now, unix_ms);
         let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
+        // quinn-proto's NEW_TOKEN default follows its `bloom` feature, which any crate in the
+        // build can switch on (btlightning does, in the workspace); pin the feature-less
+        // behaviour so the endpoint, and a simulator seed, behave the same in every build.
+        let mut tokens = quinn_proto::ValidationTokenConfig::default();
+        tokens.sent(0).log(Arc::new(quinn_proto::NoneTokenLog));
+        quic.validation_token_config(tokens);
         quic.transport_config(config.transport.build(config.max_concurrent_bidi_streams));
         quic.time_source(clock.time_source());
         // Authorization is per connection, so migration no longer breaks it (§13.2); but
