@@ -52,9 +52,10 @@ pub async fn handshake<R: Runtime>(runtime: R) {
 }
 
 /// btlightning's miner sends a QUIC Retry to every unvalidated address (its default): our
-/// client completes the connection through it. A UDP relay between the two counts the
-/// Retry packets on the wire; a miner with address validation switched off is the control
-/// (no Retry), which shows the relay really recognises them.
+/// client completes the connection through it, and later reconnects with the NEW_TOKEN
+/// token it received, without a second Retry. A UDP relay between the two counts the Retry
+/// packets on the wire; a miner with address validation switched off is the control (no
+/// Retry), which shows the relay really recognises them.
 pub async fn through_quic_retry<R: Runtime>(runtime: R) {
     for (validation, expect_retry) in [(true, true), (false, false)] {
         let mut config = LightningServerConfig::default();
@@ -85,6 +86,20 @@ pub async fn through_quic_retry<R: Runtime>(runtime: R) {
             relay.long_header_packets() >= 2,
             "the relay saw the handshake"
         );
+
+        // A fresh connection from the same client skips the Retry: btlightning's miner
+        // (quinn's defaults) handed out NEW_TOKEN tokens on the first one, and a valid
+        // token validates the address (not in PROTOCOL §1.1, which says every fresh
+        // connection gets a Retry).
+        client.close_all_connections().await.expect("close");
+        let before = relay.long_header_packets();
+        let again = client
+            .query_axon(&axon, request("echo", &payload(256)))
+            .await
+            .expect("query on a new connection");
+        assert!(again.success);
+        assert!(relay.long_header_packets() > before, "a new QUIC handshake");
+        assert_eq!(relay.retries(), retries, "no Retry on the reconnect");
         client.close_all_connections().await.expect("close");
         relay.stop();
         miner.stop().await;
