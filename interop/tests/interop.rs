@@ -143,8 +143,9 @@ macro_rules! interop_on {
 interop_on!(tokio, lightning_tokio::Tokio::default());
 interop_on!(smol, lightning_smol::Smol::default());
 
-/// Both implementations derive the same SS58 hotkeys from the same seeds (the test vectors
-/// of PROTOCOL §4.5), so a handshake failure in the suite can never be a key mix-up.
+/// The suite's seeds give the hotkeys of PROTOCOL §4.5's test vectors (derived there with
+/// Substrate's `Pair::from_seed`, which btlightning uses), so the handshakes above run
+/// between the same identities as the reference's own tests.
 #[test]
 fn hotkey_test_vectors() {
     use lightning_interop::{hotkey, MINER_SEED, VALIDATOR_SEED};
