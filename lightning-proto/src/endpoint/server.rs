@@ -335,6 +335,12 @@ impl Server {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
         let clock = WallClock::new(now, unix_ms);
         let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
+        // quinn-proto's NEW_TOKEN default follows its `bloom` feature, which any crate in the
+        // build can switch on (btlightning does, in the workspace); pin the feature-less
+        // behaviour so the endpoint, and a simulator seed, behave the same in every build.
+        let mut tokens = quinn_proto::ValidationTokenConfig::default();
+        tokens.sent(0).log(Arc::new(quinn_proto::NoneTokenLog));
+        quic.validation_token_config(tokens);
         // Every connection starts with the small unauthenticated limits; a successful
         // handshake raises them (`raise_limits`).
         quic.transport_config(
