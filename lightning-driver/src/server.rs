@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -171,8 +172,11 @@ impl<R: Runtime> ServerBuilder<R> {
         self
     }
 
-    /// An async handler, spawned as its own task per request and dropped if the request is
-    /// cancelled.
+    /// An async handler. Its future is polled once on the endpoint task: if it finishes
+    /// without waiting, it is answered there at once; otherwise it continues as its own task,
+    /// dropped if the request is cancelled. As with any async code, long computation before
+    /// the first `.await` blocks the thread it runs on (here, the endpoint): move it to a
+    /// blocking pool.
     pub fn async_handler<F, Fut, E>(mut self, synapse: impl Into<String>, f: F) -> Self
     where
         F: Fn(DataMap, RequestContext) -> Fut + Send + Sync + 'static,
@@ -614,6 +618,30 @@ impl<R: Runtime> ServerRole<R> {
                 };
                 let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
                 ctx.cancel = Some(cancel_rx.clone());
+                let mut fut = f(req.data, ctx);
+                // One inline poll first: a handler that finishes without waiting (an echo, a
+                // lookup) is answered here, with no task spawned and no hop between threads.
+                // One that waits moves to its own task, which polls it again at once, so the
+                // no-op waker used here can lose no wake-up.
+                let mut cx = Context::from_waker(Waker::noop());
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Ready(result)) => {
+                        if let Err(e) = &result {
+                            tracing::debug!(?id, "handler failed: {e}");
+                        }
+                        let _ = self.ep.respond(now, id, result);
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = self.ep.respond(
+                            now,
+                            id,
+                            Err::<DataMap, String>("handler panicked".into()),
+                        );
+                        return;
+                    }
+                    Ok(Poll::Pending) => {}
+                }
                 self.inflight.insert(
                     id,
                     Inflight {
@@ -621,7 +649,6 @@ impl<R: Runtime> ServerRole<R> {
                         stream: None,
                     },
                 );
-                let fut = f(req.data, ctx);
                 self.runtime.spawn(async move {
                     let guard = AnswerGuard {
                         id,
