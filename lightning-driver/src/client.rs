@@ -964,4 +964,8 @@ impl Role for ClientRole {
     fn stop_requested(&self) -> bool {
         false
     }
+
+    fn in_flight(&self) -> usize {
+        self.waiters.len()
+    }
 }

@@ -930,4 +930,8 @@ impl<R: Runtime> Role for ServerRole<R> {
     fn stop_requested(&self) -> bool {
         self.stop
     }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
 }
