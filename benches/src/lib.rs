@@ -347,6 +347,8 @@ impl Harness {
 }
 
 /// Runs the plan and returns the report.
+// The loops index several per-system vectors in step; indices read best.
+#[allow(clippy::needless_range_loop)]
 pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
     let started = Instant::now();
     let started_unix = std::time::SystemTime::now()
@@ -444,6 +446,8 @@ fn notes(plan: &Plan) -> Vec<String> {
     ]
 }
 
+// The loops index several per-system vectors in step; indices read best.
+#[allow(clippy::needless_range_loop)]
 fn warm_up(h: &mut Harness, open: &[bool], size: usize) {
     let budget = h.plan.warmup;
     let c = h.plan.concurrency;
@@ -604,6 +608,8 @@ fn throughput(
         .collect()
 }
 
+// The loops index several per-system vectors in step; indices read best.
+#[allow(clippy::needless_range_loop)]
 fn fanout(h: &mut Harness) -> Vec<FanoutCell> {
     let servers = h.plan.fanout_servers;
     h.log(format!("fan-out to {servers} servers"));

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         };
     }
 
+    if args.first().map(String::as_str) == Some("--soak") {
+        return soak(&args[1..]);
+    }
+
     let mut plan = Plan::full();
     let mut out = PathBuf::from("benches/results");
     let mut it = args.iter();
@@ -100,5 +104,41 @@ fn usage(problem: &str) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `--soak SYSTEM SIZE CONCURRENCY SECONDS`: one system, one cell, for a profiler.
+fn soak(args: &[String]) -> ExitCode {
+    let parsed = (
+        args.first(),
+        args.get(1).and_then(|v| v.parse::<usize>().ok()),
+        args.get(2).and_then(|v| v.parse::<usize>().ok()),
+        args.get(3).and_then(|v| v.parse::<f64>().ok()),
+    );
+    let (Some(system), Some(size), Some(c), Some(secs)) = parsed else {
+        return usage("usage: --soak SYSTEM SIZE CONCURRENCY SECONDS");
+    };
+    let result = lightning_benches::make_system(system, 2).and_then(|mut sys| {
+        sys.open()?;
+        let started = std::time::Instant::now();
+        let budget = std::time::Duration::from_secs_f64(secs);
+        let (ok, elapsed) = sys.throughput(size, c, budget, u64::MAX)?;
+        let cpu = lightning_benches::os::cpu_time();
+        sys.close();
+        println!(
+            "{system} {size} B c={c}: {ok} requests in {:.2} s = {:.0} req/s (process CPU {:.2} s in {:.2} s)",
+            elapsed.as_secs_f64(),
+            ok as f64 / elapsed.as_secs_f64(),
+            cpu.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
