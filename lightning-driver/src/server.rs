@@ -17,6 +17,7 @@ use lightning_proto::endpoint::{
     ServerConfig, ServerEvent, ServerStats, SynapseKind, Transmit,
 };
 use lightning_proto::identity::Signer;
+use lightning_proto::idhash::IdMap;
 use lightning_proto::message::DataMap;
 use lightning_proto::tls::TlsIdentity;
 use serde::{de::DeserializeOwned, Serialize};
@@ -359,7 +360,7 @@ impl<R: Runtime> ServerBuilder<R> {
             runtime: self.runtime.clone(),
             handlers: self.handlers,
             commands: tx.downgrade(),
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             observer: self.observer,
             stop: false,
             stop_deadline: None,
@@ -578,7 +579,7 @@ struct ServerRole<R: Runtime> {
     handlers: HashMap<String, Handler>,
     /// Weak, so that handler tasks do not keep a dropped server alive.
     commands: async_channel::WeakSender<Command>,
-    inflight: HashMap<RequestId, Inflight>,
+    inflight: IdMap<RequestId, Inflight>,
     observer: Option<HandshakeObserver>,
     stop: bool,
     stop_deadline: Option<Instant>,
