@@ -62,7 +62,9 @@ pub struct Plan {
     pub warmup: Duration,
     /// Concurrency levels of the sweep (1 KB).
     pub sweep: Vec<usize>,
-    /// Budget of one sweep cell.
+    /// Rounds per sweep cell.
+    pub sweep_rounds: usize,
+    /// Budget of one sweep round.
     pub sweep_budget: Duration,
     /// Servers in the fan-out cell.
     pub fanout_servers: usize,
@@ -94,7 +96,8 @@ impl Plan {
             concurrency: 32,
             warmup: Duration::from_millis(300),
             sweep: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
-            sweep_budget: Duration::from_millis(1000),
+            sweep_rounds: 3,
+            sweep_budget: Duration::from_millis(700),
             fanout_servers: 64,
             fanout_rounds: 100,
             conns: 1000,
@@ -114,6 +117,7 @@ impl Plan {
             tput_max: 2_000,
             warmup: Duration::from_millis(100),
             sweep: vec![1, 32, 256],
+            sweep_rounds: 1,
             sweep_budget: Duration::from_millis(300),
             fanout_servers: 8,
             fanout_rounds: 5,
@@ -412,10 +416,10 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
             .extend(throughput(&mut h, &open, size, c, rounds, budget));
     }
     for c in h.plan.sweep.clone() {
-        let budget = h.plan.sweep_budget;
+        let (rounds, budget) = (h.plan.sweep_rounds, h.plan.sweep_budget);
         report
             .sweep
-            .extend(throughput(&mut h, &open, 1024, c, 1, budget));
+            .extend(throughput(&mut h, &open, 1024, c, rounds, budget));
     }
     for (i, sys) in h.systems.iter_mut().enumerate() {
         if open[i] {
