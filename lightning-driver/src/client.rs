@@ -17,6 +17,7 @@ use lightning_proto::endpoint::{
     RequestOptions, Transmit,
 };
 use lightning_proto::identity::Signer;
+use lightning_proto::idhash::IdMap;
 use lightning_proto::reconnect::ReconnectPolicy;
 
 use crate::driver::{Driver, Role};
@@ -192,8 +193,8 @@ impl<R: Runtime> ClientBuilder<R> {
         let (tx, rx) = async_channel::unbounded();
         let role = ClientRole {
             ep: endpoint,
-            tickets: HashMap::new(),
-            waiters: HashMap::new(),
+            tickets: IdMap::default(),
+            waiters: IdMap::default(),
             connects: Vec::new(),
         };
         let driver = Driver::new(&self.runtime, role, socket, rx);
@@ -671,8 +672,8 @@ impl ConnectWait {
 
 struct ClientRole {
     ep: Client,
-    tickets: HashMap<u64, RequestId>,
-    waiters: HashMap<RequestId, Waiter>,
+    tickets: IdMap<u64, RequestId>,
+    waiters: IdMap<RequestId, Waiter>,
     connects: Vec<ConnectWait>,
 }
 
@@ -963,5 +964,9 @@ impl Role for ClientRole {
 
     fn stop_requested(&self) -> bool {
         false
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiters.len()
     }
 }

@@ -53,6 +53,8 @@ pub(crate) trait Role: Send + 'static {
     fn shutdown_complete(&mut self, now: Instant) -> bool;
     /// Whether a stop command arrived.
     fn stop_requested(&self) -> bool;
+    /// Requests (client) or handler tasks (server) waiting for an answer.
+    fn in_flight(&self) -> usize;
 }
 
 /// The endpoint task. Poll it to completion on any executor.
@@ -67,7 +69,21 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     shutting_down: bool,
     tx_buf: Vec<u8>,
     pending: Option<Transmit>,
+    /// Set when a round took commands and put off its flush to let more arrive.
+    flush_deferred: bool,
+
     role: Ro,
+}
+
+/// What a round asks of the poll loop.
+enum RoundOutcome {
+    /// Nothing happened: wait for a wake-up.
+    Idle,
+    /// Work was done: run another round.
+    Busy,
+    /// Commands arrived: yield once so that the tasks sending them can queue more, then
+    /// flush them together.
+    YieldForBatch,
 }
 
 impl<R: Runtime, Ro: Role> Driver<R, Ro> {
@@ -90,12 +106,15 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             shutting_down: false,
             tx_buf: Vec::with_capacity(64 * 1024),
             pending: None,
+            flush_deferred: false,
         }
     }
 
-    /// One round; returns whether anything happened.
-    fn round(&mut self, cx: &mut Context<'_>) -> bool {
+    /// One round.
+    fn round(&mut self, cx: &mut Context<'_>) -> RoundOutcome {
         let mut busy = false;
+        let mut took_commands = false;
+        let others_in_flight = self.role.in_flight() > 0;
         let now = Instant::now();
 
         // 1. Commands from the application.
@@ -104,6 +123,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
                 match self.commands.as_mut().poll_next(cx) {
                     Poll::Ready(Some(cmd)) => {
                         busy = true;
+                        took_commands = true;
                         self.role.on_command(now, cmd);
                     }
                     Poll::Ready(None) => {
@@ -147,6 +167,17 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // 4. Events to the application (handlers may answer inline, producing output).
         busy |= self.role.dispatch_events(now);
 
+        // Many tasks querying at once each wake this task with one command. Executors that
+        // run a just-woken task next (tokio's LIFO slot) would then send one request per
+        // datagram, one system call each; yielding once first lets the others queue theirs,
+        // so they leave together in one GSO batch. Only when other requests are in flight
+        // (a lone query leaves at once) and once per burst: the next round flushes.
+        if took_commands && others_in_flight && !self.flush_deferred && !self.shutting_down {
+            self.flush_deferred = true;
+            return RoundOutcome::YieldForBatch;
+        }
+        self.flush_deferred = false;
+
         // 5. Datagrams out, until the socket is full.
         busy |= self.flush(cx, now);
 
@@ -164,7 +195,11 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             }
             None => self.timer_at = None,
         }
-        busy
+        if busy {
+            RoundOutcome::Busy
+        } else {
+            RoundOutcome::Idle
+        }
     }
 
     fn flush(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
@@ -199,15 +234,20 @@ impl<R: Runtime, Ro: Role> Future for Driver<R, Ro> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         for _ in 0..ROUNDS_PER_WAKE {
-            let busy = this.round(cx);
+            let outcome = this.round(cx);
             if this.shutting_down && this.pending.is_none() {
                 let now = Instant::now();
                 if this.role.shutdown_complete(now) {
                     return Poll::Ready(());
                 }
             }
-            if !busy {
-                return Poll::Pending;
+            match outcome {
+                RoundOutcome::Idle => return Poll::Pending,
+                RoundOutcome::Busy => {}
+                RoundOutcome::YieldForBatch => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
         }
         // Still busy: let the executor run other tasks, then come back.

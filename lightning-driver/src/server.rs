@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +17,7 @@ use lightning_proto::endpoint::{
     ServerConfig, ServerEvent, ServerStats, SynapseKind, Transmit,
 };
 use lightning_proto::identity::Signer;
+use lightning_proto::idhash::IdMap;
 use lightning_proto::message::DataMap;
 use lightning_proto::tls::TlsIdentity;
 use serde::{de::DeserializeOwned, Serialize};
@@ -171,8 +173,11 @@ impl<R: Runtime> ServerBuilder<R> {
         self
     }
 
-    /// An async handler, spawned as its own task per request and dropped if the request is
-    /// cancelled.
+    /// An async handler. Its future is polled once on the endpoint task: if it finishes
+    /// without waiting, it is answered there at once; otherwise it continues as its own task,
+    /// dropped if the request is cancelled. As with any async code, long computation before
+    /// the first `.await` blocks the thread it runs on (here, the endpoint): move it to a
+    /// blocking pool.
     pub fn async_handler<F, Fut, E>(mut self, synapse: impl Into<String>, f: F) -> Self
     where
         F: Fn(DataMap, RequestContext) -> Fut + Send + Sync + 'static,
@@ -355,7 +360,7 @@ impl<R: Runtime> ServerBuilder<R> {
             runtime: self.runtime.clone(),
             handlers: self.handlers,
             commands: tx.downgrade(),
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             observer: self.observer,
             stop: false,
             stop_deadline: None,
@@ -579,7 +584,7 @@ struct ServerRole<R: Runtime> {
     handlers: HashMap<String, Handler>,
     /// Weak, so that handler tasks do not keep a dropped server alive.
     commands: async_channel::WeakSender<Command>,
-    inflight: HashMap<RequestId, Inflight>,
+    inflight: IdMap<RequestId, Inflight>,
     observer: Option<HandshakeObserver>,
     stop: bool,
     stop_deadline: Option<Instant>,
@@ -619,6 +624,30 @@ impl<R: Runtime> ServerRole<R> {
                 };
                 let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
                 ctx.cancel = Some(cancel_rx.clone());
+                let mut fut = f(req.data, ctx);
+                // One inline poll first: a handler that finishes without waiting (an echo, a
+                // lookup) is answered here, with no task spawned and no hop between threads.
+                // One that waits moves to its own task, which polls it again at once, so the
+                // no-op waker used here can lose no wake-up.
+                let mut cx = Context::from_waker(Waker::noop());
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Ready(result)) => {
+                        if let Err(e) = &result {
+                            tracing::debug!(?id, "handler failed: {e}");
+                        }
+                        let _ = self.ep.respond(now, id, result);
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = self.ep.respond(
+                            now,
+                            id,
+                            Err::<DataMap, String>("handler panicked".into()),
+                        );
+                        return;
+                    }
+                    Ok(Poll::Pending) => {}
+                }
                 self.inflight.insert(
                     id,
                     Inflight {
@@ -626,7 +655,6 @@ impl<R: Runtime> ServerRole<R> {
                         stream: None,
                     },
                 );
-                let fut = f(req.data, ctx);
                 self.runtime.spawn(async move {
                     let guard = AnswerGuard {
                         id,
@@ -909,5 +937,9 @@ impl<R: Runtime> Role for ServerRole<R> {
 
     fn stop_requested(&self) -> bool {
         self.stop
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.len()
     }
 }

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
+pub mod idhash;
 pub mod message;
 mod msgpack;
 pub mod reconnect;

@@ -96,7 +96,8 @@ pub fn axon_of(server: &LightningServer) -> QuicAxonInfo {
 ///   `cancelled` when the request is cancelled;
 /// * `stream` answers `{"n", "chunk_size"}` with `n` chunks of `chunk_size` bytes, byte
 ///   value = chunk index % 256;
-/// * `panic` panics.
+/// * `panic` panics; `panic_async` panics when first polled, `panic_later` after waiting
+///   once (so in its own task).
 pub fn standard_server<R: Runtime>(runtime: R, cancelled: Option<Signal>) -> ServerBuilder<R> {
     let slow_runtime = runtime.clone();
     ServerBuilder::with_runtime(runtime)
@@ -112,6 +113,13 @@ pub fn standard_server<R: Runtime>(runtime: R, cancelled: Option<Signal>) -> Ser
         })
         .handler("panic", |_data, _ctx| -> Result<DataMap, String> {
             panic!("deliberate panic")
+        })
+        .async_handler("panic_async", |_data, _ctx| async move {
+            panic!("deliberate panic") as Result<DataMap, String>
+        })
+        .async_handler("panic_later", |_data, _ctx| async move {
+            futures_lite::future::yield_now().await;
+            panic!("deliberate panic") as Result<DataMap, String>
         })
         .async_handler("slow", move |data, ctx| {
             let runtime = slow_runtime.clone();

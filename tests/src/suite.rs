@@ -229,6 +229,8 @@ pub async fn error_strings<R: Runtime>(runtime: R) {
         ("no_such_synapse", "unrecognized synapse type"),
         ("fail", "request processing failed"),
         ("panic", "request processing failed"),
+        ("panic_async", "request processing failed"),
+        ("panic_later", "request processing failed"),
     ] {
         let response = client
             .query_axon(&axon, QuicRequest::new(synapse, payload(16)))

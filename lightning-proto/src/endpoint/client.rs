@@ -22,6 +22,7 @@ use super::{RequestId, TimeoutReason};
 use crate::frame::{FrameDecoder, FrameError, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError};
 use crate::identity::Signer;
+use crate::idhash::IdMap;
 use crate::message::{
     DataMap, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk, StreamEnd,
     SynapsePacket, SynapseResponse, WireMessage,
@@ -197,10 +198,10 @@ pub struct Client {
     rng: ChaCha20Rng,
     quic: quinn_proto::ClientConfig,
     peers: HashMap<SocketAddr, Peer>,
-    conn_addr: HashMap<ConnectionHandle, SocketAddr>,
+    conn_addr: IdMap<ConnectionHandle, SocketAddr>,
     streams: HashMap<(ConnectionHandle, StreamId), StreamRole>,
     handshakes: HashMap<(ConnectionHandle, StreamId), HandshakeStream>,
-    requests: HashMap<RequestId, Request>,
+    requests: IdMap<RequestId, Request>,
     deadlines: Timers<Deadline>,
     events: VecDeque<ClientEvent>,
     next_request: u64,
@@ -254,10 +255,10 @@ impl Client {
             rng,
             quic,
             peers: HashMap::new(),
-            conn_addr: HashMap::new(),
+            conn_addr: IdMap::default(),
             streams: HashMap::new(),
             handshakes: HashMap::new(),
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             deadlines: Timers::default(),
             events: VecDeque::new(),
             next_request: 0,

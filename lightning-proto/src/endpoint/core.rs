@@ -5,7 +5,7 @@
 //! timers, and a fair queue of connections that may have datagrams to send. The roles only
 //! see "this connection produced this application event".
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +17,7 @@ use quinn_proto::{
 use rand_core::RngCore;
 
 use super::clock::WallClock;
+use crate::idhash::{IdMap, IdSet};
 
 /// Result of feeding one datagram to the endpoint.
 pub(crate) enum Received {
@@ -45,15 +46,15 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
 
 pub(crate) struct Core {
     pub(crate) endpoint: quinn_proto::Endpoint,
-    pub(crate) conns: HashMap<ConnectionHandle, quinn_proto::Connection>,
+    pub(crate) conns: IdMap<ConnectionHandle, quinn_proto::Connection>,
     pub(crate) clock: WallClock,
     /// Stateless datagrams (Retry, refusal, version negotiation, reset).
     responses: VecDeque<(Transmit, Vec<u8>)>,
     send_queue: VecDeque<ConnectionHandle>,
-    in_send_queue: HashSet<ConnectionHandle>,
-    timer_dirty: HashSet<ConnectionHandle>,
+    in_send_queue: IdSet<ConnectionHandle>,
+    timer_dirty: IdSet<ConnectionHandle>,
     timers: BTreeSet<(Instant, ConnectionHandle)>,
-    timer_of: HashMap<ConnectionHandle, Instant>,
+    timer_of: IdMap<ConnectionHandle, Instant>,
     max_gso_segments: usize,
     scratch: Vec<u8>,
 }
@@ -76,14 +77,14 @@ impl Core {
         config.rng_seed(Some(endpoint_seed));
         Self {
             endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             clock,
             responses: VecDeque::new(),
             send_queue: VecDeque::new(),
-            in_send_queue: HashSet::new(),
-            timer_dirty: HashSet::new(),
+            in_send_queue: IdSet::default(),
+            timer_dirty: IdSet::default(),
             timers: BTreeSet::new(),
-            timer_of: HashMap::new(),
+            timer_of: IdMap::default(),
             max_gso_segments: 1,
             scratch: Vec::new(),
         }

@@ -1,0 +1,504 @@
+//! The markdown table, the goals of the benchmarks issue, and the charts.
+
+use std::fmt::Write;
+
+use crate::svg::{Chart, Series};
+use crate::{Goal, Report, ThroughputCell};
+
+fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MB", s >> 20),
+        s if s >= 1024 && s % 1024 == 0 => format!("{} KB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn color(system: &str) -> &'static str {
+    match system {
+        "lightning-tokio" => "#1f77b4",
+        "lightning-smol" => "#17becf",
+        "lightning-tokio-sync" => "#2ca02c",
+        "btlightning" => "#d62728",
+        "btlightning-sync" => "#ff7f0e",
+        "quinn-raw" => "#7f7f7f",
+        _ => "#9467bd",
+    }
+}
+
+fn baseline<'a>(r: &'a Report, system: &str) -> &'a str {
+    r.systems
+        .iter()
+        .find(|(s, _)| s == system)
+        .map_or("btlightning", |(_, b)| b.as_str())
+}
+
+fn sizes(r: &Report) -> Vec<usize> {
+    let mut v: Vec<usize> = r.throughput.iter().map(|c| c.size).collect();
+    v.extend(r.latency.iter().map(|c| c.size));
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn tput<'a>(r: &'a Report, system: &str, size: usize) -> Option<&'a ThroughputCell> {
+    r.throughput
+        .iter()
+        .find(|c| c.system == system && c.size == size)
+}
+
+fn lat<'a>(r: &'a Report, system: &str, size: usize) -> Option<&'a crate::LatencyCell> {
+    r.latency
+        .iter()
+        .find(|c| c.system == system && c.size == size)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn fmt_us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2}x"))
+}
+
+/// The goals of the benchmarks issue, evaluated on this run.
+pub fn goals(r: &Report) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let lightning = ["lightning-tokio", "lightning-smol"];
+    let mut push = |name: String, system: &str, target: &str, ratio: Option<f64>| {
+        if let Some(ratio) = ratio {
+            let met = if let Some(t) = target.strip_prefix(">= ") {
+                ratio
+                    >= t.trim_end_matches('x')
+                        .parse::<f64>()
+                        .unwrap_or(f64::INFINITY)
+            } else if let Some(t) = target.strip_prefix("<= ") {
+                ratio <= t.trim_end_matches('x').parse::<f64>().unwrap_or(0.0)
+            } else {
+                false
+            };
+            out.push(Goal {
+                name,
+                system: system.to_owned(),
+                target: target.to_owned(),
+                ratio,
+                met,
+            });
+        }
+    };
+    for sys in lightning {
+        for (size, target) in [
+            (256, ">= 2x"),
+            (1024, ">= 2x"),
+            (100 * 1024, ">= 3x"),
+            (1 << 20, ">= 2.5x"),
+        ] {
+            let rr = ratio(
+                tput(r, sys, size).map(|c| c.rps),
+                tput(r, "btlightning", size).map(|c| c.rps),
+            );
+            push(
+                format!("throughput c=32 {} vs btlightning", size_label(size)),
+                sys,
+                target,
+                rr,
+            );
+        }
+        for size in sizes(r) {
+            let (a, b) = (lat(r, sys, size), lat(r, "btlightning", size));
+            push(
+                format!("latency p50 {} vs btlightning", size_label(size)),
+                sys,
+                "<= 0.6x",
+                ratio(a.map(|c| c.latency.p50_us), b.map(|c| c.latency.p50_us)),
+            );
+            push(
+                format!("latency p99 {} vs btlightning", size_label(size)),
+                sys,
+                "<= 0.5x",
+                ratio(a.map(|c| c.latency.p99_us), b.map(|c| c.latency.p99_us)),
+            );
+        }
+        let setup = |s: &str| {
+            r.setup
+                .iter()
+                .find(|c| c.system == s && c.setup.n > 0)
+                .map(|c| c.setup.p50_us)
+        };
+        push(
+            "connection setup p50 vs btlightning".into(),
+            sys,
+            "<= 0.5x",
+            ratio(setup(sys), setup("btlightning")),
+        );
+        for size in [256, 1024] {
+            push(
+                format!("throughput c=32 {} vs quinn-raw", size_label(size)),
+                sys,
+                ">= 1.5x",
+                ratio(
+                    tput(r, sys, size).map(|c| c.rps),
+                    tput(r, "quinn-raw", size).map(|c| c.rps),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// The markdown report.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let sizes = sizes(r);
+    let systems: Vec<&str> = r.systems.iter().map(|(n, _)| n.as_str()).collect();
+    let m = &r.machine;
+    let _ = writeln!(s, "# Lightning benchmarks ({} run)\n", r.mode);
+    let _ = writeln!(
+        s,
+        "Machine: {} ({} cores), Linux {}, net.core.rmem_max {}. {} runtime threads per system. Run took {:.0} s.\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["rmem_max"].as_str().unwrap_or("?"),
+        r.threads,
+        r.duration_s
+    );
+    let c = r.throughput.first().map_or(32, |c| c.concurrency);
+    let head = |s: &mut String, first: &str| {
+        let _ = write!(s, "| {first} |");
+        for size in &sizes {
+            let _ = write!(s, " {} |", size_label(*size));
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in &sizes {
+            let _ = write!(s, "---:|");
+        }
+        s.push('\n');
+    };
+
+    let _ = writeln!(
+        s,
+        "## Throughput, requests/s at concurrency {c} (ratio to btlightning)\n"
+    );
+    head(&mut s, "system");
+    for sys in &systems {
+        let _ = write!(s, "| {sys} |");
+        for size in &sizes {
+            let a = tput(r, sys, *size).map(|c| c.rps);
+            let b = tput(r, baseline(r, sys), *size).map(|c| c.rps);
+            match a {
+                Some(a) => {
+                    let _ = write!(s, " {} ({}) |", fmt_rate(a), fmt_ratio(ratio(Some(a), b)));
+                }
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "\nRatios compare each system with its like-for-like baseline: async handlers with btlightning's async handler, `lightning-tokio-sync` with `btlightning-sync`.\n"
+    );
+
+    for (title, pick) in [
+        (
+            "p50",
+            (|c: &crate::LatencyCell| c.latency.p50_us) as fn(&crate::LatencyCell) -> f64,
+        ),
+        ("p99", |c: &crate::LatencyCell| c.latency.p99_us),
+    ] {
+        let _ = writeln!(
+            s,
+            "## Latency {title} at concurrency 1 (ratio to btlightning)\n"
+        );
+        head(&mut s, "system");
+        for sys in &systems {
+            let _ = write!(s, "| {sys} |");
+            for size in &sizes {
+                let a = lat(r, sys, *size).map(pick);
+                let b = lat(r, baseline(r, sys), *size).map(pick);
+                match a {
+                    Some(a) => {
+                        let _ = write!(s, " {} ({}) |", fmt_us(a), fmt_ratio(ratio(Some(a), b)));
+                    }
+                    None => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+
+    let _ = writeln!(
+        s,
+        "## Connection setup: connect + handshake + first echo\n\n| system | p50 | p95 | p99 | samples | p50 ratio |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for cell in &r.setup {
+        if cell.setup.n == 0 {
+            continue;
+        }
+        let b = r
+            .setup
+            .iter()
+            .find(|c| c.system == baseline(r, &cell.system) && c.setup.n > 0)
+            .map(|c| c.setup.p50_us);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell.system,
+            fmt_us(cell.setup.p50_us),
+            fmt_us(cell.setup.p95_us),
+            fmt_us(cell.setup.p99_us),
+            cell.setup.n,
+            fmt_ratio(ratio(Some(cell.setup.p50_us), b))
+        );
+    }
+
+    if !r.sweep.is_empty() {
+        let mut cs: Vec<usize> = r.sweep.iter().map(|c| c.concurrency).collect();
+        cs.dedup();
+        let _ = write!(
+            s,
+            "\n## Throughput by concurrency at 1 KB, requests/s\n\n| system |"
+        );
+        for c in &cs {
+            let _ = write!(s, " c={c} |");
+        }
+        s.push_str("\n|---|");
+        for _ in &cs {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for sys in &systems {
+            let _ = write!(s, "| {sys} |");
+            for c in &cs {
+                match r
+                    .sweep
+                    .iter()
+                    .find(|x| x.system == *sys && x.concurrency == *c)
+                {
+                    Some(x) => {
+                        let _ = write!(s, " {} |", fmt_rate(x.rps));
+                    }
+                    None => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Cost per request at concurrency {c}\n\nThroughput spread (min–max over rounds), process CPU time per request (client and server together), loopback bytes per request (both directions, all headers) and UDP buffer drops.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| system | size | req/s median [min–max] | CPU µs/req | lo bytes/req | UDP drops |\n|---|---|---:|---:|---:|---:|"
+    );
+    for size in &sizes {
+        for sys in &systems {
+            if let Some(cell) = tput(r, sys, *size) {
+                let lo = cell.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = cell.rounds.iter().copied().fold(0.0, f64::max);
+                let _ = writeln!(
+                    s,
+                    "| {sys} | {} | {} [{}–{}] | {:.1} | {:.0} | {} |",
+                    size_label(*size),
+                    fmt_rate(cell.rps),
+                    fmt_rate(lo),
+                    fmt_rate(hi),
+                    cell.cpu_us_per_req,
+                    cell.lo_bytes_per_req,
+                    cell.udp_drops
+                );
+            }
+        }
+    }
+    let _ = write!(
+        s,
+        "\nRequest frame bytes (PROTOCOL.md §12, computed; the same for every system):"
+    );
+    for size in &sizes {
+        let _ = write!(
+            s,
+            " {} → {};",
+            size_label(*size),
+            crate::systems::wire_request_bytes(*size)
+        );
+    }
+    s.push('\n');
+
+    if !r.fanout.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Fan-out: one client, {} servers, 1 KB echo to all at once\n\n| system | connect all | round p50 | p95 | p99 | rounds |\n|---|---:|---:|---:|---:|---:|",
+            r.fanout[0].servers
+        );
+        for f in &r.fanout {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} ms | {} | {} | {} | {} |",
+                f.system,
+                f.connect_ms,
+                fmt_us(f.round.p50_us),
+                fmt_us(f.round.p95_us),
+                fmt_us(f.round.p99_us),
+                f.round.n
+            );
+        }
+    }
+
+    if !r.connections.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## {} validator connections to one server\n\n| system | server RSS before | after | per connection | connect + auth + echo, all | measured in |\n|---|---:|---:|---:|---:|---|",
+            r.connections[0].n
+        );
+        for c in &r.connections {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} s | {} |",
+                c.system,
+                c.rss_before as f64 / (1 << 20) as f64,
+                c.rss_after as f64 / (1 << 20) as f64,
+                c.bytes_per_conn / 1024.0,
+                c.connect_s,
+                c.measured_in
+            );
+        }
+    }
+
+    if !r.goals.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Goals of the benchmarks issue\n\n| goal | system | target | measured | met |\n|---|---|---:|---:|:---:|"
+        );
+        for g in &r.goals {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.2}x | {} |",
+                g.name,
+                g.system,
+                g.target,
+                g.ratio,
+                if g.met { "yes" } else { "no" }
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Method\n");
+    for n in &r.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    if r.failures.is_empty() {
+        let _ = writeln!(s, "\nEvery system answered every request correctly.");
+    } else {
+        let _ = writeln!(s, "\n## Failures\n");
+        for f in &r.failures {
+            let _ = writeln!(s, "- {} ({}): {}", f.system, f.cell, f.error);
+        }
+    }
+    s
+}
+
+/// The SVG charts, as (file name, contents).
+pub fn charts(r: &Report) -> Vec<(String, String)> {
+    let sizes = sizes(r);
+    let xs: Vec<(f64, String)> = sizes.iter().map(|s| (*s as f64, size_label(*s))).collect();
+    let systems: Vec<&str> = r.systems.iter().map(|(n, _)| n.as_str()).collect();
+    let series = |f: &dyn Fn(&str, usize) -> Option<f64>| -> Vec<Series> {
+        systems
+            .iter()
+            .map(|sys| Series {
+                name: (*sys).to_owned(),
+                color: color(sys).to_owned(),
+                ys: sizes.iter().map(|size| f(sys, *size)).collect(),
+            })
+            .collect()
+    };
+    let c = r.throughput.first().map_or(32, |c| c.concurrency);
+    let mut out = vec![
+        (
+            "throughput_by_payload.svg".to_owned(),
+            Chart {
+                title: format!("Throughput at concurrency {c} (higher is better)"),
+                x_label: "payload size".into(),
+                y_label: "requests/s (log)".into(),
+                xs: xs.clone(),
+                series: series(&|sys, size| tput(r, sys, size).map(|c| c.rps)),
+            }
+            .render(),
+        ),
+        (
+            "latency_p50_by_payload.svg".to_owned(),
+            Chart {
+                title: "Latency p50 at concurrency 1 (lower is better)".into(),
+                x_label: "payload size".into(),
+                y_label: "µs (log)".into(),
+                xs: xs.clone(),
+                series: series(&|sys, size| lat(r, sys, size).map(|c| c.latency.p50_us)),
+            }
+            .render(),
+        ),
+        (
+            "latency_p99_by_payload.svg".to_owned(),
+            Chart {
+                title: "Latency p99 at concurrency 1 (lower is better)".into(),
+                x_label: "payload size".into(),
+                y_label: "µs (log)".into(),
+                xs,
+                series: series(&|sys, size| lat(r, sys, size).map(|c| c.latency.p99_us)),
+            }
+            .render(),
+        ),
+    ];
+    if !r.sweep.is_empty() {
+        let mut cs: Vec<usize> = r.sweep.iter().map(|c| c.concurrency).collect();
+        cs.dedup();
+        out.push((
+            "throughput_by_concurrency.svg".to_owned(),
+            Chart {
+                title: "Throughput at 1 KB by concurrency (higher is better)".into(),
+                x_label: "requests in flight".into(),
+                y_label: "requests/s (log)".into(),
+                xs: cs.iter().map(|c| (*c as f64, c.to_string())).collect(),
+                series: systems
+                    .iter()
+                    .map(|sys| Series {
+                        name: (*sys).to_owned(),
+                        color: color(sys).to_owned(),
+                        ys: cs
+                            .iter()
+                            .map(|c| {
+                                r.sweep
+                                    .iter()
+                                    .find(|x| x.system == *sys && x.concurrency == *c)
+                                    .map(|x| x.rps)
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+            .render(),
+        ));
+    }
+    out
+}
