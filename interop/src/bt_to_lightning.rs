@@ -10,8 +10,8 @@ use btlightning::{LightningError as BtError, QuicRequest as BtRequest};
 use lightning_driver::{RetryPolicy, Runtime};
 
 use crate::{
-    bt_client, chunk, hotkey, join_all, lightning_miner, lightning_miner_tallied, our_axon,
-    payload, sample_profile, slow_data, stream_data, ProfileReply, Tally, MINER_SEED,
+    bt_client, bt_client_of, chunk, hotkey, join_all, lightning_miner, lightning_miner_tallied,
+    our_axon, payload, sample_profile, slow_data, stream_data, ProfileReply, Tally, MINER_SEED,
     STRANGER_SEED, VALIDATOR_SEED,
 };
 
@@ -21,11 +21,7 @@ use crate::{
 pub async fn handshake<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let authenticated = client.authenticated_hotkeys().await;
     assert_eq!(
         authenticated.into_iter().collect::<Vec<_>>(),
@@ -61,11 +57,7 @@ pub async fn follows_our_retry<R: Runtime>(runtime: R) {
         .await
         .expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let response = client
         .query_axon(axon, BtRequest::new("echo".into(), payload(64)))
         .await
@@ -83,11 +75,7 @@ pub async fn follows_our_retry<R: Runtime>(runtime: R) {
 pub async fn echo_sizes<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     for size in [256, 1024, 1 << 20] {
         for synapse in ["echo", "echo_async"] {
             let data = payload(size);
@@ -110,11 +98,7 @@ pub async fn echo_sizes<R: Runtime>(runtime: R) {
 pub async fn concurrent_64<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let client = Arc::new(client);
     let tasks: Vec<_> = (0..64u64)
         .map(|i| {
@@ -152,11 +136,7 @@ pub async fn concurrent_64<R: Runtime>(runtime: R) {
 pub async fn streaming<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
 
     let mut stream = client
         .query_axon_stream(
@@ -220,11 +200,7 @@ pub async fn streaming<R: Runtime>(runtime: R) {
 pub async fn unknown_synapse<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let response = client
         .query_axon(
             axon.clone(),
@@ -246,11 +222,7 @@ pub async fn unknown_synapse<R: Runtime>(runtime: R) {
 pub async fn handler_error<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let response = client
         .query_axon(axon.clone(), BtRequest::new("fail".into(), payload(8)))
         .await
@@ -272,11 +244,7 @@ pub async fn handler_error<R: Runtime>(runtime: R) {
 pub async fn typed<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let request = sample_profile();
     let response = client
         .query_axon(
@@ -299,11 +267,7 @@ pub async fn refuses_unexpected_miner<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let mut axon = our_axon(&server);
     axon.hotkey = hotkey(&STRANGER_SEED);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     assert!(client.authenticated_hotkeys().await.is_empty());
     let err = client
         .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
@@ -335,11 +299,7 @@ pub async fn timeout_cancels_our_handler<R: Runtime>(runtime: R) {
         .await
         .expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let err = client
         .query_axon_with_timeout(
             axon.clone(),
@@ -376,11 +336,7 @@ pub async fn dropped_stream_stops_our_handler<R: Runtime>(runtime: R) {
         .await
         .expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let mut stream = client
         .query_axon_stream(
             axon.clone(),
@@ -412,11 +368,7 @@ pub async fn reconnects_after_our_restart<R: Runtime>(runtime: R) {
         .expect("server");
     let addr = server.local_addr();
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let first = client
         .query_axon(axon.clone(), BtRequest::new("echo".into(), payload(64)))
         .await
@@ -456,11 +408,7 @@ pub async fn reconnects_after_our_restart<R: Runtime>(runtime: R) {
 pub async fn value_kinds<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     for data in [crate::BtData::new(), crate::value_kinds()] {
         let response = client
             .query_axon(axon.clone(), BtRequest::new("echo".into(), data.clone()))
@@ -484,11 +432,7 @@ pub async fn our_handler_timeout<R: Runtime>(runtime: R) {
         .await
         .expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     let response = client
         .query_axon(
             axon.clone(),
@@ -612,11 +556,7 @@ pub async fn our_miner_refuses_wrong_signature<R: Runtime>(runtime: R) {
 pub async fn mismatched_reader<R: Runtime>(runtime: R) {
     let server = lightning_miner(runtime).start().await.expect("server");
     let axon = our_axon(&server);
-    let mut client = bt_client(VALIDATOR_SEED);
-    client
-        .initialize_connections(vec![axon.clone()])
-        .await
-        .expect("initialize");
+    let client = bt_client_of(VALIDATOR_SEED, &axon).await;
     for (synapse, detail) in [
         ("echo", "no detail"),
         ("no_such_synapse", "unrecognized synapse type"),

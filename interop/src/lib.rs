@@ -419,6 +419,19 @@ pub fn bt_client(seed: [u8; 32]) -> btlightning::LightningClient {
     client
 }
 
+/// A btlightning validator with `seed` that has run `initialize_connections` for `axon`.
+pub async fn bt_client_of(
+    seed: [u8; 32],
+    axon: &btlightning::QuicAxonInfo,
+) -> btlightning::LightningClient {
+    let mut client = bt_client(seed);
+    client
+        .initialize_connections(vec![axon.clone()])
+        .await
+        .expect("initialize");
+    client
+}
+
 // ----- a btlightning miner ------------------------------------------------------------------
 
 struct BtEcho;
