@@ -126,6 +126,26 @@ impl Exec {
     }
 }
 
+/// Calls `op` `n` times one after another on `exec` and times each call's future from its
+/// first poll to its end (building it, e.g. cloning handles, is not timed); nanoseconds.
+pub fn run_sequential<F, Fut>(exec: &Exec, n: usize, op: F) -> Result<Vec<u64>, String>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let task = exec.spawn(async move {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let fut = op();
+            let t = std::time::Instant::now();
+            fut.await?;
+            out.push(t.elapsed().as_nanos() as u64);
+        }
+        Ok::<_, String>(out)
+    });
+    exec.block_on(task)?
+}
+
 /// Runs `count` workers, each calling `op` until `max` operations were started in all or
 /// `deadline` passed; returns the number that succeeded and the wall time.
 pub fn run_pool<F, Fut>(

@@ -11,7 +11,7 @@ use btlightning::{
 };
 
 use super::{hotkey, ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
-use crate::exec::{run_pool, Exec};
+use crate::exec::{run_pool, run_sequential, Exec};
 
 type Data = HashMap<String, rmpv::Value>;
 
@@ -195,17 +195,11 @@ impl System for BtlSys {
 
     fn latency(&mut self, size: usize, n: usize) -> Result<Vec<u64>, String> {
         let (_, client, axon) = self.main.as_ref().ok_or("not open")?;
-        let (client, axon, data) = (client.clone(), axon.clone(), data_map(size));
-        let task = self.exec.spawn(async move {
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                echo(&client, &axon, &data).await?;
-                out.push(t.elapsed().as_nanos() as u64);
-            }
-            Ok::<_, String>(out)
-        });
-        self.exec.block_on(task)?
+        let (client, axon, data) = (client.clone(), axon.clone(), Arc::new(data_map(size)));
+        run_sequential(&self.exec, n, move || {
+            let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
+            async move { echo(&client, &axon, &data).await }
+        })
     }
 
     fn throughput(

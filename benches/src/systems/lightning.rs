@@ -9,7 +9,7 @@ use lightning_driver::{
 };
 
 use super::{ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
-use crate::exec::{run_pool, Exec};
+use crate::exec::{run_pool, run_sequential, Exec};
 
 /// Lightning with an async (or inline sync) echo handler.
 pub struct LightningSys {
@@ -203,16 +203,10 @@ impl System for LightningSys {
     fn latency(&mut self, size: usize, n: usize) -> Result<Vec<u64>, String> {
         let (_, client, axon) = self.main.as_ref().ok_or("not open")?;
         let (client, axon, data) = (client.clone(), axon.clone(), data_map(size)?);
-        let task = self.exec.spawn(async move {
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                echo(&client, &axon, &data).await?;
-                out.push(t.elapsed().as_nanos() as u64);
-            }
-            Ok::<_, String>(out)
-        });
-        self.exec.block_on(task)?
+        run_sequential(&self.exec, n, move || {
+            let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
+            async move { echo(&client, &axon, &data).await }
+        })
     }
 
     fn throughput(

@@ -11,7 +11,7 @@ use lightning_proto::message::{DataMap, SynapsePacket, SynapseResponse, WireMess
 use quinn::rustls;
 
 use super::{ManyConns, System, REQUEST_TIMEOUT, SYNAPSE};
-use crate::exec::{run_pool, Exec};
+use crate::exec::{run_pool, run_sequential, Exec};
 
 /// Largest frame either side reads (the protocol's default maximum).
 const MAX_FRAME: usize = 64 << 20;
@@ -301,16 +301,10 @@ impl System for RawQuinn {
     fn latency(&mut self, size: usize, n: usize) -> Result<Vec<u64>, String> {
         let (_, _, conn) = self.main.as_ref().ok_or("not open")?;
         let (conn, data) = (conn.clone(), data_map(size)?);
-        let task = self.exec.spawn(async move {
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                echo(&conn, &data).await?;
-                out.push(t.elapsed().as_nanos() as u64);
-            }
-            Ok::<_, String>(out)
-        });
-        self.exec.block_on(task)?
+        run_sequential(&self.exec, n, move || {
+            let (conn, data) = (conn.clone(), data.clone());
+            async move { echo(&conn, &data).await }
+        })
     }
 
     fn throughput(
