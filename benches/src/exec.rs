@@ -146,6 +146,26 @@ where
     exec.block_on(task)?
 }
 
+/// Spawns every future of `futs` at once and waits for all of them; the wall time from
+/// the first spawn to the last answer.
+pub fn run_all<Fut>(
+    exec: &Exec,
+    futs: impl IntoIterator<Item = Fut>,
+) -> Result<std::time::Duration, String>
+where
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let t = std::time::Instant::now();
+    let joins: Vec<_> = futs.into_iter().map(|f| exec.spawn(f)).collect();
+    exec.block_on(async {
+        for j in joins {
+            j.await??;
+        }
+        Ok::<_, String>(())
+    })?;
+    Ok(t.elapsed())
+}
+
 /// Runs `count` workers, each calling `op` until `max` operations were started in all or
 /// `deadline` passed; returns the number that succeeded and the wall time.
 pub fn run_pool<F, Fut>(

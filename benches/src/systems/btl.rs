@@ -11,7 +11,7 @@ use btlightning::{
 };
 
 use super::{hotkey, ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
-use crate::exec::{run_pool, run_sequential, Exec};
+use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 type Data = HashMap<String, rmpv::Value>;
 
@@ -261,22 +261,11 @@ impl System for BtlSys {
     fn fanout_round(&mut self, size: usize) -> Result<Duration, String> {
         let (_, client, axons) = self.fan.as_ref().ok_or("fan-out not open")?;
         let data = Arc::new(data_map(size));
-        let t = Instant::now();
-        let joins: Vec<_> = axons
-            .iter()
-            .map(|axon| {
-                let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
-                self.exec
-                    .spawn(async move { echo(&client, &axon, &data).await })
-            })
-            .collect();
-        self.exec.block_on(async {
-            for j in joins {
-                j.await??;
-            }
-            Ok::<_, String>(())
-        })?;
-        Ok(t.elapsed())
+        let exchanges = axons.iter().map(|axon| {
+            let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
+            async move { echo(&client, &axon, &data).await }
+        });
+        run_all(&self.exec, exchanges)
     }
 
     fn fanout_close(&mut self) {

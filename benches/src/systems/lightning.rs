@@ -9,7 +9,7 @@ use lightning_driver::{
 };
 
 use super::{ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
-use crate::exec::{run_pool, run_sequential, Exec};
+use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Lightning with an async (or inline sync) echo handler.
 pub struct LightningSys {
@@ -264,22 +264,11 @@ impl System for LightningSys {
     fn fanout_round(&mut self, size: usize) -> Result<Duration, String> {
         let (_, client, axons) = self.fan.as_ref().ok_or("fan-out not open")?;
         let data = data_map(size)?;
-        let t = Instant::now();
-        let joins: Vec<_> = axons
-            .iter()
-            .map(|axon| {
-                let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
-                self.exec
-                    .spawn(async move { echo(&client, &axon, &data).await })
-            })
-            .collect();
-        self.exec.block_on(async {
-            for j in joins {
-                j.await??;
-            }
-            Ok::<_, String>(())
-        })?;
-        Ok(t.elapsed())
+        let exchanges = axons.iter().map(|axon| {
+            let (client, axon, data) = (client.clone(), axon.clone(), data.clone());
+            async move { echo(&client, &axon, &data).await }
+        });
+        run_all(&self.exec, exchanges)
     }
 
     fn fanout_close(&mut self) {

@@ -11,7 +11,7 @@ use lightning_proto::message::{DataMap, SynapsePacket, SynapseResponse, WireMess
 use quinn::rustls;
 
 use super::{ManyConns, System, REQUEST_TIMEOUT, SYNAPSE};
-use crate::exec::{run_pool, run_sequential, Exec};
+use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Largest frame either side reads (the protocol's default maximum).
 const MAX_FRAME: usize = 64 << 20;
@@ -372,21 +372,11 @@ impl System for RawQuinn {
     fn fanout_round(&mut self, size: usize) -> Result<Duration, String> {
         let (_, _, conns) = self.fan.as_ref().ok_or("fan-out not open")?;
         let data = data_map(size)?;
-        let t = Instant::now();
-        let joins: Vec<_> = conns
-            .iter()
-            .map(|conn| {
-                let (conn, data) = (conn.clone(), data.clone());
-                self.exec.spawn(async move { echo(&conn, &data).await })
-            })
-            .collect();
-        self.exec.block_on(async {
-            for j in joins {
-                j.await??;
-            }
-            Ok::<_, String>(())
-        })?;
-        Ok(t.elapsed())
+        let exchanges = conns.iter().map(|conn| {
+            let (conn, data) = (conn.clone(), data.clone());
+            async move { echo(&conn, &data).await }
+        });
+        run_all(&self.exec, exchanges)
     }
 
     fn fanout_close(&mut self) {
