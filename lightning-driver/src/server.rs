@@ -613,10 +613,7 @@ impl<R: Runtime> ServerRole<R> {
             Handler::Sync(f) => {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(req.data, ctx)))
                     .unwrap_or_else(|_| Err("handler panicked".into()));
-                if let Err(e) = &result {
-                    tracing::debug!(?id, "handler failed: {e}");
-                }
-                let _ = self.ep.respond(now, id, result);
+                self.answer_now(now, id, result);
             }
             Handler::Async(f) => {
                 let Some(commands) = self.commands.upgrade() else {
@@ -630,23 +627,12 @@ impl<R: Runtime> ServerRole<R> {
                 // One that waits moves to its own task, which polls it again at once, so the
                 // no-op waker used here can lose no wake-up.
                 let mut cx = Context::from_waker(Waker::noop());
-                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
-                    Ok(Poll::Ready(result)) => {
-                        if let Err(e) = &result {
-                            tracing::debug!(?id, "handler failed: {e}");
-                        }
-                        let _ = self.ep.respond(now, id, result);
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = self.ep.respond(
-                            now,
-                            id,
-                            Err::<DataMap, String>("handler panicked".into()),
-                        );
-                        return;
-                    }
-                    Ok(Poll::Pending) => {}
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+                        .unwrap_or_else(|_| Poll::Ready(Err("handler panicked".into())));
+                if let Poll::Ready(result) = polled {
+                    self.answer_now(now, id, result);
+                    return;
                 }
                 self.inflight.insert(
                     id,
@@ -715,6 +701,20 @@ impl<R: Runtime> ServerRole<R> {
 
     /// Moves queued chunks into the core while it has room; returns credit to the handler
     /// for each one taken; sends the end once every chunk is in.
+    /// Answers a unary request whose handler finished on the endpoint task (the handler's
+    /// own error text stays local; the peer gets the reference's generic string).
+    fn answer_now(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: std::result::Result<DataMap, String>,
+    ) {
+        if let Err(e) = &result {
+            tracing::debug!(?id, "handler failed: {e}");
+        }
+        let _ = self.ep.respond(now, id, result);
+    }
+
     fn pump_stream(&mut self, now: Instant, id: RequestId) {
         let Some(inflight) = self.inflight.get_mut(&id) else {
             return;
