@@ -23,6 +23,7 @@ use super::{RequestId, TimeoutReason};
 use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
 use crate::identity::Signer;
+use crate::idhash::IdMap;
 use crate::message::{
     DataMap, EncodeError, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk,
     StreamEnd, SynapsePacket, SynapseResponse, WireMessage,
@@ -270,14 +271,14 @@ pub struct Server {
     /// Test hook: a fingerprint to claim in responses instead of the real one.
     advertised_fingerprint: Option<String>,
     synapses: HashMap<String, SynapseKind>,
-    conns: HashMap<ConnectionHandle, SConn>,
+    conns: IdMap<ConnectionHandle, SConn>,
     by_hotkey: HashMap<String, ConnectionHandle>,
     nonces: NonceCache,
     rate: HandshakeRateLimiter,
     permits: HashSet<String>,
     allowlist: Option<HashSet<IpAddr>>,
     streams: HashMap<(ConnectionHandle, StreamId), SStream>,
-    requests: HashMap<RequestId, (ConnectionHandle, StreamId)>,
+    requests: IdMap<RequestId, (ConnectionHandle, StreamId)>,
     deadlines: Timers<Deadline>,
     events: VecDeque<ServerEvent>,
     next_conn: u64,
@@ -387,12 +388,12 @@ impl Server {
             fingerprint,
             advertised_fingerprint: None,
             synapses: HashMap::new(),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             by_hotkey: HashMap::new(),
             permits: HashSet::new(),
             allowlist: None,
             streams: HashMap::new(),
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             deadlines,
             events: VecDeque::new(),
             next_conn: 0,
@@ -679,12 +680,11 @@ impl Server {
                 return;
             }
         }
-        let unauthenticated = self.unauthenticated_count();
+        let (unauthenticated, from_source) = self.unauthenticated_counts(remote.ip());
         let full = self.by_hotkey.len() >= self.config.max_connections
             && !self.conns.values().any(|c| c.remote == remote);
         let validated = incoming.remote_address_validated();
-        let source_full =
-            self.unauthenticated_from(remote.ip()) >= self.config.max_unauthenticated_per_ip;
+        let source_full = from_source >= self.config.max_unauthenticated_per_ip;
         if source_full && !validated && incoming.may_retry() {
             // Make the source prove its address before it is counted against its share:
             // Initials with a spoofed address never come back.
@@ -758,14 +758,18 @@ impl Server {
         }
     }
 
-    /// Unauthenticated connections with a proven address from `ip`'s source (the address
-    /// itself for IPv4, its /64 for IPv6).
-    fn unauthenticated_from(&self, ip: IpAddr) -> usize {
+    /// In one pass over the connections: all unauthenticated ones, and those of them with
+    /// a proven address from `ip`'s source (the address itself for IPv4, its /64 for IPv6).
+    fn unauthenticated_counts(&self, ip: IpAddr) -> (usize, usize) {
         let source = source_of(ip);
-        self.conns
-            .values()
-            .filter(|c| c.hotkeys.is_empty() && c.validated && source_of(c.remote.ip()) == source)
-            .count()
+        let mut counts = (0, 0);
+        for c in self.conns.values().filter(|c| c.hotkeys.is_empty()) {
+            counts.0 += 1;
+            if c.validated && source_of(c.remote.ip()) == source {
+                counts.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Lifts the unauthenticated limits of a connection that has just authenticated.
@@ -896,7 +900,7 @@ impl Server {
             return;
         }
         let ip = conn.remote.ip();
-        if self.unauthenticated_from(ip) > self.config.max_unauthenticated_per_ip {
+        if self.unauthenticated_counts(ip).1 > self.config.max_unauthenticated_per_ip {
             self.stats.refused += 1;
             self.close_quic(now, ch, b"too many unauthenticated connections");
         }
