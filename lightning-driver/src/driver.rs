@@ -63,7 +63,10 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     // waits for, so a stopped server's port is free at once.
     socket: EndpointSocket<R>,
     timer: R::Timer,
-    timer_at: Option<Instant>,
+    /// The endpoint's next deadline, as of the last round.
+    deadline: Option<Instant>,
+    /// Where the runtime timer is set; `None` once it has fired (or was never set).
+    armed_at: Option<Instant>,
     commands: Pin<Box<async_channel::Receiver<Ro::Command>>>,
     commands_closed: bool,
     shutting_down: bool,
@@ -100,7 +103,8 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             role,
             socket,
             timer,
-            timer_at: None,
+            deadline: None,
+            armed_at: None,
             commands: Box::pin(commands),
             commands_closed: false,
             shutting_down: false,
@@ -155,13 +159,11 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             }
         }
 
-        // 3. The timer.
-        if let Some(at) = self.timer_at {
-            if at <= now || self.timer.poll_elapsed(cx).is_ready() {
-                self.timer_at = None;
-                self.role.handle_timeout(now);
-                busy = true;
-            }
+        // 3. The deadline.
+        if self.deadline.is_some_and(|at| at <= now) {
+            self.deadline = None;
+            self.role.handle_timeout(now);
+            busy = true;
         }
 
         // 4. Events to the application (handlers may answer inline, producing output).
@@ -181,25 +183,41 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // 5. Datagrams out, until the socket is full.
         busy |= self.flush(cx, now);
 
-        // 6. Re-arm the one timer. A deadline already due is kept in `timer_at`, so the
-        // next round fires it in step 3.
-        match self.role.poll_timeout() {
-            Some(at) => {
-                if self.timer_at != Some(at) {
-                    self.timer.reset(at);
-                    self.timer_at = Some(at);
-                }
-                if at <= now || self.timer.poll_elapsed(cx).is_ready() {
-                    busy = true;
-                }
-            }
-            None => self.timer_at = None,
-        }
+        // 6. Re-arm the one timer.
+        self.deadline = self.role.poll_timeout();
+        busy |= self.arm_timer(cx, now);
         if busy {
             RoundOutcome::Busy
         } else {
             RoundOutcome::Idle
         }
+    }
+
+    /// Makes sure the runtime timer wakes the task by `self.deadline`; returns whether
+    /// the deadline is already due (another round should run).
+    ///
+    /// QUIC's deadline moves with almost every packet, mostly later (idle and loss timers
+    /// restart). Moving a runtime timer is not free (on async-io every move wakes the
+    /// reactor thread through its eventfd), so a timer set earlier than the deadline is
+    /// left to fire: that costs one spare wake-up, after which it is moved to the deadline.
+    /// It moves at once only when the deadline comes earlier or it has already fired.
+    fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(at) = self.deadline else {
+            return false;
+        };
+        if at <= now {
+            return true;
+        }
+        if self.armed_at.is_none_or(|armed| at < armed || armed <= now) {
+            self.timer.reset(at);
+            self.armed_at = Some(at);
+        }
+        if self.timer.poll_elapsed(cx).is_ready() {
+            // Passed by the runtime's clock since `now` was read: go round again.
+            self.armed_at = None;
+            return true;
+        }
+        false
     }
 
     fn flush(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {

@@ -35,6 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -91,7 +92,11 @@ impl Runtime for Smol {
     }
 
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<SmolUdp> {
-        Ok(SmolUdp(Async::new(socket)?))
+        Ok(SmolUdp {
+            io: Async::new(socket)?,
+            read_blocked: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+        })
     }
 }
 
@@ -110,29 +115,59 @@ impl Timer for SmolTimer {
 }
 
 /// A UDP socket registered with the async-io reactor.
+///
+/// async-io reports readiness only as fresh reactor events: asking `poll_writable` before
+/// every send, or `poll_readable` after every batch, would cost a reactor round trip (an
+/// `epoll_ctl`, a wake-up and a task switch) although a UDP socket is nearly always
+/// writable and often still has data queued. So the socket is assumed ready until an
+/// attempt returns `WouldBlock`, and only then does the next `poll_ready` wait for the
+/// reactor, which is how tokio's readiness cache behaves.
 #[derive(Debug)]
-pub struct SmolUdp(Async<std::net::UdpSocket>);
+pub struct SmolUdp {
+    io: Async<std::net::UdpSocket>,
+    read_blocked: AtomicBool,
+    write_blocked: AtomicBool,
+}
+
+impl SmolUdp {
+    fn blocked(&self, direction: Direction) -> &AtomicBool {
+        match direction {
+            Direction::Read => &self.read_blocked,
+            Direction::Write => &self.write_blocked,
+        }
+    }
+}
 
 impl UdpIo for SmolUdp {
     fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match direction {
-            Direction::Read => self.0.poll_readable(cx),
-            Direction::Write => self.0.poll_writable(cx),
+        let blocked = self.blocked(direction);
+        if !blocked.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
         }
+        let ready = match direction {
+            Direction::Read => self.io.poll_readable(cx),
+            Direction::Write => self.io.poll_writable(cx),
+        };
+        if ready.is_ready() {
+            blocked.store(false, Ordering::Relaxed);
+        }
+        ready
     }
 
     fn try_io<T>(
         &self,
-        _direction: Direction,
+        direction: Direction,
         op: impl FnOnce(UdpSockRef<'_>) -> io::Result<T>,
     ) -> io::Result<T> {
-        // async-io keeps no readiness cache to clear: after WouldBlock, the next
-        // `poll_readable`/`poll_writable` waits for a fresh event.
-        op(self.0.get_ref().into())
+        let result = op(self.io.get_ref().into());
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.blocked(direction).store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
+        self.io.get_ref().local_addr()
     }
 }
 
