@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
 use futures_lite::Stream;
 use lightning_proto::endpoint::{
     Client, ClientConfig, ClientEvent, ConnectionStats, EcnCodepoint, HotkeyStatus, RequestId,
@@ -365,7 +366,7 @@ impl LightningClient {
     ) -> Result<QuicResponse> {
         let addr = axon.addr()?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let (reply, rx) = async_channel::bounded(1);
+        let (reply, rx) = oneshot::channel();
         self.shared.send(Command::Query(Query {
             ticket,
             addr,
@@ -379,7 +380,7 @@ impl LightningClient {
             ticket,
             armed: true,
         };
-        let result = rx.recv().await;
+        let result = rx.await;
         guard.armed = false;
         match result {
             Ok(UnaryOutcome(r)) => r,
@@ -595,7 +596,7 @@ impl Drop for ChunkStream {
 struct UnaryOutcome(Result<QuicResponse>);
 
 enum Reply {
-    Unary(async_channel::Sender<UnaryOutcome>),
+    Unary(oneshot::Sender<UnaryOutcome>),
     Stream(async_channel::Sender<StreamMsg>),
 }
 
@@ -634,7 +635,7 @@ impl Waiter {
     fn fail(self, error: LightningError) {
         match self.reply {
             Reply::Unary(tx) => {
-                let _ = tx.try_send(UnaryOutcome(Err(error)));
+                let _ = tx.send(UnaryOutcome(Err(error)));
             }
             Reply::Stream(tx) => {
                 let _ = tx.try_send(StreamMsg::Failed(error));
@@ -898,7 +899,7 @@ impl Role for ClientRole {
                         ..
                     }) = self.finish(id)
                     {
-                        let _ = tx.try_send(UnaryOutcome(Ok(QuicResponse {
+                        let _ = tx.send(UnaryOutcome(Ok(QuicResponse {
                             success: response.success,
                             data: response.data,
                             latency,

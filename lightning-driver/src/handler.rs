@@ -130,7 +130,7 @@ pub struct RequestContext {
     pub(crate) remote: SocketAddr,
     pub(crate) synapse_type: String,
     pub(crate) deadline: Instant,
-    pub(crate) cancel: Option<async_channel::Receiver<()>>,
+    pub(crate) cancel: Option<crate::cancel::CancelSignal>,
 }
 
 impl RequestContext {
@@ -167,15 +167,13 @@ impl RequestContext {
     /// Whether the validator dropped the query, the connection closed or the deadline
     /// passed. Async and streaming handlers are also dropped at their next await point.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(|rx| rx.is_closed())
+        self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
     }
 
     /// Completes when the request is cancelled (never, for inline sync handlers).
     pub async fn cancelled(&self) {
         match &self.cancel {
-            Some(rx) => {
-                let _ = rx.recv().await;
-            }
+            Some(c) => c.cancelled().await,
             None => futures_lite::future::pending::<()>().await,
         }
     }

@@ -27,6 +27,7 @@
 //! flushes transmits, with bounded work before it yields (see `driver.rs`).
 #![deny(missing_docs)]
 
+mod cancel;
 mod client;
 mod driver;
 mod error;

@@ -22,6 +22,7 @@ use lightning_proto::message::DataMap;
 use lightning_proto::tls::TlsIdentity;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::cancel::{cancel_pair, CancelGuard, CancelSignal};
 use crate::driver::{Driver, Role};
 use crate::error::{LightningError, Result};
 use crate::handler::{self, ChunkSink, Handler, RequestContext};
@@ -574,7 +575,7 @@ struct StreamOut {
 /// A request handed to an async or streaming handler.
 struct Inflight {
     /// Dropping it tells the handler task to stop.
-    _cancel: async_channel::Sender<()>,
+    _cancel: CancelGuard,
     stream: Option<StreamOut>,
 }
 
@@ -619,7 +620,7 @@ impl<R: Runtime> ServerRole<R> {
                 let Some(commands) = self.commands.upgrade() else {
                     return;
                 };
-                let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+                let (cancel_tx, cancel_rx) = cancel_pair();
                 ctx.cancel = Some(cancel_rx.clone());
                 let mut fut = f(req.data, ctx);
                 // One inline poll first: a handler that finishes without waiting (an echo, a
@@ -659,7 +660,7 @@ impl<R: Runtime> ServerRole<R> {
                 let Some(commands) = self.commands.upgrade() else {
                     return;
                 };
-                let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+                let (cancel_tx, cancel_rx) = cancel_pair();
                 let capacity = self.ep.config().streaming_channel_buffer;
                 let (credit_tx, credit_rx) = async_channel::bounded::<()>(capacity);
                 for _ in 0..capacity {
@@ -806,12 +807,12 @@ impl Drop for AnswerGuard {
 /// Runs a handler future until it finishes or its request is cancelled, then reports.
 async fn run_until_cancelled<T>(
     fut: handler::BoxFuture<std::result::Result<T, String>>,
-    cancel: async_channel::Receiver<()>,
+    cancel: CancelSignal,
     mut guard: AnswerGuard,
     answer: impl FnOnce(RequestId, std::result::Result<T, String>) -> Command,
 ) {
     let outcome = futures_lite::future::or(async { Some(fut.await) }, async {
-        let _ = cancel.recv().await;
+        cancel.cancelled().await;
         None
     })
     .await;

@@ -535,6 +535,28 @@ pub(crate) mod write {
         }
     }
 
+    /// Bytes [`uint`] writes for `v`.
+    pub(crate) fn uint_size(v: u64) -> usize {
+        match v {
+            0..128 => 1,
+            128..256 => 2,
+            256..65_536 => 3,
+            65_536..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+
+    /// Bytes [`str`] writes for a string of `len` bytes (lengths [`str_len`] accepts).
+    pub(crate) fn str_size(len: usize) -> usize {
+        let header = match len {
+            0..32 => 1,
+            32..256 => 2,
+            256..65_536 => 3,
+            _ => 5,
+        };
+        header + len
+    }
+
     pub(crate) fn nil(out: &mut Vec<u8>) {
         out.push(0xc0);
     }
@@ -652,6 +674,31 @@ mod tests {
         let mut buf = rmp::encode::ByteBuf::new();
         f(&mut buf);
         buf.into_vec()
+    }
+
+    #[test]
+    fn size_helpers_match_the_writers_at_every_boundary() {
+        for v in [
+            0,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write::uint(&mut out, v);
+            assert_eq!(write::uint_size(v), out.len(), "uint {v}");
+        }
+        for len in [0, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
+            let mut out = Vec::new();
+            write::str(&mut out, &"x".repeat(len)).unwrap();
+            assert_eq!(write::str_size(len), out.len(), "str of {len}");
+        }
     }
 
     proptest! {

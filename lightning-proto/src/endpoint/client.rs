@@ -24,8 +24,8 @@ use crate::handshake::{self, HandshakeError};
 use crate::identity::Signer;
 use crate::idhash::IdMap;
 use crate::message::{
-    DataMap, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk, StreamEnd,
-    SynapsePacket, SynapseResponse, WireMessage,
+    encode_synapse_packet, DataMap, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk,
+    StreamEnd, SynapseResponse, WireMessage,
 };
 use crate::reconnect::ReconnectState;
 
@@ -358,13 +358,7 @@ impl Client {
         data: DataMap,
         opts: RequestOptions,
     ) -> Result<RequestId, ClientError> {
-        let packet = SynapsePacket {
-            synapse_type: synapse_type.to_string(),
-            data,
-            timestamp: self.core.clock.unix_secs(now),
-        };
-        let frame = packet
-            .encode()
+        let frame = encode_synapse_packet(synapse_type, &data, self.core.clock.unix_secs(now))
             .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?;
 
         let peer = match self.peers.get(&addr) {
@@ -525,15 +519,9 @@ impl Client {
             .streams()
             .open(Dir::Bi)
             .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
-        let packet = SynapsePacket {
-            synapse_type: synapse_type.to_string(),
-            data,
-            timestamp: self.core.clock.unix_secs(now),
-        };
         let mut out = OutQueue::default();
         out.push(
-            packet
-                .encode()
+            encode_synapse_packet(synapse_type, &data, self.core.clock.unix_secs(now))
                 .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?,
         );
         out.finish_after_drain();

@@ -610,17 +610,29 @@ const SYNAPSE_PACKET: StructSpec = spec!(
     ["synapse_type", "data", "timestamp"]
 );
 
+/// Encodes a [`SynapsePacket`] from borrowed parts, for callers that hold the synapse name
+/// as `&str` (the client endpoint) and should not allocate a `String` just to encode it.
+pub fn encode_synapse_packet(
+    synapse_type: &str,
+    data: &DataMap,
+    timestamp: u64,
+) -> Result<EncodedFrame, EncodeError> {
+    let f = SYNAPSE_PACKET.fields;
+    // Exact capacities: a `Vec` that is full converts to `Bytes` without a second
+    // allocation for a shared header.
+    let mut head = head_buffer(1 + write::str_size(synapse_type.len()));
+    head.push(0x93);
+    put_str(&mut head, synapse_type, f[0].path)?;
+    let mut tail = Vec::with_capacity(write::uint_size(timestamp));
+    write::uint(&mut tail, timestamp);
+    assemble(MessageType::SynapsePacket, head, data.raw().clone(), tail)
+}
+
 impl WireMessage for SynapsePacket {
     const TYPE: MessageType = MessageType::SynapsePacket;
 
     fn encode(&self) -> Result<EncodedFrame, EncodeError> {
-        let f = SYNAPSE_PACKET.fields;
-        let mut head = head_buffer(8 + self.synapse_type.len());
-        head.push(0x93);
-        put_str(&mut head, &self.synapse_type, f[0].path)?;
-        let mut tail = Vec::with_capacity(9);
-        write::uint(&mut tail, self.timestamp);
-        assemble(Self::TYPE, head, self.data.raw().clone(), tail)
+        encode_synapse_packet(&self.synapse_type, &self.data, self.timestamp)
     }
 
     fn decode(payload: &Bytes) -> Result<Self, DecodeError> {
@@ -657,7 +669,9 @@ impl WireMessage for SynapseResponse {
         let mut head = head_buffer(2);
         head.push(0x94);
         write::boolean(&mut head, self.success);
-        let mut tail = Vec::with_capacity(16 + self.error.as_ref().map_or(0, String::len));
+        // Exact, as for `SynapsePacket`.
+        let error_size = self.error.as_ref().map_or(1, |e| write::str_size(e.len()));
+        let mut tail = Vec::with_capacity(write::uint_size(self.timestamp) + error_size);
         write::uint(&mut tail, self.timestamp);
         put_opt_str(&mut tail, self.error.as_deref(), f[3].path)?;
         assemble(Self::TYPE, head, self.data.raw().clone(), tail)
