@@ -884,10 +884,10 @@ impl Role for ClientRole {
         }
     }
 
-    fn dispatch_events(&mut self, _now: Instant) -> bool {
-        let mut any = false;
+    fn dispatch_events(&mut self, _now: Instant) -> usize {
+        let mut events = 0;
         while let Some(event) = self.ep.poll_event() {
-            any = true;
+            events += 1;
             match event {
                 ClientEvent::Response {
                     id,
@@ -946,7 +946,7 @@ impl Role for ClientRole {
                 }
             }
         }
-        any
+        events
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

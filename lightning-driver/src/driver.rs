@@ -1,7 +1,8 @@
 //! The endpoint task: one hand-written poll loop per endpoint, shared by client and server.
 //!
-//! Each wake-up runs rounds of: take commands, receive a batch of datagrams, fire the timer,
-//! dispatch the endpoint's events, flush transmits, re-arm the single timer. The work per
+//! Each wake-up runs rounds of: take commands, receive a batch of datagrams (delivering
+//! events and flushing transmits every few events), fire the timer, dispatch the
+//! endpoint's events, flush transmits, re-arm the single timer. The work per
 //! wake-up is bounded; if there is more, the task wakes itself so other tasks on the same
 //! executor thread get a turn. The endpoint is owned by this task alone: no lock anywhere.
 
@@ -16,7 +17,7 @@ use futures_lite::Stream;
 use lightning_proto::endpoint::{EcnCodepoint, Transmit};
 
 use crate::runtime::{Runtime, Timer};
-use crate::socket::EndpointSocket;
+use crate::socket::{Datagram, EndpointSocket};
 
 /// Commands taken per round, so a flood of queries cannot starve the socket.
 const COMMANDS_PER_ROUND: usize = 256;
@@ -24,6 +25,17 @@ const COMMANDS_PER_ROUND: usize = 256;
 const RECV_BATCHES_PER_ROUND: usize = 8;
 /// Rounds per wake-up before yielding to the executor.
 const ROUNDS_PER_WAKE: usize = 16;
+/// Events (requests, answers) delivered between flushes while a receive batch is handled.
+///
+/// A receive batch often holds every request in flight (GRO hands over a whole burst at
+/// once). Answering all of them before sending the first would make the two ends of a
+/// conversation work in turns: the peer idles while this endpoint works through the
+/// batch, then the other way round. Flushing every few events lets the peer start on the
+/// first answers while the rest are processed. In the loopback benchmark (2 threads) this
+/// took 1 KB at 32 in flight from ~118k to ~160k req/s and 256 B from ~146k to ~220k;
+/// 4–12 all did well, 8 did best at 64–256 in flight, and flushing per datagram cost
+/// more in system calls than it gained.
+const EVENTS_PER_FLUSH: usize = 8;
 
 /// What the loop needs from a role (client or server) wrapping a sans-IO endpoint.
 pub(crate) trait Role: Send + 'static {
@@ -45,8 +57,8 @@ pub(crate) trait Role: Send + 'static {
 
     /// Applies one command.
     fn on_command(&mut self, now: Instant, command: Self::Command);
-    /// Drains the endpoint's events and delivers them; returns whether there were any.
-    fn dispatch_events(&mut self, now: Instant) -> bool;
+    /// Drains the endpoint's events and delivers them; returns how many there were.
+    fn dispatch_events(&mut self, now: Instant) -> usize;
     /// Every handle is gone or a stop was asked for: begin closing.
     fn begin_shutdown(&mut self, now: Instant);
     /// Whether shutdown has finished (connections closed and drained, or given up).
@@ -71,6 +83,8 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     commands_closed: bool,
     shutting_down: bool,
     tx_buf: Vec<u8>,
+    /// One receive batch, reused.
+    rx: Vec<Datagram>,
     pending: Option<Transmit>,
     /// Set when a round took commands and put off its flush to let more arrive.
     flush_deferred: bool,
@@ -109,6 +123,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             commands_closed: false,
             shutting_down: false,
             tx_buf: Vec::with_capacity(64 * 1024),
+            rx: Vec::new(),
             pending: None,
             flush_deferred: false,
         }
@@ -144,12 +159,11 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             busy = true;
         }
 
-        // 2. Datagrams.
+        // 2. Datagrams, with events delivered and output flushed as they come (see
+        // `EVENTS_PER_FLUSH`).
         for _ in 0..RECV_BATCHES_PER_ROUND {
-            let role = &mut self.role;
-            match self.socket.poll_recv(cx, |d| {
-                role.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data)
-            }) {
+            let rx = &mut self.rx;
+            match self.socket.poll_recv(cx, |d| rx.push(d)) {
                 Poll::Ready(Ok(n)) => busy |= n > 0,
                 Poll::Ready(Err(e)) => {
                     tracing::warn!("UDP receive failed: {e}");
@@ -157,6 +171,18 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
                 }
                 Poll::Pending => break,
             }
+            let mut rx = std::mem::take(&mut self.rx);
+            let mut since_flush = 0;
+            for d in rx.drain(..) {
+                self.role
+                    .handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+                since_flush += self.role.dispatch_events(now);
+                if since_flush >= EVENTS_PER_FLUSH {
+                    since_flush = 0;
+                    self.flush(cx, now);
+                }
+            }
+            self.rx = rx;
         }
 
         // 3. The deadline.
@@ -167,7 +193,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         }
 
         // 4. Events to the application (handlers may answer inline, producing output).
-        busy |= self.role.dispatch_events(now);
+        busy |= self.role.dispatch_events(now) > 0;
 
         // Many tasks querying at once each wake this task with one command. Executors that
         // run a just-woken task next (tokio's LIFO slot) would then send one request per

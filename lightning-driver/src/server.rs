@@ -884,10 +884,10 @@ impl<R: Runtime> Role for ServerRole<R> {
         }
     }
 
-    fn dispatch_events(&mut self, now: Instant) -> bool {
-        let mut any = false;
+    fn dispatch_events(&mut self, now: Instant) -> usize {
+        let mut events = 0;
         while let Some(event) = self.ep.poll_event() {
-            any = true;
+            events += 1;
             match event {
                 ServerEvent::Request(req) => self.on_request(now, req),
                 ServerEvent::RequestCancelled { id, reason } => {
@@ -916,7 +916,7 @@ impl<R: Runtime> Role for ServerRole<R> {
                 ServerEvent::ConnectionClosed { .. } => {}
             }
         }
-        any
+        events
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
