@@ -11,6 +11,9 @@ use lightning_driver::{
 use super::{ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
 use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
+/// Validators that connect at once in the many-connections cell.
+const WAVE: usize = 32;
+
 /// Lightning with an async (or inline sync) echo handler.
 pub struct LightningSys {
     name: &'static str,
@@ -78,6 +81,9 @@ impl LightningSys {
             b = b.configure(|c| {
                 c.max_connections = m.n + 16;
                 c.max_handshake_attempts_per_minute = (m.n as u32).saturating_mul(4).max(1000);
+                // Every validator here shares 127.0.0.1; the per-source cap (16 by default)
+                // must admit one whole wave of `connect_many`.
+                c.max_unauthenticated_per_ip = c.max_unauthenticated_per_ip.max(WAVE);
             });
         }
         if self.sync_handler {
@@ -312,7 +318,7 @@ impl System for LightningSys {
             clients.push(self.build_client(super::many_seed(i))?);
         }
         // In waves, so that unauthenticated connections stay few (servers cap them).
-        for wave in clients.chunks(32) {
+        for wave in clients.chunks(WAVE) {
             let joins: Vec<_> = wave
                 .iter()
                 .map(|client| {
