@@ -309,9 +309,27 @@ impl System for BtlSys {
                 .map(|k| {
                     let (axon, data) = (axon.clone(), data.clone());
                     self.exec.spawn(async move {
-                        let client = new_client(super::many_seed(k), vec![axon.clone()]).await?;
-                        echo(&client, &axon, &data).await?;
-                        Ok::<_, String>(client)
+                        // Under a wave of handshakes btlightning now and then leaves a
+                        // validator unauthenticated (no error, just no route). This cell
+                        // measures memory per connection, so such a validator tries again
+                        // (at most twice more) instead of failing the whole cell.
+                        let mut attempt = 1;
+                        loop {
+                            let result = async {
+                                let client =
+                                    new_client(super::many_seed(k), vec![axon.clone()]).await?;
+                                echo(&client, &axon, &data).await?;
+                                Ok::<_, String>(client)
+                            }
+                            .await;
+                            match result {
+                                Err(e) if attempt < 3 => {
+                                    eprintln!("btlightning validator {k}: {e}; trying again");
+                                    attempt += 1;
+                                }
+                                other => return other,
+                            }
+                        }
                     })
                 })
                 .collect();
