@@ -1,6 +1,6 @@
 //! An echo miner and a validator in a plain `smol::block_on` application (no tokio).
 //!
-//! `cargo run --release -p lightning-smol --example echo`
+//! `cargo run --release -p lightning-smol --example smol_echo`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
