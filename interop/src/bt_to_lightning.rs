@@ -229,11 +229,7 @@ pub async fn handler_error<R: Runtime>(runtime: R) {
         .expect("an answer");
     assert!(!response.success);
     assert_eq!(response.error.as_deref(), Some("request processing failed"));
-    let ok = client
-        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
-        .await
-        .expect("query");
-    assert!(ok.success);
+    assert_echo_answers(&client, axon).await;
     client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
@@ -317,11 +313,7 @@ pub async fn timeout_cancels_our_handler<R: Runtime>(runtime: R) {
         1,
         "the abandoned handler was dropped"
     );
-    let ok = client
-        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
-        .await
-        .expect("query");
-    assert!(ok.success);
+    assert_echo_answers(&client, axon).await;
     client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
@@ -350,11 +342,7 @@ pub async fn dropped_stream_stops_our_handler<R: Runtime>(runtime: R) {
     }
     drop(stream);
     assert_eq!(tally.wait_for(1).await, 1, "the streaming handler stopped");
-    let ok = client
-        .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
-        .await
-        .expect("query");
-    assert!(ok.success);
+    assert_echo_answers(&client, axon).await;
     client.close_all_connections().await.expect("close");
     server.stop().await.expect("stop");
 }
@@ -486,11 +474,7 @@ pub async fn several_hotkeys_one_address<R: Runtime>(runtime: R) {
         stats.get("total_connections").map(String::as_str),
         Some("1")
     );
-    let ok = client
-        .query_axon(real, BtRequest::new("echo".into(), payload(8)))
-        .await
-        .expect("query");
-    assert!(ok.success);
+    assert_echo_answers(&client, real).await;
     let err = client
         .query_axon(fake.clone(), BtRequest::new("echo".into(), payload(8)))
         .await
@@ -583,11 +567,19 @@ pub async fn mismatched_reader<R: Runtime>(runtime: R) {
         matches!(&err, BtError::Transport(m) if m == "received StreamChunk on non-streaming query; use query_axon_stream for streaming synapses"),
         "{err}"
     );
+    assert_echo_answers(&client, axon).await;
+    client.close_all_connections().await.expect("close");
+    server.stop().await.expect("stop");
+}
+
+/// Our miner still answers a btlightning echo on `client`'s connection.
+async fn assert_echo_answers(
+    client: &btlightning::LightningClient,
+    axon: btlightning::QuicAxonInfo,
+) {
     let ok = client
         .query_axon(axon, BtRequest::new("echo".into(), payload(8)))
         .await
         .expect("query");
     assert!(ok.success);
-    client.close_all_connections().await.expect("close");
-    server.stop().await.expect("stop");
 }

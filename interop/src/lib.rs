@@ -29,15 +29,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use btlightning::{
     AsyncSynapseHandler, LightningError as BtError, LightningServerConfig, StreamingSynapseHandler,
     SynapseHandler,
 };
-use lightning_driver::{
-    DataMap, Identity, LightningServer, QuicAxonInfo, Runtime, ServerBuilder, Timer,
-};
+use lightning_driver::{DataMap, Identity, LightningServer, QuicAxonInfo, Runtime, ServerBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Seed of the miner on either side (the reference's own tests use 32 × 0x01).
@@ -325,12 +323,6 @@ fn slow_ms(data: &BtData) -> u64 {
         .unwrap_or(5_000)
 }
 
-/// Sleeps on Lightning's runtime `R` (our handlers must not assume tokio).
-async fn sleep_on<R: Runtime>(runtime: &R, duration: Duration) {
-    let mut timer = runtime.timer(Instant::now() + duration);
-    futures_lite::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
-}
-
 // ----- a Lightning miner --------------------------------------------------------------------
 
 /// A Lightning miner on 127.0.0.1 (port 0) with the handlers the suite queries:
@@ -351,17 +343,7 @@ pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBu
     let stream_tally = tally.clone();
     let slow_runtime = runtime.clone();
     let slow_stream_runtime = runtime.clone();
-    ServerBuilder::with_runtime(runtime)
-        .seed(MINER_SEED)
-        .bind_addr(([127, 0, 0, 1], 0).into())
-        .handler("echo", |data, _ctx| Ok::<_, String>(data))
-        .async_handler(
-            "echo_async",
-            |data, _ctx| async move { Ok::<_, String>(data) },
-        )
-        .handler("fail", |_data, _ctx| {
-            Err::<DataMap, _>("deliberate failure")
-        })
+    lightning_tests::basic_server(runtime, MINER_SEED)
         .streaming_handler("stream", move |data, _ctx, sink| {
             let run = stream_tally.start();
             async move {
@@ -381,7 +363,8 @@ pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBu
             let runtime = slow_stream_runtime.clone();
             async move {
                 sink.send(chunk(0, 16)).await.map_err(|e| e.to_string())?;
-                sleep_on(&runtime, Duration::from_millis(slow_ms(&to_bt(&data)))).await;
+                lightning_tests::sleep(&runtime, Duration::from_millis(slow_ms(&to_bt(&data))))
+                    .await;
                 Ok::<_, String>(())
             }
         })
@@ -389,7 +372,8 @@ pub fn lightning_miner_tallied<R: Runtime>(runtime: R, tally: Tally) -> ServerBu
             let run = tally.start();
             let runtime = slow_runtime.clone();
             async move {
-                sleep_on(&runtime, Duration::from_millis(slow_ms(&to_bt(&data)))).await;
+                lightning_tests::sleep(&runtime, Duration::from_millis(slow_ms(&to_bt(&data))))
+                    .await;
                 run.finish();
                 Ok::<_, String>(data)
             }

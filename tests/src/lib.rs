@@ -144,6 +144,22 @@ pub fn axon_of(server: &LightningServer) -> QuicAxonInfo {
     QuicAxonInfo::from_addr(server.hotkey(), server.local_addr())
 }
 
+/// A miner with key `seed` on 127.0.0.1 (port 0) with the handlers every suite uses:
+/// `echo` (sync) and `echo_async` return the data map unchanged, `fail` returns an error.
+pub fn basic_server<R: Runtime>(runtime: R, seed: [u8; 32]) -> ServerBuilder<R> {
+    ServerBuilder::with_runtime(runtime)
+        .seed(seed)
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .handler("echo", |data, _ctx| Ok::<_, String>(data))
+        .async_handler(
+            "echo_async",
+            |data, _ctx| async move { Ok::<_, String>(data) },
+        )
+        .handler("fail", |_data, _ctx| {
+            Err::<DataMap, _>("deliberate failure")
+        })
+}
+
 /// A miner on loopback with the standard test handlers:
 /// * `echo` (sync) and `echo_async` return the data map unchanged;
 /// * `fail` returns an error;
@@ -155,17 +171,7 @@ pub fn axon_of(server: &LightningServer) -> QuicAxonInfo {
 ///   once (so in its own task).
 pub fn standard_server<R: Runtime>(runtime: R, cancelled: Option<Signal>) -> ServerBuilder<R> {
     let slow_runtime = runtime.clone();
-    ServerBuilder::with_runtime(runtime)
-        .seed(MINER_SEED)
-        .bind_addr(([127, 0, 0, 1], 0).into())
-        .handler("echo", |data, _ctx| Ok::<_, String>(data))
-        .async_handler(
-            "echo_async",
-            |data, _ctx| async move { Ok::<_, String>(data) },
-        )
-        .handler("fail", |_data, _ctx| {
-            Err::<DataMap, _>("deliberate failure")
-        })
+    basic_server(runtime, MINER_SEED)
         .handler("panic", |_data, _ctx| -> Result<DataMap, String> {
             panic!("deliberate panic")
         })
