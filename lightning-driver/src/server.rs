@@ -614,7 +614,7 @@ impl<R: Runtime> ServerRole<R> {
             Handler::Sync(f) => {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(req.data, ctx)))
                     .unwrap_or_else(|_| Err("handler panicked".into()));
-                self.answer_now(now, id, result);
+                self.answer(now, id, result);
             }
             Handler::Async(f) => {
                 let Some(commands) = self.commands.upgrade() else {
@@ -632,7 +632,7 @@ impl<R: Runtime> ServerRole<R> {
                     std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
                         .unwrap_or_else(|_| Poll::Ready(Err("handler panicked".into())));
                 if let Poll::Ready(result) = polled {
-                    self.answer_now(now, id, result);
+                    self.answer(now, id, result);
                     return;
                 }
                 self.inflight.insert(
@@ -700,11 +700,10 @@ impl<R: Runtime> ServerRole<R> {
         }
     }
 
-    /// Moves queued chunks into the core while it has room; returns credit to the handler
-    /// for each one taken; sends the end once every chunk is in.
-    /// Answers a unary request whose handler finished on the endpoint task (the handler's
-    /// own error text stays local; the peer gets the reference's generic string).
-    fn answer_now(
+    /// Answers a unary request whose handler has finished, on the endpoint task or in its
+    /// own (the handler's own error text stays local; the peer gets the reference's
+    /// generic string).
+    fn answer(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -716,6 +715,8 @@ impl<R: Runtime> ServerRole<R> {
         let _ = self.ep.respond(now, id, result);
     }
 
+    /// Moves queued chunks into the core while it has room; returns credit to the handler
+    /// for each one taken; sends the end once every chunk is in.
     fn pump_stream(&mut self, now: Instant, id: RequestId) {
         let Some(inflight) = self.inflight.get_mut(&id) else {
             return;
@@ -859,10 +860,7 @@ impl<R: Runtime> Role for ServerRole<R> {
         match command {
             Command::Respond { id, result } => {
                 self.inflight.remove(&id);
-                if let Err(e) = &result {
-                    tracing::debug!(?id, "handler failed: {e}");
-                }
-                let _ = self.ep.respond(now, id, result);
+                self.answer(now, id, result);
             }
             Command::Chunk { id, data } => self.on_chunk(now, id, data),
             Command::EndStream { id, result } => {
