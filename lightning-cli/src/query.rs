@@ -65,6 +65,12 @@ pub struct QueryArgs {
     /// Print one JSON line instead of the readable summary.
     #[arg(long)]
     pub json: bool,
+
+    /// After the load, send one 1 KiB echo on the same connection and report whether it
+    /// was answered: shows that the load (timeouts, cancellations) left the connection
+    /// usable.
+    #[arg(long)]
+    pub then_echo: bool,
 }
 
 /// Runs `lightning query`; the exit code is non-zero when connecting or any request failed.
@@ -118,22 +124,58 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
             load::run(&client, &axon, &work, true).await
         }
     };
+    let then_echo = match (args.then_echo, &connect_error) {
+        // The probe gets at least the default timeout: the load's may be set short on purpose.
+        (true, None) => {
+            Some(probe_echo(&client, &axon, timeout.max(Duration::from_secs(10))).await)
+        }
+        _ => None,
+    };
     // Tell the miner we are done rather than leaving it to the idle timeout.
     let _ = client.close_all_connections().await;
 
     if args.json {
-        println!(
-            "{}",
-            summary_json(&args, &kind, connect, &connect_error, &result)
-        );
+        let mut summary = summary_json(&args, &kind, connect, &connect_error, &result);
+        if let Some(echo) = &then_echo {
+            summary["then_echo"] = json!(echo.as_ref().map_or_else(|e| e.as_str(), |()| "ok"));
+        }
+        println!("{summary}");
     } else {
         print_summary(&args, &kind, target, connect, &connect_error, &result);
+        if let Some(echo) = &then_echo {
+            let outcome = echo.as_ref().map_or_else(|e| e.as_str(), |()| "ok");
+            println!("  then echo   {outcome}");
+        }
     }
-    Ok(if connect_error.is_none() && result.errors == 0 {
-        ExitCode::SUCCESS
+    let echo_ok = then_echo.as_ref().is_none_or(|e| e.is_ok());
+    Ok(
+        if connect_error.is_none() && result.errors == 0 && echo_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// One 1 KiB echo on the connection the load used.
+async fn probe_echo(
+    client: &lightning_tokio::LightningClient,
+    axon: &QuicAxonInfo,
+    timeout: Duration,
+) -> Result<(), String> {
+    let data = load::payload_map(1024)?;
+    let request = lightning_tokio::QuicRequest::new("echo", data.clone());
+    let response = client
+        .query_axon_with_timeout(axon, request, timeout)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_result()
+        .map_err(|e| e.to_string())?;
+    if response.data == data {
+        Ok(())
     } else {
-        ExitCode::FAILURE
-    })
+        Err("echo came back different".into())
+    }
 }
 
 fn round(x: f64, places: i32) -> f64 {

@@ -289,3 +289,73 @@ fn demo_runs_clean_with_short_steps() {
         assert!(text.contains(size), "{size} row missing:\n{text}");
     }
 }
+
+/// Large requests at a concurrency whose bytes exceed the miner's per-connection read
+/// budget many times over: the requests that wait for budget must not take the
+/// connection's flow-control window from those being read (before the fix, 4 MiB × 64
+/// answered 77 of 256 and the rest timed out). Miner and validator in separate processes,
+/// the validator with its default 10 s timeout.
+#[test]
+fn large_concurrent_echoes_all_succeed() {
+    let miner = serve();
+    for (size, concurrency, n) in [(4 << 20, 64, 128), (24 << 20, 16, 16)] {
+        let (size, concurrency, n) = (size.to_string(), concurrency.to_string(), n.to_string());
+        let (out, s) = query(
+            &miner,
+            &miner.hotkey,
+            &["-n", &n, "--concurrency", &concurrency, "--size", &size],
+        );
+        report(&format!("{size} B x c={concurrency}"), &s);
+        assert!(out.status.success(), "{size} B x c={concurrency}: {s}");
+        assert_eq!(s["errors"], 0, "{size} B x c={concurrency}: {s}");
+    }
+}
+
+/// A validator whose streaming queries time out abandons each stream mid-response; the
+/// miner must give every abandoned stream's credit back, or the connection stops taking
+/// requests after 128 of them (the miner's stream limit). The queries here all time out
+/// by design; what must not happen is the connection wedging, which shows as queries that
+/// never reached the miner, so a plain echo on the same connection follows each batch.
+#[test]
+fn abandoned_streams_do_not_wedge_the_connection() {
+    let miner = serve();
+    let (out, s) = query(
+        &miner,
+        &miner.hotkey,
+        &[
+            "-n",
+            "1000",
+            "--concurrency",
+            "64",
+            "--chunks",
+            "100000",
+            "--timeout-ms",
+            "100",
+            "--then-echo",
+        ],
+    );
+    report("1000 abandoned streams, then an echo", &s);
+    assert_eq!(s["errors"], 1000, "every stream times out by design: {s}");
+    assert_eq!(
+        s["then_echo"], "ok",
+        "the connection no longer answers: {s}"
+    );
+    assert!(
+        !out.status.success(),
+        "failures must still set the exit status"
+    );
+}
+
+/// Prints a test's figures even when it passes (CI shows them).
+fn report(what: &str, s: &serde_json::Value) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{what}: ok {} errors {} p50 {} us p99 {} us ({} req/s)",
+        s["ok"],
+        s["errors"],
+        s["p50_us"],
+        s["p99_us"],
+        s["req_per_s"]
+    );
+}

@@ -860,3 +860,91 @@ fn request_budget_bounds_buffering_and_every_request_is_answered() {
         Ok(())
     });
 }
+
+/// Every way a validator abandons a query — cancelling a unary request the miner is still
+/// working on, dropping a streaming response mid-stream, letting a request time out — must
+/// give the stream's credit back on both sides. Otherwise the connection stops admitting
+/// requests after `max_concurrent_bidi_streams` abandoned ones.
+#[test]
+fn ten_thousand_abandoned_queries_leave_the_connection_usable() {
+    let (mut w, s, c) = connected_pair(31);
+    let rounds = 100;
+    let per_round = 100;
+    for round in 0..rounds {
+        let mut ids = Vec::with_capacity(per_round);
+        for i in 0..per_round {
+            let id = match i % 3 {
+                // The miner never answers `slow`: the client cancels it while it is handled.
+                0 => request(
+                    &mut w,
+                    c,
+                    "slow",
+                    DataMap::default(),
+                    RequestOptions::default(),
+                ),
+                // A stream far longer than the client will read. (Chunks of a few KiB:
+                // quinn looks up unacknowledged data by a linear scan over its segments,
+                // which makes thousands of tiny in-flight chunks slow to simulate.)
+                1 => request(
+                    &mut w,
+                    c,
+                    "stream",
+                    data(&[("n", 1_000_000u64.into()), ("size", 4096u64.into())]),
+                    RequestOptions {
+                        streaming: true,
+                        ..Default::default()
+                    },
+                ),
+                // A client-side timeout, which aborts the stream like a cancel.
+                _ => request(
+                    &mut w,
+                    c,
+                    "slow",
+                    DataMap::default(),
+                    RequestOptions {
+                        timeout: Some(Duration::from_millis(30)),
+                        ..Default::default()
+                    },
+                ),
+            };
+            ids.push((i % 3, id));
+        }
+        w.run_for(Duration::from_millis(40));
+        let now = w.sim.now();
+        for (kind, id) in ids {
+            if kind != 2 {
+                w.client(c).cancel(now, id);
+            } else if !matches!(
+                w.outcome(c, id),
+                Some(ClientEvent::RequestFailed {
+                    error: ClientError::Timeout(_),
+                    ..
+                })
+            ) {
+                panic!(
+                    "round {round}: request {id:?} did not time out: {:?}",
+                    w.outcome(c, id)
+                );
+            }
+        }
+        w.events(c).clear();
+        w.run_for(Duration::from_millis(20));
+    }
+    // Everything abandoned has left the miner's tables…
+    w.run_until(10 * SECOND, |w| w.server(s).requests_in_flight() == 0);
+    assert_eq!(w.server(s).queued_bytes(), 0);
+    // …and the connection still answers at once.
+    let id = request(
+        &mut w,
+        c,
+        "echo",
+        data(&[("prompt", "still here".into())]),
+        RequestOptions::default(),
+    );
+    match wait_outcome(&mut w, c, id, 5 * SECOND) {
+        ClientEvent::Response { response, .. } => {
+            assert_eq!(response.data.get("prompt"), Some("still here".into()));
+        }
+        other => panic!("after 10 000 abandoned queries: {other:?}"),
+    }
+}

@@ -17,6 +17,15 @@ enum Pool {
     Unauthenticated,
 }
 
+/// Which limit a frame did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortfall {
+    /// Its connection's share is in use: only a release on that connection helps.
+    Connection,
+    /// The pool's total is in use: a release on any connection may help.
+    Total,
+}
+
 /// Bytes held for one frame in progress; give it back with [`ReadBudget::release`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Reservation {
@@ -34,10 +43,14 @@ struct Limits {
 impl Limits {
     /// A frame fits if it stays within both limits, or if the level it would overflow has
     /// nothing reserved: one frame of the largest allowed size must always be able to start.
-    fn fits(&self, conn_used: u64, bytes: u64) -> bool {
-        let conn_ok = conn_used == 0 || conn_used.saturating_add(bytes) <= self.per_connection;
-        let total_ok = self.used == 0 || self.used.saturating_add(bytes) <= self.total;
-        conn_ok && total_ok
+    fn fits(&self, conn_used: u64, bytes: u64) -> Result<(), Shortfall> {
+        if conn_used != 0 && conn_used.saturating_add(bytes) > self.per_connection {
+            return Err(Shortfall::Connection);
+        }
+        if self.used != 0 && self.used.saturating_add(bytes) > self.total {
+            return Err(Shortfall::Total);
+        }
+        Ok(())
     }
 }
 
@@ -70,25 +83,23 @@ impl ReadBudget {
     }
 
     /// Reserves `bytes` for a frame on a connection that has `conn_used` reserved already
-    /// (updated on success); `None` if it does not fit now.
+    /// (updated on success); the limit it does not fit otherwise.
     pub(crate) fn try_reserve(
         &mut self,
         conn_used: &mut u64,
         authenticated: bool,
         bytes: u64,
-    ) -> Option<Reservation> {
+    ) -> Result<Reservation, Shortfall> {
         let pool = if authenticated {
             Pool::Authenticated
         } else {
             Pool::Unauthenticated
         };
         let limits = self.limits(pool);
-        if !limits.fits(*conn_used, bytes) {
-            return None;
-        }
+        limits.fits(*conn_used, bytes)?;
         limits.used += bytes;
         *conn_used += bytes;
-        Some(Reservation { bytes, pool })
+        Ok(Reservation { bytes, pool })
     }
 
     /// Gives a reservation back; `conn_used` is its connection's count, if the connection
@@ -122,15 +133,21 @@ mod tests {
     fn connection_limit_holds_but_one_frame_always_starts() {
         let mut budget = ReadBudget::new(100, 1000, 10, 100);
         let mut conn = 0;
-        let Some(big) = budget.try_reserve(&mut conn, true, 500) else {
+        let Ok(big) = budget.try_reserve(&mut conn, true, 500) else {
             panic!("an idle connection may start a frame over its limit");
         };
-        assert_eq!(budget.try_reserve(&mut conn, true, 1), None);
+        assert_eq!(
+            budget.try_reserve(&mut conn, true, 1),
+            Err(Shortfall::Connection)
+        );
         budget.release(Some(&mut conn), big);
         assert_eq!(conn, 0);
-        assert!(budget.try_reserve(&mut conn, true, 60).is_some());
-        assert!(budget.try_reserve(&mut conn, true, 40).is_some());
-        assert_eq!(budget.try_reserve(&mut conn, true, 1), None);
+        assert!(budget.try_reserve(&mut conn, true, 60).is_ok());
+        assert!(budget.try_reserve(&mut conn, true, 40).is_ok());
+        assert_eq!(
+            budget.try_reserve(&mut conn, true, 1),
+            Err(Shortfall::Connection)
+        );
         assert_eq!(budget.in_use(), 100);
     }
 
@@ -138,20 +155,28 @@ mod tests {
     fn total_limit_spans_connections_and_pools_are_separate() {
         let mut budget = ReadBudget::new(100, 150, 10, 20);
         let (mut c1, mut c2, mut c3) = (0, 0, 0);
-        assert!(budget.try_reserve(&mut c1, true, 100).is_some());
-        assert!(budget.try_reserve(&mut c2, true, 50).is_some());
-        assert_eq!(budget.try_reserve(&mut c3, true, 1), None, "total reached");
+        assert!(budget.try_reserve(&mut c1, true, 100).is_ok());
+        assert!(budget.try_reserve(&mut c2, true, 50).is_ok());
+        assert_eq!(
+            budget.try_reserve(&mut c3, true, 1),
+            Err(Shortfall::Total),
+            "total reached"
+        );
         // The unauthenticated pool is untouched by validators' requests, and vice versa.
-        assert!(budget.try_reserve(&mut c3, false, 10).is_some());
+        assert!(budget.try_reserve(&mut c3, false, 10).is_ok());
         assert_eq!(
             budget.try_reserve(&mut c3, false, 1),
-            None,
+            Err(Shortfall::Connection),
             "its connection limit"
         );
         let mut c4 = 0;
-        assert!(budget.try_reserve(&mut c4, false, 10).is_some());
+        assert!(budget.try_reserve(&mut c4, false, 10).is_ok());
         let mut c5 = 0;
-        assert_eq!(budget.try_reserve(&mut c5, false, 1), None, "its total");
+        assert_eq!(
+            budget.try_reserve(&mut c5, false, 1),
+            Err(Shortfall::Total),
+            "its total"
+        );
         assert_eq!(budget.in_use(), 170);
     }
 
@@ -160,12 +185,12 @@ mod tests {
         let mut budget = ReadBudget::new(100, 100, 10, 10);
         let mut conn = 0;
         let r = budget.try_reserve(&mut conn, true, 80);
-        assert!(r.is_some());
-        if let Some(r) = r {
+        assert!(r.is_ok());
+        if let Ok(r) = r {
             budget.release(None, r);
         }
         assert_eq!(budget.in_use(), 0);
         let mut other = 0;
-        assert!(budget.try_reserve(&mut other, true, 100).is_some());
+        assert!(budget.try_reserve(&mut other, true, 100).is_ok());
     }
 }

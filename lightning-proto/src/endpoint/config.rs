@@ -234,6 +234,13 @@ pub struct ServerConfig {
     /// Request bytes all connections together may be receiving at once (256 MiB), with the
     /// same rule: when nothing is reserved, one frame of any allowed size may start.
     pub max_request_bytes_total: u64,
+    /// Request streams all connections together may have waiting, unread, for request-byte
+    /// budget (512). While a stream waits, QUIC may hold up to `stream_receive_window` of
+    /// its bytes, and its connection's receive window is widened by as much so that the
+    /// streams being read always keep the configured window (large concurrent requests
+    /// never deadlock on flow control). A request that would wait beyond this is refused
+    /// at once with a stream reset carrying [`BUSY_ERROR_CODE`](super::BUSY_ERROR_CODE).
+    pub max_waiting_requests: usize,
     /// QUIC settings.
     pub transport: TransportOptions,
 }
@@ -259,6 +266,7 @@ impl Default for ServerConfig {
             request_read_timeout: Duration::from_secs(10),
             max_request_bytes_per_connection: 64 * 1024 * 1024,
             max_request_bytes_total: 256 * 1024 * 1024,
+            max_waiting_requests: 512,
             transport: TransportOptions::default(),
         }
     }
@@ -318,6 +326,10 @@ impl ServerConfig {
         check(
             self.max_request_bytes_per_connection > 0 && self.max_request_bytes_total > 0,
             "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
+        )?;
+        check(
+            self.max_waiting_requests > 0,
+            "max_waiting_requests must be > 0",
         )?;
         check(
             !self.request_read_timeout.is_zero(),

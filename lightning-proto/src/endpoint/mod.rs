@@ -31,6 +31,7 @@ mod config;
 mod core;
 mod error;
 mod outq;
+mod parking;
 mod server;
 mod sim_node;
 mod timers;
@@ -41,7 +42,7 @@ pub use config::{ClientConfig, ConfigError, RetryPolicy, ServerConfig, Transport
 pub use error::ClientError;
 pub use server::{
     wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,
-    ServerStats, SynapseKind,
+    ServerStats, SynapseKind, BUSY_ERROR_CODE,
 };
 
 pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};

@@ -13,11 +13,12 @@ use quinn_proto::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::budget::{ReadBudget, Reservation};
+use super::budget::{ReadBudget, Reservation, Shortfall};
 use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
 use super::core::{ConnPoll, Core, Received};
 use super::outq::{Flush, OutQueue};
+use super::parking::ParkingLot;
 use super::timers::Timers;
 use super::{RequestId, TimeoutReason};
 use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
@@ -67,6 +68,10 @@ const UNAUTHENTICATED_BIDI_STREAMS: u32 = 8;
 /// Request bytes all unauthenticated connections together may be receiving at once. Kept
 /// apart from validators' budget so that a flood cannot starve their requests.
 const UNAUTHENTICATED_READ_TOTAL: u64 = 16 * 1024 * 1024;
+
+/// Application error code of a stream reset because the miner can hold no more requests
+/// waiting for budget (`max_waiting_requests`); the validator may try again later.
+pub const BUSY_ERROR_CODE: u32 = 0x4c42;
 
 /// Identifies one accepted QUIC connection for the server's lifetime (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +229,8 @@ struct SConn {
     validated: bool,
     /// Request bytes reserved by this connection's streams (see `budget`).
     reserved: u64,
+    /// Waiting streams for which the connection's receive window was widened.
+    window_extensions: u64,
 }
 
 #[derive(Debug)]
@@ -249,6 +256,8 @@ struct SStream {
     /// Its frame's header is in but its length does not fit the budget yet, so the stream
     /// is not read until some budget is released.
     parked: bool,
+    /// While it waits, its connection's receive window is one stream window wider.
+    window_extended: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -286,10 +295,10 @@ pub struct Server {
     stats: ServerStats,
     scratch: Vec<u8>,
     budget: ReadBudget,
-    /// Streams waiting for budget, oldest first (entries may be stale: check `parked`).
-    parked: VecDeque<(ConnectionHandle, StreamId)>,
-    /// Budget was released since parked streams were last retried.
-    budget_freed: bool,
+    /// Streams waiting for budget.
+    parking: ParkingLot,
+    /// Connections that released budget since waiting streams were last tried.
+    released: Vec<ConnectionHandle>,
 }
 
 impl std::fmt::Debug for Server {
@@ -374,8 +383,8 @@ impl Server {
                 u64::from(UNAUTHENTICATED_MAX_FRAME),
                 UNAUTHENTICATED_READ_TOTAL,
             ),
-            parked: VecDeque::new(),
-            budget_freed: false,
+            parking: ParkingLot::new(config.max_waiting_requests),
+            released: Vec::new(),
             nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
             rate: HandshakeRateLimiter::new(
                 config.max_handshake_attempts_per_minute as usize,
@@ -654,7 +663,7 @@ impl Server {
 
     /// Request streams waiting, unread, for request-byte budget.
     pub fn parked_streams(&self) -> usize {
-        self.streams.values().filter(|s| s.parked).count()
+        self.parking.len()
     }
 
     /// Bytes queued for sending but not yet accepted by QUIC, over all streams.
@@ -728,6 +737,7 @@ impl Server {
                         last_progress: now,
                         validated,
                         reserved: 0,
+                        window_extensions: 0,
                     },
                 );
                 self.core.insert(ch, conn);
@@ -775,44 +785,176 @@ impl Server {
     /// Lifts the unauthenticated limits of a connection that has just authenticated.
     fn raise_limits(&mut self, ch: ConnectionHandle) {
         if let Some(conn) = self.core.conns.get_mut(&ch) {
-            conn.set_receive_window(
-                VarInt::from_u64(self.config.transport.receive_window).unwrap_or(VarInt::MAX),
-            );
             conn.set_max_concurrent_streams(
                 Dir::Bi,
                 VarInt::from_u32(self.config.max_concurrent_bidi_streams),
             );
+        }
+        self.apply_window(ch);
+    }
+
+    /// Sets an authenticated connection's receive window: the configured one, plus one
+    /// stream window per stream waiting for budget.
+    ///
+    /// A waiting stream is not read, so QUIC holds up to a stream window of its bytes,
+    /// and unread bytes keep using the connection's window. Without the extra room,
+    /// waiting streams could fill the whole window and the streams that hold budget could
+    /// never receive the rest of their frames: every large request would stall until the
+    /// read timeout. With it, the streams being read always have the configured window.
+    /// quinn shrinks a window by holding back credit the peer has not used yet, so the
+    /// room given to a stream is taken back as its own bytes are read.
+    fn apply_window(&mut self, ch: ConnectionHandle) {
+        let Some(sconn) = self.conns.get(&ch) else {
+            return;
+        };
+        let window = self.config.transport.receive_window.saturating_add(
+            sconn
+                .window_extensions
+                .saturating_mul(u64::from(self.config.transport.stream_receive_window)),
+        );
+        if let Some(conn) = self.core.conns.get_mut(&ch) {
+            conn.set_receive_window(VarInt::from_u64(window).unwrap_or(VarInt::MAX));
             self.core.touch(ch);
         }
     }
 
-    /// Removes a stream, giving back any budget it held.
+    /// Removes a stream, giving back any budget or waiting place it held.
     fn remove_stream(&mut self, ch: ConnectionHandle, stream: StreamId) -> Option<SStream> {
         let mut s = self.streams.remove(&(ch, stream))?;
         if let Some(r) = s.reservation.take() {
             self.budget
                 .release(self.conns.get_mut(&ch).map(|c| &mut c.reserved), r);
-            self.budget_freed = true;
+            self.released.push(ch);
+        }
+        if std::mem::take(&mut s.parked) {
+            self.parking.remove(ch, stream);
+        }
+        if std::mem::take(&mut s.window_extended) {
+            self.narrow_window(ch);
         }
         Some(s)
     }
 
-    /// Reads parked streams again once budget has been released; each either reserves
-    /// and reads on, or parks again.
+    /// Takes back the window room of one stream that no longer waits.
+    fn narrow_window(&mut self, ch: ConnectionHandle) {
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.window_extensions = c.window_extensions.saturating_sub(1);
+            self.apply_window(ch);
+        }
+    }
+
+    /// Removes a stream that ends without its answer having been delivered (the peer reset
+    /// or stopped it, it stalled, or its send side closed): both halves are closed in
+    /// quinn too, because quinn returns a stream's credit to the peer only once both halves
+    /// are done, and an abandoned stream would otherwise hold one of the peer's
+    /// `max_concurrent_bidi_streams` slots until the connection closes.
+    fn abandon_stream(&mut self, ch: ConnectionHandle, stream: StreamId) -> Option<SStream> {
+        let removed = self.remove_stream(ch, stream);
+        if let Some(conn) = self.core.conns.get_mut(&ch) {
+            // Either half may be closed already (stopped after the first frame, reset by
+            // the peer, finished): quinn then answers `ClosedStream`, which is fine.
+            let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
+            let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
+            self.core.touch(ch);
+        }
+        removed
+    }
+
+    /// Admits waiting streams after budget was released: first the connections waiting
+    /// for the pool's total, in order, then those that released (whose own heads may have
+    /// waited for their connection's share). Each try admits a stream or ends its queue's
+    /// turn, so the cost is O(1) per admitted stream.
     fn resume_parked(&mut self, now: Instant) {
-        while std::mem::take(&mut self.budget_freed) {
-            for _ in 0..self.parked.len() {
-                let Some((ch, stream)) = self.parked.pop_front() else {
+        while !self.released.is_empty() {
+            let released = std::mem::take(&mut self.released);
+            while let Some(ch) = self.parking.pop_global() {
+                if self.admit_waiting(now, ch) == Some(Shortfall::Total) {
+                    self.parking.requeue_front(ch);
                     break;
-                };
-                let waiting = self
-                    .streams
-                    .get_mut(&(ch, stream))
-                    .is_some_and(|s| std::mem::take(&mut s.parked));
-                if waiting {
-                    self.read(now, ch, stream);
                 }
             }
+            for ch in released {
+                if self.admit_waiting(now, ch) == Some(Shortfall::Total) {
+                    self.parking.wait_for_total(ch);
+                }
+            }
+        }
+    }
+
+    /// Admits `ch`'s waiting streams in order while they fit; the limit that stopped it.
+    fn admit_waiting(&mut self, now: Instant, ch: ConnectionHandle) -> Option<Shortfall> {
+        while let Some(stream) = self.parking.head(ch) {
+            let Some(sconn) = self.conns.get_mut(&ch) else {
+                self.parking.remove_conn(ch);
+                return None;
+            };
+            let authenticated = !sconn.hotkeys.is_empty();
+            let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+                self.parking.pop_head(ch);
+                continue;
+            };
+            let declared = match &s.phase {
+                Phase::Reading(decoder) => decoder.declared_len(),
+                _ => None,
+            };
+            let Some(len) = declared else {
+                self.parking.pop_head(ch);
+                s.parked = false;
+                continue;
+            };
+            let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
+            match self
+                .budget
+                .try_reserve(&mut sconn.reserved, authenticated, bytes)
+            {
+                Ok(r) => {
+                    self.parking.pop_head(ch);
+                    s.reservation = Some(r);
+                    s.parked = false;
+                    s.last_progress = now;
+                    if std::mem::take(&mut s.window_extended) {
+                        self.narrow_window(ch);
+                    }
+                    self.read(now, ch, stream);
+                }
+                Err(shortfall) => return Some(shortfall),
+            }
+        }
+        None
+    }
+
+    /// Makes a stream whose frame does not fit the budget now wait, unread; refuses it
+    /// with [`BUSY_ERROR_CODE`] when `max_waiting_requests` streams already wait.
+    fn park(&mut self, ch: ConnectionHandle, stream: StreamId, shortfall: Shortfall) {
+        if self
+            .parking
+            .park(ch, stream, shortfall == Shortfall::Total)
+            .is_err()
+        {
+            tracing::debug!(?stream, "too many requests waiting for budget: refused");
+            self.remove_stream(ch, stream);
+            if let Some(conn) = self.core.conns.get_mut(&ch) {
+                let _ = conn
+                    .recv_stream(stream)
+                    .stop(VarInt::from_u32(BUSY_ERROR_CODE));
+                let _ = conn
+                    .send_stream(stream)
+                    .reset(VarInt::from_u32(BUSY_ERROR_CODE));
+                self.core.touch(ch);
+            }
+            return;
+        }
+        let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.parked = true;
+            // Unauthenticated frames are small and their connections' windows stay small.
+            s.window_extended = authenticated;
+        }
+        if authenticated {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.window_extensions += 1;
+            }
+            self.apply_window(ch);
         }
     }
 
@@ -859,6 +1001,7 @@ impl Server {
                             notify_writable: false,
                             reservation: None,
                             parked: false,
+                            window_extended: false,
                         },
                     );
                     self.deadlines.schedule(
@@ -872,7 +1015,7 @@ impl Server {
             Event::Stream(StreamEvent::Writable { id }) => self.flush(ch, id),
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
                 // The validator dropped the query (or finished reading): stop work on it.
-                if let Some(s) = self.remove_stream(ch, id) {
+                if let Some(s) = self.abandon_stream(ch, id) {
                     if let Phase::Handling { id: rid, .. } = s.phase {
                         if self.requests.remove(&rid).is_some() {
                             self.events.push_back(ServerEvent::RequestCancelled {
@@ -918,6 +1061,7 @@ impl Server {
         let Some(conn) = self.conns.remove(&ch) else {
             return;
         };
+        self.parking.remove_conn(ch);
         for hk in &conn.hotkeys {
             if self.by_hotkey.get(hk) == Some(&ch) {
                 self.by_hotkey.remove(hk);
@@ -981,6 +1125,7 @@ impl Server {
         let mut frame = None;
         let mut failed = false;
         let mut progressed = false;
+        let mut wait = None;
         loop {
             // Nothing past the header is read until the frame's whole declared length is
             // reserved, so the budget bounds what we buffer and every started frame can end.
@@ -988,17 +1133,20 @@ impl Server {
                 usize::MAX
             } else if let Some(len) = decoder.declared_len() {
                 let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
-                match self
-                    .budget
-                    .try_reserve(&mut sconn.reserved, authenticated, bytes)
-                {
-                    Some(r) => {
+                // Streams already waiting go first (see `parking`).
+                let reserved = if self.parking.must_queue(ch) {
+                    Err(Shortfall::Total)
+                } else {
+                    self.budget
+                        .try_reserve(&mut sconn.reserved, authenticated, bytes)
+                };
+                match reserved {
+                    Ok(r) => {
                         *reservation = Some(r);
                         usize::MAX
                     }
-                    None => {
-                        *parked = true;
-                        self.parked.push_back((ch, stream));
+                    Err(shortfall) => {
+                        wait = Some(shortfall);
                         break;
                     }
                 }
@@ -1043,7 +1191,7 @@ impl Server {
         if done {
             if let Some(r) = reservation.take() {
                 self.budget.release(Some(&mut sconn.reserved), r);
-                self.budget_freed = true;
+                self.released.push(ch);
             }
         }
         if frame.is_some() || failed {
@@ -1052,7 +1200,11 @@ impl Server {
         }
         self.core.touch(ch);
         if reset {
-            self.remove_stream(ch, stream);
+            self.abandon_stream(ch, stream);
+            return;
+        }
+        if let Some(shortfall) = wait {
+            self.park(ch, stream, shortfall);
             return;
         }
         if let Some(frame) = frame {
@@ -1334,7 +1486,7 @@ impl Server {
                 if let Some(SStream {
                     phase: Phase::Handling { id, .. },
                     ..
-                }) = self.remove_stream(ch, stream)
+                }) = self.abandon_stream(ch, stream)
                 {
                     if self.requests.remove(&id).is_some() {
                         self.events.push_back(ServerEvent::RequestCancelled {
@@ -1395,15 +1547,8 @@ impl Server {
                     self.deadlines.schedule(expires, Deadline::Read(ch, stream));
                     return;
                 }
-                {
-                    self.stats.read_timeouts += 1;
-                    self.remove_stream(ch, stream);
-                    if let Some(conn) = self.core.conns.get_mut(&ch) {
-                        let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
-                        let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
-                        self.core.touch(ch);
-                    }
-                }
+                self.stats.read_timeouts += 1;
+                self.abandon_stream(ch, stream);
             }
             Deadline::Handler(id) => {
                 let Some(&(ch, stream)) = self.requests.get(&id) else {
