@@ -241,6 +241,10 @@ pub struct ServerConfig {
     /// never deadlock on flow control). A request that would wait beyond this is refused
     /// at once with a stream reset carrying [`BUSY_ERROR_CODE`](super::BUSY_ERROR_CODE).
     pub max_waiting_requests: usize,
+    /// The same, for one connection (64): what one validator can make the miner buffer
+    /// beyond its receive window is this many stream windows (80 MB by default). 4 MiB
+    /// requests at a concurrency of 64 leave 49 waiting behind the 64 MiB budget.
+    pub max_waiting_requests_per_connection: usize,
     /// QUIC settings.
     pub transport: TransportOptions,
 }
@@ -267,6 +271,7 @@ impl Default for ServerConfig {
             max_request_bytes_per_connection: 64 * 1024 * 1024,
             max_request_bytes_total: 256 * 1024 * 1024,
             max_waiting_requests: 512,
+            max_waiting_requests_per_connection: 64,
             transport: TransportOptions::default(),
         }
     }
@@ -328,8 +333,8 @@ impl ServerConfig {
             "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
         )?;
         check(
-            self.max_waiting_requests > 0,
-            "max_waiting_requests must be > 0",
+            self.max_waiting_requests > 0 && self.max_waiting_requests_per_connection > 0,
+            "max_waiting_requests and max_waiting_requests_per_connection must be > 0",
         )?;
         check(
             !self.request_read_timeout.is_zero(),

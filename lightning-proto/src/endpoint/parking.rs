@@ -7,9 +7,10 @@
 //! - connections whose head does not fit the pool's *total* wait in one global queue,
 //!   tried in order whenever any connection releases budget.
 //!
-//! A connection with streams queued does not let a newer stream reserve ahead of them, and
-//! while any connection waits for the total, no newer stream anywhere does: a large
-//! request cannot be starved by a steady flow of small ones.
+//! A connection with streams queued does not let its newer streams reserve ahead of them.
+//! Across connections a newer stream that fits may go first: holding every connection's
+//! requests behind one that waits for the total would let a peer that declares a huge
+//! frame and never sends it stall everyone else.
 
 use std::collections::VecDeque;
 
@@ -35,16 +36,19 @@ pub(crate) struct ParkingLot {
     global: VecDeque<ConnectionHandle>,
     total: usize,
     max_total: usize,
+    max_per_conn: usize,
 }
 
 impl ParkingLot {
-    /// A lot that holds at most `max_total` streams over all connections.
-    pub(crate) fn new(max_total: usize) -> Self {
+    /// A lot that holds at most `max_total` streams over all connections and
+    /// `max_per_conn` of any one connection.
+    pub(crate) fn new(max_total: usize, max_per_conn: usize) -> Self {
         Self {
             conns: IdMap::default(),
             global: VecDeque::new(),
             total: 0,
             max_total,
+            max_per_conn,
         }
     }
 
@@ -53,9 +57,10 @@ impl ParkingLot {
         self.total
     }
 
-    /// Whether a new stream on `ch` must queue behind others instead of reserving now.
+    /// Whether a new stream on `ch` must queue behind its connection's waiting streams
+    /// instead of reserving now.
     pub(crate) fn must_queue(&self, ch: ConnectionHandle) -> bool {
-        !self.global.is_empty() || self.conns.get(&ch).is_some_and(|q| !q.streams.is_empty())
+        self.conns.get(&ch).is_some_and(|q| !q.streams.is_empty())
     }
 
     /// Queues `stream` at the back of its connection's queue; with `for_total`, the
@@ -66,7 +71,9 @@ impl ParkingLot {
         stream: StreamId,
         for_total: bool,
     ) -> Result<(), LotFull> {
-        if self.total >= self.max_total {
+        if self.total >= self.max_total
+            || self.conns.get(&ch).map_or(0, |q| q.streams.len()) >= self.max_per_conn
+        {
             return Err(LotFull);
         }
         self.total += 1;
@@ -163,7 +170,7 @@ mod tests {
 
     #[test]
     fn per_connection_fifo_and_global_order() {
-        let mut lot = ParkingLot::new(10);
+        let mut lot = ParkingLot::new(10, 10);
         lot.park(ch(1), sid(0), false)
             .unwrap_or_else(|_| panic!("room"));
         lot.park(ch(1), sid(1), false)
@@ -172,7 +179,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("room"));
         assert_eq!(lot.len(), 3);
         assert_eq!(lot.head(ch(1)), Some(sid(0)));
-        assert!(lot.must_queue(ch(3)), "a connection waits for the total");
+        assert!(!lot.must_queue(ch(3)), "other connections may go first");
         lot.wait_for_total(ch(1));
         assert_eq!(lot.pop_global(), Some(ch(2)));
         assert_eq!(lot.pop_global(), Some(ch(1)));
@@ -189,14 +196,16 @@ mod tests {
 
     #[test]
     fn full_lot_refuses_and_a_closed_connection_leaves_the_global_queue() {
-        let mut lot = ParkingLot::new(2);
+        let mut lot = ParkingLot::new(3, 2);
         assert!(lot.park(ch(1), sid(0), true).is_ok());
         assert!(lot.park(ch(2), sid(0), true).is_ok());
-        assert_eq!(lot.park(ch(3), sid(0), false), Err(LotFull));
+        assert!(lot.park(ch(2), sid(1), false).is_ok());
+        assert_eq!(lot.park(ch(2), sid(2), false), Err(LotFull), "its share");
+        assert_eq!(lot.park(ch(3), sid(0), false), Err(LotFull), "the total");
         lot.remove_conn(ch(1));
         assert_eq!(lot.pop_global(), Some(ch(2)));
         lot.requeue_front(ch(2));
         assert_eq!(lot.pop_global(), Some(ch(2)));
-        assert_eq!(lot.len(), 1);
+        assert_eq!(lot.len(), 2);
     }
 }

@@ -383,7 +383,10 @@ impl Server {
                 u64::from(UNAUTHENTICATED_MAX_FRAME),
                 UNAUTHENTICATED_READ_TOTAL,
             ),
-            parking: ParkingLot::new(config.max_waiting_requests),
+            parking: ParkingLot::new(
+                config.max_waiting_requests,
+                config.max_waiting_requests_per_connection,
+            ),
             released: Vec::new(),
             nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
             rate: HandshakeRateLimiter::new(
@@ -924,7 +927,8 @@ impl Server {
     }
 
     /// Makes a stream whose frame does not fit the budget now wait, unread; refuses it
-    /// with [`BUSY_ERROR_CODE`] when `max_waiting_requests` streams already wait.
+    /// with [`BUSY_ERROR_CODE`] when `max_waiting_requests` streams already wait, or
+    /// `max_waiting_requests_per_connection` of its connection's.
     fn park(&mut self, ch: ConnectionHandle, stream: StreamId, shortfall: Shortfall) {
         if self
             .parking
@@ -1133,9 +1137,9 @@ impl Server {
                 usize::MAX
             } else if let Some(len) = decoder.declared_len() {
                 let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
-                // Streams already waiting go first (see `parking`).
+                // The connection's streams already waiting go first (see `parking`).
                 let reserved = if self.parking.must_queue(ch) {
-                    Err(Shortfall::Total)
+                    Err(Shortfall::Connection)
                 } else {
                     self.budget
                         .try_reserve(&mut sconn.reserved, authenticated, bytes)
