@@ -1,5 +1,6 @@
 //! The frame decoder never allocates on the strength of a declared length:
-//! a peer announcing 60 MiB and sending a trickle costs a trickle.
+//! a peer announcing 60 MiB and sending a trickle costs a trickle. Nor does a data
+//! map's shape (duplicate keys) make decoding allocate more than the bytes received.
 //!
 //! Its own test binary, because it swaps in a counting global allocator.
 
@@ -40,8 +41,12 @@ unsafe impl GlobalAlloc for Tracking {
 #[global_allocator]
 static ALLOC: Tracking = Tracking;
 
+/// The tests share the global counter: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn declared_length_does_not_drive_allocation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let declared = 60 * 1024 * 1024;
     let header = encode_frame_header(MessageType::SynapsePacket, declared);
     // Pre-build the pieces so that only the decoder allocates below.
@@ -61,4 +66,37 @@ fn declared_length_does_not_drive_allocation() {
     assert!(largest < 256 * 1024, "largest allocation {largest}");
     assert_eq!(decoder.buffered_len(), 5 + 64_000);
     assert!(decoder.finish().is_err());
+}
+
+/// A peer repeats a key whose value is a large array of small integers. Resolving the
+/// duplicate used to decode every value into a tree of dynamic values (about 40 bytes per
+/// one-byte integer) and encode it again: 16 MB of request took 712 MiB. Now the encoded
+/// entries are copied, so nothing allocated is larger than the map itself.
+#[test]
+fn duplicate_keys_do_not_multiply_memory_when_deserializing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let elements = 1 << 20;
+    let mut raw = vec![0x82]; // map of two entries, both "payload"
+    for _ in 0..2 {
+        raw.extend_from_slice(&[0xa7]);
+        raw.extend_from_slice(b"payload");
+        raw.push(0xdd); // array 32
+        raw.extend_from_slice(&(elements as u32).to_be_bytes());
+        raw.extend(std::iter::repeat_n(0x01u8, elements));
+    }
+    let map = lightning_proto::message::DataMap::from_raw(Bytes::from(raw.clone())).unwrap();
+
+    #[derive(serde::Deserialize)]
+    struct Request {
+        #[allow(dead_code)]
+        payload: serde::de::IgnoredAny,
+    }
+    LARGEST.store(0, Ordering::Relaxed);
+    let _: Request = map.deserialize().unwrap();
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(
+        largest <= raw.len(),
+        "largest allocation {largest} B for a {} B map",
+        raw.len()
+    );
 }

@@ -188,20 +188,59 @@ impl DataMap {
 
     /// Iterates over the entries as (key, position of the value in `raw`).
     fn entries(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.entry_spans().map(|(key, _, value_at)| (key, value_at))
+    }
+
+    /// Iterates over the entries as (key, byte range of the whole entry in `raw`, position
+    /// of its value).
+    fn entry_spans(&self) -> impl Iterator<Item = (&str, std::ops::Range<usize>, usize)> + '_ {
         let mut r = Reader::new(&self.raw);
-        // The invariant makes every read below succeed; a failure just ends
-        // the iteration.
+        // The invariant makes every read below succeed; a failure just ends the iteration.
         let mut left = r.read_map_len().unwrap_or(0);
         std::iter::from_fn(move || {
             if left == 0 {
                 return None;
             }
             left -= 1;
+            let start = r.position();
             let (key, _) = r.read_str_or_bin("str key").ok()?;
             let key = std::str::from_utf8(key).ok()?;
             let value_at = r.position();
             r.skip_value(MAX_DEPTH).ok()?;
-            Some((key, value_at))
+            Some((key, start..r.position(), value_at))
+        })
+    }
+
+    /// The map with duplicate keys resolved as the reference resolves them (last value
+    /// wins, first position kept), built by copying encoded bytes: no value is decoded,
+    /// so the cost is linear in the map's size whatever its values hold.
+    fn dedup_raw(&self) -> Result<Self, DataError> {
+        // Per distinct key, in first-seen order: the first entry's key bytes and the last
+        // entry's value bytes.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut chosen: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+        for (key, span, value_at) in self.entry_spans() {
+            let value = value_at..span.end;
+            match index.get(key) {
+                Some(&i) => chosen[i].1 = value,
+                None => {
+                    index.insert(key, chosen.len());
+                    chosen.push((span.start..value_at, value));
+                }
+            }
+        }
+        let size: usize = chosen.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(size + 5);
+        write::map_len(&mut out, chosen.len()).map_err(too_long)?;
+        for (key, value) in &chosen {
+            out.extend_from_slice(self.raw.get(key.clone()).unwrap_or_default());
+            out.extend_from_slice(self.raw.get(value.clone()).unwrap_or_default());
+        }
+        let len =
+            u32::try_from(chosen.len()).map_err(|_| DataError::TooLong { len: chosen.len() })?;
+        Ok(Self {
+            raw: Bytes::from(out),
+            len,
         })
     }
 
@@ -236,19 +275,22 @@ impl DataMap {
     /// Entries with duplicates resolved (last value wins, first position
     /// kept).
     fn dedup_entries(&self) -> Result<Vec<(String, Value)>, DataError> {
-        let mut out: Vec<(String, Value)> = Vec::with_capacity(self.len().min(1024));
+        // Positions first, so that a value replaced by a later duplicate is never decoded.
         let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut positions: Vec<(&str, usize)> = Vec::with_capacity(self.len().min(1024));
         for (key, pos) in self.entries() {
-            let value = self.value_at(pos)?;
             match index.get(key) {
-                Some(&i) => out[i].1 = value,
+                Some(&i) => positions[i].1 = pos,
                 None => {
-                    index.insert(key, out.len());
-                    out.push((key.to_owned(), value));
+                    index.insert(key, positions.len());
+                    positions.push((key, pos));
                 }
             }
         }
-        Ok(out)
+        positions
+            .into_iter()
+            .map(|(key, pos)| Ok((key.to_owned(), self.value_at(pos)?)))
+            .collect()
     }
 
     /// All entries as dynamic values (what the reference hands to
@@ -331,7 +373,7 @@ impl DataMap {
         let bytes: &[u8] = if self.keys().all(|k| seen.insert(k)) {
             &self.raw
         } else {
-            deduped = Self::from_values(self.dedup_entries()?)?;
+            deduped = self.dedup_raw()?;
             deduped.raw()
         };
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
