@@ -68,12 +68,19 @@ async fn stream_chunks(data: DataMap, _ctx: RequestContext, sink: ChunkSink) -> 
             "n * chunk_size is above the limit of {MAX_STREAM_BYTES} bytes"
         ));
     }
-    // One buffer shared by every chunk: sending a clone of `Bytes` copies nothing.
-    let chunk: Bytes = filler(req.chunk_size as usize);
+    // One buffer shared by every chunk of every request: a slice of `Bytes` copies
+    // nothing, so a request costs the miner no CPU or memory in proportion to its size.
+    let chunk: Bytes = shared_filler().slice(..req.chunk_size as usize);
     for _ in 0..req.n {
         sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The filler of the largest chunk, built once on the first streaming request.
+fn shared_filler() -> &'static Bytes {
+    static FILLER: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| filler(MAX_CHUNK_BYTES as usize))
 }
 
 /// Runs `lightning serve` until SIGINT or SIGTERM.

@@ -346,16 +346,57 @@ fn abandoned_streams_do_not_wedge_the_connection() {
     );
 }
 
-/// Prints a test's figures even when it passes (CI shows them).
+/// Prints a query's figures even when the test passes (CI shows them).
 fn report(what: &str, s: &serde_json::Value) {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stdout().lock(),
+    say(&format!(
         "{what}: ok {} errors {} p50 {} us p99 {} us ({} req/s)",
-        s["ok"],
-        s["errors"],
-        s["p50_us"],
-        s["p99_us"],
-        s["req_per_s"]
+        s["ok"], s["errors"], s["p50_us"], s["p99_us"], s["req_per_s"]
+    ));
+}
+
+/// Prints a line even when the test passes: libtest captures only the `print!` family.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+/// A streaming request costs the miner in proportion to what it sends: asking for zero
+/// chunks of the largest size must not make it build a 16 MiB buffer (the filler used to
+/// be generated a byte at a time per request: about 20 ms of CPU each).
+#[test]
+fn empty_streams_of_huge_chunks_cost_the_miner_nothing() {
+    let miner = serve();
+    let pid = miner.guard.0.id();
+    let before = cpu_seconds(pid);
+    let (out, s) = query(
+        &miner,
+        &miner.hotkey,
+        &[
+            "-n",
+            "300",
+            "--concurrency",
+            "8",
+            "--chunks",
+            "0",
+            "--chunk-size",
+            "16777216",
+        ],
     );
+    let used = cpu_seconds(pid) - before;
+    report("300 streams of 0 x 16 MiB", &s);
+    say(&format!("miner CPU for them: {used:.2} s"));
+    assert!(out.status.success(), "{s}");
+    // A wide margin, not a speed goal: the 300 requests cost the miner about 0.02 s,
+    // the old filler about 5 s.
+    assert!(used < 1.5, "the miner used {used:.2} s of CPU");
 }
