@@ -34,6 +34,40 @@ pub struct ServeArgs {
     /// Hotkey name inside the wallet given by --wallet-name.
     #[arg(long = "hotkey", value_name = "NAME", default_value = "default")]
     pub hotkey_name: String,
+
+    /// Admit only the validator hotkeys listed in this file (SS58, one per line; blank
+    /// lines and `#` comments are skipped). Without it any hotkey that proves its key is
+    /// admitted, and the miner says so at start.
+    #[arg(long, value_name = "FILE")]
+    pub validators: Option<std::path::PathBuf>,
+}
+
+/// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
+fn read_validators(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the validator list {}: {e}", path.display()))?;
+    let mut hotkeys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let hotkey = line.split('#').next().unwrap_or_default().trim();
+        if hotkey.is_empty() {
+            continue;
+        }
+        lightning_tokio::proto::identity::ss58::decode(hotkey).map_err(|e| {
+            format!(
+                "{}:{}: {hotkey:?} is not an SS58 hotkey: {e}",
+                path.display(),
+                n + 1
+            )
+        })?;
+        hotkeys.push(hotkey.to_string());
+    }
+    if hotkeys.is_empty() {
+        return Err(format!(
+            "the validator list {} names no hotkey: no validator could connect",
+            path.display()
+        ));
+    }
+    Ok(hotkeys)
 }
 
 /// The `stream` synapse's request.
@@ -93,7 +127,23 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     let mut shutdown = Shutdown::install().map_err(|e| format!("cannot watch signals: {e}"))?;
     let addr = SocketAddr::new(args.host, args.port);
-    let server = with_synapses(ServerBuilder::new().identity(identity).bind_addr(addr))
+    let mut builder = ServerBuilder::new().identity(identity).bind_addr(addr);
+    match &args.validators {
+        Some(path) => {
+            let hotkeys = read_validators(path)?;
+            eprintln!(
+                "lightning serve: admitting only the {} validator hotkeys listed in {}",
+                hotkeys.len(),
+                path.display()
+            );
+            builder = builder.permitted_validators(hotkeys);
+        }
+        None => eprintln!(
+            "lightning serve: WARNING: admitting ANY validator hotkey that proves its key \
+             (pass --validators FILE to admit only yours)"
+        ),
+    }
+    let server = with_synapses(builder)
         .start()
         .await
         .map_err(|e| format!("cannot start the server on {addr}: {e}"))?;

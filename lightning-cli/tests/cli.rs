@@ -32,6 +32,10 @@ struct Miner {
 }
 
 fn serve() -> Miner {
+    serve_with(&[])
+}
+
+fn serve_with(extra: &[&str]) -> Miner {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -42,6 +46,7 @@ fn serve() -> Miner {
             "--seed",
             MINER_SEED,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -399,4 +404,43 @@ fn empty_streams_of_huge_chunks_cost_the_miner_nothing() {
     // A wide margin, not a speed goal: the 300 requests cost the miner about 0.02 s,
     // the old filler about 5 s.
     assert!(used < 1.5, "the miner used {used:.2} s of CPU");
+}
+
+/// `--validators FILE` admits the listed hotkeys only.
+#[test]
+fn serve_admits_only_listed_validators() {
+    let dir = std::env::temp_dir().join(format!("lightning-validators-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let validator = Keypair::from_seed(&[0x07; 32]).hotkey();
+    let other = Keypair::from_seed(&[0x08; 32]).hotkey();
+
+    let listed = dir.join("listed.txt");
+    std::fs::write(&listed, format!("# our validator\n{validator}\n\n")).unwrap();
+    let miner = serve_with(&["--validators", listed.to_str().unwrap()]);
+    let (out, s) = query(&miner, &miner.hotkey, &["-n", "3"]);
+    assert!(out.status.success(), "listed validator refused: {s}");
+    drop(miner);
+
+    let unlisted = dir.join("unlisted.txt");
+    std::fs::write(&unlisted, format!("{other}\n")).unwrap();
+    let miner = serve_with(&["--validators", unlisted.to_str().unwrap()]);
+    let (out, s) = query(&miner, &miner.hotkey, &["-n", "1", "--timeout-ms", "3000"]);
+    assert!(!out.status.success(), "unlisted validator admitted: {s}");
+    assert_eq!(s["connected"], false, "{s}");
+    drop(miner);
+
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "not-a-hotkey\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--seed", MINER_SEED, "--validators"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.txt:1") && err.contains("not an SS58 hotkey"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

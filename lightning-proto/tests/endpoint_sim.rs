@@ -948,3 +948,85 @@ fn ten_thousand_abandoned_queries_leave_the_connection_usable() {
         other => panic!("after 10 000 abandoned queries: {other:?}"),
     }
 }
+
+/// At `max_connections`, a new validator gets in by evicting a connection that has been
+/// idle, throwaway hotkeys first holding the table; while every connection is busy, the
+/// newcomer is refused as before.
+#[test]
+fn a_full_table_admits_a_newcomer_by_evicting_the_longest_idle_connection() {
+    let mut w = World::new(27);
+    w.sim.set_default_link(lan());
+    let config = ServerConfig {
+        max_connections: 3,
+        evict_idle_after: Some(2 * SECOND),
+        ..ServerConfig::default()
+    };
+    let s = w.add_server(SERVER, config, MINER_SEED);
+    let hk = miner_hotkey();
+    let mut holders = Vec::new();
+    for i in 0..3u8 {
+        let mut seed = VALIDATOR_SEED;
+        seed[0] ^= 0x40 + i;
+        let c = w.make_client(ClientConfig::default(), seed, 0);
+        let c = w.add_client(&format!("10.0.1.{}:4000", i + 1), c);
+        connect(&mut w, c, std::slice::from_ref(&hk));
+        w.run_until(10 * SECOND, |w| w.authenticated(c, &hk));
+        holders.push(c);
+        w.run_for(Duration::from_millis(100));
+    }
+    // Every holder has a request in flight: nobody may be evicted.
+    let busy: Vec<_> = holders
+        .iter()
+        .map(|&c| {
+            let now = w.sim.now();
+            let id = w
+                .client(c)
+                .request(
+                    now,
+                    addr(SERVER),
+                    &hk,
+                    "slow",
+                    DataMap::default(),
+                    RequestOptions::default(),
+                )
+                .unwrap();
+            (c, id)
+        })
+        .collect();
+    w.run_for(3 * SECOND);
+    let newcomer = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+    let newcomer = w.add_client("10.0.2.1:4000", newcomer);
+    connect(&mut w, newcomer, std::slice::from_ref(&hk));
+    w.run_until(15 * SECOND, |w| w.handshake_failure(newcomer).is_some());
+    assert_eq!(w.server(s).stats().evicted, 0);
+    // The holders' requests end; after the idle time the oldest-idle holder makes room.
+    for (c, id) in busy {
+        let now = w.sim.now();
+        w.client(c).cancel(now, id);
+    }
+    w.run_for(Duration::from_millis(50));
+    let now = w.sim.now();
+    w.client(newcomer)
+        .forget_hotkey(now, addr(SERVER), &hk, "retry");
+    w.events(newcomer).clear();
+    w.run_for(3 * SECOND);
+    connect(&mut w, newcomer, std::slice::from_ref(&hk));
+    w.run_until(10 * SECOND, |w| w.authenticated(newcomer, &hk));
+    assert_eq!(w.server(s).stats().evicted, 1);
+    // The close reaches the evicted holder one link delay later.
+    w.run_for(Duration::from_millis(100));
+    let evicted: Vec<_> = holders
+        .iter()
+        .filter(|&&c| {
+            w.events(c).iter().any(|e| {
+                matches!(e, ClientEvent::ConnectionLost { reason, .. } if reason.contains("evicted"))
+            })
+        })
+        .collect();
+    assert_eq!(
+        evicted,
+        vec![&holders[0]],
+        "the first holder was idle longest"
+    );
+    assert_eq!(w.server(s).validators().count(), 3);
+}

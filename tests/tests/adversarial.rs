@@ -202,6 +202,7 @@ impl Outcome {
             request_errors: a.request_errors - b.request_errors,
             auth_timeouts: a.auth_timeouts - b.auth_timeouts,
             read_timeouts: a.read_timeouts - b.read_timeouts,
+            evicted: a.evicted - b.evicted,
         }
     }
 
@@ -282,7 +283,7 @@ impl Outcome {
         );
         let d = self.delta();
         report!(
-            "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{}",
+            "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{} evicted +{}",
             d.accepted,
             d.refused,
             d.retried,
@@ -292,6 +293,7 @@ impl Outcome {
             d.request_errors,
             d.auth_timeouts,
             d.read_timeouts,
+            d.evicted,
         );
         for (i, c) in self.attackers.iter().enumerate() {
             report!("[{n}] attacker {i}: {}", c.summary());

@@ -193,6 +193,13 @@ pub struct ServerConfig {
     pub nonce_cleanup_interval: Duration,
     /// Maximum authenticated validator hotkeys (128).
     pub max_connections: usize,
+    /// When `max_connections` hotkeys are held, a new validator may still get in by
+    /// closing (reason `evicted`) a connection that has had no request stream open and
+    /// no request bytes for this long (5 s); `None` refuses instead, as the reference
+    /// does. Among idle connections, those whose hotkeys hold no permit go before
+    /// permitted ones, then those from the source address holding the most connections,
+    /// then the one idle longest. A miner whose validators are all busy still refuses.
+    pub evict_idle_after: Option<Duration>,
     /// Replay cache capacity (100 000).
     pub max_nonce_entries: usize,
     /// A connection that has not authenticated within this time is closed (10 s). The
@@ -255,6 +262,7 @@ impl Default for ServerConfig {
             max_signature_age_secs: 300,
             nonce_cleanup_interval: Duration::from_secs(60),
             max_connections: 128,
+            evict_idle_after: Some(Duration::from_secs(5)),
             max_nonce_entries: 100_000,
             handshake_timeout: Duration::from_secs(10),
             max_handshake_attempts_per_minute: 30,

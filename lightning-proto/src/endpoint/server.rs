@@ -215,6 +215,8 @@ pub struct ServerStats {
     pub auth_timeouts: u64,
     /// Streams reset for not delivering a request in time.
     pub read_timeouts: u64,
+    /// Idle validators' connections closed to admit a new validator at `max_connections`.
+    pub evicted: u64,
 }
 
 #[derive(Debug)]
@@ -231,6 +233,8 @@ struct SConn {
     reserved: u64,
     /// Waiting streams for which the connection's receive window was widened.
     window_extensions: u64,
+    /// Request streams open on this connection (in any phase).
+    open_streams: u32,
 }
 
 #[derive(Debug)]
@@ -694,7 +698,8 @@ impl Server {
         }
         let (unauthenticated, from_source) = self.unauthenticated_counts(remote.ip());
         let full = self.by_hotkey.len() >= self.config.max_connections
-            && !self.conns.values().any(|c| c.remote == remote);
+            && !self.conns.values().any(|c| c.remote == remote)
+            && self.eviction_candidate(now, None).is_none();
         let validated = incoming.remote_address_validated();
         let source_full = from_source >= self.config.max_unauthenticated_per_ip;
         if source_full && !validated && incoming.may_retry() {
@@ -741,6 +746,7 @@ impl Server {
                         validated,
                         reserved: 0,
                         window_extensions: 0,
+                        open_streams: 0,
                     },
                 );
                 self.core.insert(ch, conn);
@@ -769,6 +775,56 @@ impl Server {
             }
             Err(e) => self.core.endpoint.ignore(e.into_incoming()),
         }
+    }
+
+    /// The authenticated connection to close so that a new validator can get in when
+    /// `max_connections` hotkeys are held, if any may go (the policy of
+    /// [`ServerConfig::evict_idle_after`]): only connections with no request stream open
+    /// and no request bytes for `evict_idle_after`; among them, hotkeys without a permit
+    /// before permitted ones, then connections from the source holding the most, then the
+    /// one idle longest. `except` is the connection asking.
+    fn eviction_candidate(
+        &self,
+        now: Instant,
+        except: Option<ConnectionHandle>,
+    ) -> Option<ConnectionHandle> {
+        let idle_after = self.config.evict_idle_after?;
+        let idle = |c: &SConn| {
+            !c.hotkeys.is_empty()
+                && c.open_streams == 0
+                && now.saturating_duration_since(c.last_progress) >= idle_after
+        };
+        let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
+        for c in self.conns.values().filter(|c| !c.hotkeys.is_empty()) {
+            *per_source.entry(source_of(c.remote.ip())).or_default() += 1;
+        }
+        self.conns
+            .iter()
+            .filter(|(ch, c)| Some(**ch) != except && idle(c))
+            .min_by_key(|(_, c)| {
+                let permitted = c.hotkeys.iter().any(|h| self.permits.contains(h));
+                let share = per_source
+                    .get(&source_of(c.remote.ip()))
+                    .copied()
+                    .unwrap_or(0);
+                (permitted, std::cmp::Reverse(share), c.last_progress)
+            })
+            .map(|(ch, _)| *ch)
+    }
+
+    /// Closes an idle connection to make room (reason `evicted`); its hotkeys stop
+    /// counting at once.
+    fn evict(&mut self, now: Instant, ch: ConnectionHandle) {
+        if let Some(c) = self.conns.get(&ch) {
+            tracing::debug!(remote = %c.remote, hotkeys = ?c.hotkeys, "evicting an idle validator");
+            for hk in &c.hotkeys {
+                if self.by_hotkey.get(hk) == Some(&ch) {
+                    self.by_hotkey.remove(hk);
+                }
+            }
+        }
+        self.stats.evicted += 1;
+        self.close_quic(now, ch, b"evicted");
     }
 
     /// In one pass over the connections: all unauthenticated ones, and those of them with
@@ -824,6 +880,9 @@ impl Server {
     /// Removes a stream, giving back any budget or waiting place it held.
     fn remove_stream(&mut self, ch: ConnectionHandle, stream: StreamId) -> Option<SStream> {
         let mut s = self.streams.remove(&(ch, stream))?;
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.open_streams = c.open_streams.saturating_sub(1);
+        }
         if let Some(r) = s.reservation.take() {
             self.budget
                 .release(self.conns.get_mut(&ch).map(|c| &mut c.reserved), r);
@@ -994,6 +1053,9 @@ impl Server {
                     while let Some(stream) = conn.streams().accept(Dir::Bi) {
                         opened.push(stream);
                     }
+                }
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.open_streams += opened.len() as u32;
                 }
                 for stream in opened {
                     self.streams.insert(
@@ -1334,7 +1396,10 @@ impl Server {
         let connection_id = handshake::connection_id(hotkey, self.core.clock.unix_ms(now));
         let existing = self.by_hotkey.get(hotkey).copied();
         if existing.is_none() && self.by_hotkey.len() >= self.config.max_connections {
-            return Err(HandshakeError::ConnectionLimit);
+            let victim = self
+                .eviction_candidate(now, Some(ch))
+                .ok_or(HandshakeError::ConnectionLimit)?;
+            self.evict(now, victim);
         }
         // Register on this connection; a different connection holding the hotkey is replaced.
         if let Some(old) = existing {
