@@ -564,6 +564,10 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// Chunks a streaming handler may send before the core has taken the earlier ones: two,
+/// so that the handler prepares the next chunk while the endpoint task queues one.
+const CHUNKS_AHEAD_OF_CORE: usize = 2;
+
 /// Chunks a streaming handler sent that the core's queue could not take yet.
 #[derive(Default)]
 struct StreamOut {
@@ -661,7 +665,10 @@ impl<R: Runtime> ServerRole<R> {
                     return;
                 };
                 let (cancel_tx, cancel_rx) = cancel_pair();
-                let capacity = self.ep.config().streaming_channel_buffer;
+                // The core queues the chunks (bounded in count and bytes); here a handler
+                // may only be this many chunks ahead of what the core has taken, so a
+                // validator that does not read holds the handler, not our memory.
+                let capacity = CHUNKS_AHEAD_OF_CORE;
                 let (credit_tx, credit_rx) = async_channel::bounded::<()>(capacity);
                 for _ in 0..capacity {
                     let _ = credit_tx.try_send(());

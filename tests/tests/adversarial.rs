@@ -72,6 +72,13 @@ fn rss_bound_kib(name: &str) -> u64 {
         // the frames being read hold and allocator slack. The bound is fixed: it does not
         // grow with the streams the attackers open.
         INCOMPLETE_REQUESTS => 256 * 1024,
+        // Validators that never read, eight connections at most. What the limits let
+        // them make the miner hold: requests being read (`max_request_bytes_total`,
+        // 256 MiB), answers queued on our side (`max_queued_response_bytes_total`,
+        // 256 MiB, reached only if quinn takes none), and per connection quinn's send
+        // window (10 MB) and receive window (16 MiB). Measured: about 410 MiB. It does not
+        // grow with the streams the attackers open.
+        UNREAD_ANSWERS | UNREAD_STREAMS => 512 * 1024,
         _ => MAX_RSS_GROWTH_KIB,
     }
 }
@@ -87,13 +94,30 @@ fn serial() -> MutexGuard<'static, ()> {
 /// The miner under attack: the standard handlers, with timeouts short enough that attack
 /// connections are cleaned up within seconds.
 fn attacked_server(handshakes: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>) -> ServerBuilder {
+    // Chunks of up to 16 MiB sliced from one buffer, as a miner that serves stored data
+    // does: the handler itself allocates nothing per request, so what the attack makes
+    // the miner hold is the transport's doing.
+    let filler = Bytes::from(vec![0x5A; 16 << 20]);
     standard_server(lightning_tokio::Tokio::default(), None)
+        .streaming_handler("stream_shared", move |data, _ctx, sink| {
+            let filler = filler.clone();
+            async move {
+                let n = data.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
+                let size = data.get("chunk_size").and_then(|v| v.as_u64()).unwrap_or(0);
+                let chunk = filler.slice(..(size as usize).min(filler.len()));
+                for _ in 0..n {
+                    sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            }
+        })
         .configure(|c| {
             c.handshake_timeout = Duration::from_secs(1);
             c.request_read_timeout = Duration::from_secs(1);
             c.handler_timeout = Duration::from_secs(2);
             c.transport.idle_timeout = Duration::from_secs(3);
             c.transport.keep_alive_interval = Duration::from_secs(1);
+            c.send_progress_timeout = Duration::from_secs(2);
             c.max_unauthenticated_connections = MAX_UNAUTHENTICATED;
             c.retry = RetryPolicy::WhenUnauthenticatedAtLeast(RETRY_FROM);
         })
@@ -203,6 +227,7 @@ impl Outcome {
             auth_timeouts: a.auth_timeouts - b.auth_timeouts,
             read_timeouts: a.read_timeouts - b.read_timeouts,
             evicted: a.evicted - b.evicted,
+            send_timeouts: a.send_timeouts - b.send_timeouts,
         }
     }
 
@@ -283,7 +308,7 @@ impl Outcome {
         );
         let d = self.delta();
         report!(
-            "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{} evicted +{}",
+            "[{n}] server counters: accepted +{} refused +{} retried +{} handshakes_ok +{} handshakes_rejected +{} requests +{} request_errors +{} auth_timeouts +{} read_timeouts +{} evicted +{} send_timeouts +{}",
             d.accepted,
             d.refused,
             d.retried,
@@ -294,6 +319,7 @@ impl Outcome {
             d.auth_timeouts,
             d.read_timeouts,
             d.evicted,
+            d.send_timeouts,
         );
         for (i, c) in self.attackers.iter().enumerate() {
             report!("[{n}] attacker {i}: {}", c.summary());
@@ -508,7 +534,7 @@ async fn under_attack(name: &'static str) -> Outcome {
             && s.queued_bytes == 0
             && s.requests_in_flight == 0
             && s.reserved_request_bytes == 0;
-        if clean || stopped.elapsed() > CLEANUP_LIMIT {
+        if clean || stopped.elapsed() > cleanup_limit(name) {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -566,6 +592,19 @@ const REPLAY: &str = "replayed handshakes";
 const RECONNECT_STORM: &str = "reconnect storm";
 const INCOMPLETE_REQUESTS: &str = "large incomplete requests";
 const UNAUTHENTICATED_ONE_IP: &str = "unauthenticated flood from one IP";
+const UNREAD_ANSWERS: &str = "unread answers";
+const TRICKLED_BUDGET: &str = "budget held by trickles";
+const UNREAD_STREAMS: &str = "unread streams";
+
+/// Longest wait for cleanup after `name`. Connections that vanish are closed by the idle
+/// timeout, which QUIC stretches to at least three probe timeouts (RFC 9000 §10.1); deaf
+/// peers pulling megabytes on a CPU-starved machine leave RTT estimates of seconds.
+fn cleanup_limit(name: &str) -> Duration {
+    match name {
+        UNREAD_ANSWERS => Duration::from_secs(60),
+        _ => CLEANUP_LIMIT,
+    }
+}
 
 fn attack_time(name: &str) -> Duration {
     match name {
@@ -788,8 +827,82 @@ fn plan(name: &str, t: &Target) -> Vec<Stage> {
                 ..Stage::default()
             }]
         }
+        // Eight authenticated connections (four IPs) each keep every stream the server
+        // allows busy with a 1 MiB echo and never read an answer.
+        UNREAD_ANSWERS => {
+            let echo = request_frame("echo", &[("payload", vec![0x5A; 1024 * 1024].into())]);
+            vec![Stage {
+                agents: (0..4)
+                    .map(|i| {
+                        AgentSpec::new(attacker_ip(i), Auth::Valid, Then::Deaf(vec![echo.clone()]))
+                            .connections(2)
+                            .keys(vec![key(0x30 + 2 * i as u8), key(0x31 + 2 * i as u8)])
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
+        // Four hotkeys each start one request declaring 64 MiB, which together reserve the
+        // whole request budget (256 MiB), and send a byte every 300 ms: often enough
+        // that no stream ever looks silent, far too slow to ever finish.
+        TRICKLED_BUDGET => {
+            let prefix = Bytes::from(frame_header(0x03, 64 * 1024 * 1024 - 5));
+            vec![Stage {
+                agents: (0..4)
+                    .map(|i| {
+                        let mut agent = AgentSpec::new(
+                            attacker_ip(i),
+                            Auth::Valid,
+                            Then::Hog {
+                                prefix: prefix.clone(),
+                                drip: Duration::from_millis(300),
+                            },
+                        )
+                        .keys(vec![key(0x50 + i as u8)]);
+                        agent.max_streams = 1;
+                        agent
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
+        // Two authenticated connections ask for streams of 16 MiB chunks and never read.
+        UNREAD_STREAMS => {
+            let stream = request_frame(
+                "stream_shared",
+                &[("n", 1000u64.into()), ("chunk_size", (16u64 << 20).into())],
+            );
+            vec![Stage {
+                agents: (0..2)
+                    .map(|i| {
+                        AgentSpec::new(
+                            attacker_ip(i),
+                            Auth::Valid,
+                            Then::Deaf(vec![stream.clone()]),
+                        )
+                        .keys(vec![key(0x40 + i as u8)])
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
         other => panic!("no attack named {other:?}"),
     }
+}
+
+/// One encoded request frame (a SynapsePacket) for `synapse` with `data`.
+fn request_frame(synapse: &str, data: &[(&str, rmpv::Value)]) -> Bytes {
+    use lightning_proto::message::{DataMap, SynapsePacket, WireMessage};
+    let data = DataMap::from_values(data.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .expect("data map");
+    SynapsePacket {
+        synapse_type: synapse.into(),
+        data,
+        timestamp: attack::unix_secs(),
+    }
+    .encode()
+    .expect("encodable")
+    .to_bytes()
 }
 
 /// Not a test: the attacker process's entry point. The other tests start this binary again
@@ -984,4 +1097,37 @@ fn unauthenticated_flood_from_one_ip() {
     let outcome = run(UNAUTHENTICATED_ONE_IP);
     assert!(outcome.attackers[0].get("lost_refused") > 0);
     outcome.assert_newcomers_served();
+}
+
+/// Validators that never read their answers: the miner stops reading their requests once
+/// their queued answers reach the cap, and gives up on streams (then the connections) that
+/// make no progress, so its memory stays bounded and the honest validator is served.
+#[test]
+fn unread_answers() {
+    let outcome = run(UNREAD_ANSWERS);
+    assert!(
+        outcome.delta().send_timeouts > 0,
+        "no response stream timed out"
+    );
+}
+
+/// The same with streaming answers of 16 MiB chunks.
+#[test]
+fn unread_streams() {
+    let outcome = run(UNREAD_STREAMS);
+    assert!(
+        outcome.delta().send_timeouts > 0,
+        "no response stream timed out"
+    );
+}
+
+/// Trickled requests that hold the whole request budget: the minimum request rate resets
+/// them, and until it does, small honest requests use the small-frame reserve.
+#[test]
+fn budget_held_by_trickles() {
+    let outcome = run(TRICKLED_BUDGET);
+    assert!(
+        outcome.delta().read_timeouts >= 4,
+        "the trickles were never reset"
+    );
 }

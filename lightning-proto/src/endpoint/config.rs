@@ -229,9 +229,17 @@ pub struct ServerConfig {
     /// has not proven its address yet get a QUIC Retry instead, so spoofed packets cannot
     /// use up an honest address's share.
     pub max_unauthenticated_per_ip: usize,
-    /// A request stream that delivers no bytes for this long before its first frame is
-    /// complete is reset (10 s), so a peer cannot hold streams with a header and silence.
+    /// A request stream whose frame is not complete after this long is reset (10 s)
+    /// unless its connection keeps delivering request bytes at `min_request_rate`, so a
+    /// peer cannot hold streams (and request budget) with a header and silence or with
+    /// a trickle.
     pub request_read_timeout: Duration,
+    /// Request bytes per second a connection must deliver, measured over windows of at
+    /// least a second, for its unfinished requests to stay open past
+    /// `request_read_timeout` (16 KiB/s). A 100 Mbit/s path with 160 ms RTT and 1% loss
+    /// moves about 100 KB/s on one QUIC connection under Reno-like congestion control,
+    /// so such a validator still delivers a 64 MiB request.
+    pub min_request_rate: u64,
     /// Request bytes one authenticated connection may be receiving at once (64 MiB). Each
     /// request reserves its declared length when its frame header arrives and releases it
     /// when the frame is complete; a stream that does not fit waits, unread, and QUIC flow
@@ -241,6 +249,11 @@ pub struct ServerConfig {
     /// Request bytes all connections together may be receiving at once (256 MiB), with the
     /// same rule: when nothing is reserved, one frame of any allowed size may start.
     pub max_request_bytes_total: u64,
+    /// Request bytes set aside for validators' small frames (up to 1 MiB, one per
+    /// connection at a time) when `max_request_bytes_total` is in use (32 MiB): peers
+    /// that hold the whole budget with large frames cannot stall everyone's small
+    /// requests. 0 turns the reserve off.
+    pub small_request_reserve_bytes: u64,
     /// Request streams all connections together may have waiting, unread, for request-byte
     /// budget (512). While a stream waits, QUIC may hold up to `stream_receive_window` of
     /// its bytes, and its connection's receive window is widened by as much so that the
@@ -252,6 +265,19 @@ pub struct ServerConfig {
     /// beyond its receive window is this many stream windows (80 MB by default). 4 MiB
     /// requests at a concurrency of 64 leave 49 waiting behind the 64 MiB budget.
     pub max_waiting_requests_per_connection: usize,
+    /// Response bytes one connection may have queued that QUIC has not taken yet (32 MiB):
+    /// a validator that does not read its answers stops getting new requests read until
+    /// it does. One answer is always queued whole, whatever its size.
+    pub max_queued_response_bytes_per_connection: u64,
+    /// The same over all connections (256 MiB).
+    pub max_queued_response_bytes_total: u64,
+    /// Bytes of chunks one streaming response may have queued (4 MiB), besides
+    /// `streaming_channel_buffer` chunks; one chunk of any size is always taken.
+    pub max_queued_chunk_bytes: u64,
+    /// A response stream whose validator takes none of its bytes (grants no flow-control
+    /// credit) for this long is reset and its request cancelled; a connection whose
+    /// validator takes nothing on any stream for this long is closed (20 s).
+    pub send_progress_timeout: Duration,
     /// QUIC settings.
     pub transport: TransportOptions,
 }
@@ -276,10 +302,16 @@ impl Default for ServerConfig {
             max_unauthenticated_connections: 1024,
             max_unauthenticated_per_ip: 16,
             request_read_timeout: Duration::from_secs(10),
+            min_request_rate: 16 * 1024,
             max_request_bytes_per_connection: 64 * 1024 * 1024,
             max_request_bytes_total: 256 * 1024 * 1024,
+            small_request_reserve_bytes: 32 * 1024 * 1024,
             max_waiting_requests: 512,
             max_waiting_requests_per_connection: 64,
+            max_queued_response_bytes_per_connection: 32 * 1024 * 1024,
+            max_queued_response_bytes_total: 256 * 1024 * 1024,
+            max_queued_chunk_bytes: 4 * 1024 * 1024,
+            send_progress_timeout: Duration::from_secs(20),
             transport: TransportOptions::default(),
         }
     }
@@ -343,6 +375,16 @@ impl ServerConfig {
         check(
             self.max_waiting_requests > 0 && self.max_waiting_requests_per_connection > 0,
             "max_waiting_requests and max_waiting_requests_per_connection must be > 0",
+        )?;
+        check(
+            self.max_queued_response_bytes_per_connection > 0
+                && self.max_queued_response_bytes_total > 0
+                && self.max_queued_chunk_bytes > 0,
+            "response queue limits must be > 0",
+        )?;
+        check(
+            !self.send_progress_timeout.is_zero(),
+            "send_progress_timeout must be > 0",
         )?;
         check(
             !self.request_read_timeout.is_zero(),

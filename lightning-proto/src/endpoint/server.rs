@@ -117,6 +117,8 @@ pub enum CancelReason {
     PeerCancelled,
     /// The connection closed.
     ConnectionLost,
+    /// The validator read none of the response for `send_progress_timeout`.
+    PeerStalled,
 }
 
 /// Something the server wants the application to know.
@@ -217,6 +219,8 @@ pub struct ServerStats {
     pub read_timeouts: u64,
     /// Idle validators' connections closed to admit a new validator at `max_connections`.
     pub evicted: u64,
+    /// Response streams reset because the validator read none of them in time.
+    pub send_timeouts: u64,
 }
 
 #[derive(Debug)]
@@ -227,14 +231,30 @@ struct SConn {
     hotkeys: Vec<String>,
     /// Last time any request bytes arrived on this connection.
     last_progress: Instant,
+    /// Request bytes received since `rate_window_start`.
+    rate_window_bytes: u64,
+    /// Start of the current window over which the request rate is measured.
+    rate_window_start: Instant,
+    /// End of the last window in which the connection delivered request bytes at
+    /// `min_request_rate` or faster.
+    last_rate_ok: Instant,
     /// The peer has proven its address (Retry token or completed QUIC handshake).
     validated: bool,
     /// Request bytes reserved by this connection's streams (see `budget`).
     reserved: u64,
+    /// The same, from the small-frame reserve.
+    reserved_small: u64,
     /// Waiting streams for which the connection's receive window was widened.
     window_extensions: u64,
     /// Request streams open on this connection (in any phase).
     open_streams: u32,
+    /// Response bytes queued on its streams that quinn has not taken yet.
+    queued_out: u64,
+    /// Last time quinn took response bytes from any of its streams.
+    last_send_progress: Instant,
+    /// Streaming responses told `Full` because of the connection's queued bytes: each
+    /// gets `StreamWritable` once they fall below the cap.
+    writable_waiters: Vec<StreamId>,
 }
 
 #[derive(Debug)]
@@ -250,7 +270,9 @@ enum Phase {
 #[derive(Debug)]
 struct SStream {
     phase: Phase,
-    /// Last time request bytes arrived; the read deadline counts from here.
+    /// When the stream started waiting for the peer's bytes (opened, or admitted after
+    /// waiting for budget); the read deadline counts from here or from the connection's
+    /// last window at the minimum rate, whichever is later.
     last_progress: Instant,
     out: OutQueue,
     /// The application asked for more chunk room while the queue was full.
@@ -262,12 +284,17 @@ struct SStream {
     parked: bool,
     /// While it waits, its connection's receive window is one stream window wider.
     window_extended: bool,
+    /// Last time quinn took bytes of its response (or when it was queued).
+    last_send_progress: Instant,
+    /// A send-progress deadline is scheduled for it.
+    send_deadline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Deadline {
     Auth(ConnectionHandle, ConnId),
     Read(ConnectionHandle, StreamId),
+    Send(ConnectionHandle, StreamId),
     Handler(RequestId),
     Cleanup,
 }
@@ -303,6 +330,10 @@ pub struct Server {
     parking: ParkingLot,
     /// Connections that released budget since waiting streams were last tried.
     released: Vec<ConnectionHandle>,
+    /// Response bytes queued over all connections (see `SConn::queued_out`).
+    queued_out_total: u64,
+    /// The time of the latest input: what internal steps that take no `now` use.
+    now: Instant,
 }
 
 impl std::fmt::Debug for Server {
@@ -386,12 +417,15 @@ impl Server {
                 config.max_request_bytes_total,
                 u64::from(UNAUTHENTICATED_MAX_FRAME),
                 UNAUTHENTICATED_READ_TOTAL,
+                config.small_request_reserve_bytes,
             ),
             parking: ParkingLot::new(
                 config.max_waiting_requests,
                 config.max_waiting_requests_per_connection,
             ),
             released: Vec::new(),
+            queued_out_total: 0,
+            now,
             nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
             rate: HandshakeRateLimiter::new(
                 config.max_handshake_attempts_per_minute as usize,
@@ -481,6 +515,7 @@ impl Server {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) {
+        self.now = now;
         match self.core.handle_datagram(now, remote, local_ip, ecn, data) {
             Received::Conn(ch) => self.drive(now, ch),
             Received::Incoming(incoming) => self.admit(now, *incoming),
@@ -491,6 +526,7 @@ impl Server {
 
     /// Runs everything due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         for ch in self.core.handle_timeout(now) {
             self.drive(now, ch);
         }
@@ -508,6 +544,7 @@ impl Server {
         id: RequestId,
         result: Result<DataMap, E>,
     ) -> Result<(), AnswerError> {
+        self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Unary)?;
         let response = match result {
             Ok(data) => SynapseResponse {
@@ -527,25 +564,40 @@ impl Server {
     }
 
     /// Queues one chunk of streaming request `id`.
+    ///
+    /// The queue is full (wait for [`ServerEvent::StreamWritable`]) at
+    /// `streaming_channel_buffer` chunks, at `max_queued_chunk_bytes` (a chunk of any size
+    /// is taken into an empty queue), or while the connection's queued responses are at
+    /// `max_queued_response_bytes_per_connection`.
     pub fn send_chunk(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: RequestId,
         data: Bytes,
     ) -> Result<(), AnswerError> {
+        self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
-        let limit = self.config.streaming_channel_buffer;
+        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
         let Some(s) = self.streams.get_mut(&(ch, stream)) else {
             return Err(AnswerError::UnknownRequest);
         };
-        if s.out.frames() >= limit {
+        if chunk_queue_full(&self.config, &s.out, conn_queued) {
             s.notify_writable = true;
+            if s.out.frames() == 0 {
+                // Only the connection's backlog holds it: no flush of its own will come.
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.writable_waiters.push(stream);
+                }
+            }
             return Err(AnswerError::Full);
         }
+        let before = s.out.bytes();
         match (StreamChunk { data }).encode() {
             Ok(frame) => s.out.push(frame),
             Err(_) => return Err(AnswerError::TooLarge),
         }
+        let after = s.out.bytes();
+        self.account_queued(ch, before, after);
         self.flush(ch, stream);
         Ok(())
     }
@@ -554,10 +606,11 @@ impl Server {
     /// `stream processing failed`.
     pub fn end_stream<E>(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: RequestId,
         result: Result<(), E>,
     ) -> Result<(), AnswerError> {
+        self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
         let end = match result {
             Ok(()) => StreamEnd {
@@ -743,10 +796,17 @@ impl Server {
                         remote,
                         hotkeys: Vec::new(),
                         last_progress: now,
+                        rate_window_bytes: 0,
+                        rate_window_start: now,
+                        last_rate_ok: now,
                         validated,
                         reserved: 0,
+                        reserved_small: 0,
                         window_extensions: 0,
                         open_streams: 0,
+                        queued_out: 0,
+                        last_send_progress: now,
+                        writable_waiters: Vec::new(),
                     },
                 );
                 self.core.insert(ch, conn);
@@ -883,9 +943,13 @@ impl Server {
         if let Some(c) = self.conns.get_mut(&ch) {
             c.open_streams = c.open_streams.saturating_sub(1);
         }
+        self.account_queued(ch, s.out.bytes(), 0);
         if let Some(r) = s.reservation.take() {
-            self.budget
-                .release(self.conns.get_mut(&ch).map(|c| &mut c.reserved), r);
+            let conn = self
+                .conns
+                .get_mut(&ch)
+                .map(|c| (&mut c.reserved, &mut c.reserved_small));
+            self.budget.release(conn, r);
             self.released.push(ch);
         }
         if std::mem::take(&mut s.parked) {
@@ -895,6 +959,92 @@ impl Server {
             self.narrow_window(ch);
         }
         Some(s)
+    }
+
+    /// Records a change of a stream's queued response bytes from `before` to `after`. A
+    /// drop may let waiting requests in (`max_queued_response_bytes_*`).
+    fn account_queued(&mut self, ch: ConnectionHandle, before: usize, after: usize) {
+        let (before, after) = (before as u64, after as u64);
+        if after == before {
+            return;
+        }
+        self.queued_out_total = (self.queued_out_total + after).saturating_sub(before);
+        let cap = self.config.max_queued_response_bytes_per_connection;
+        let mut waiters = Vec::new();
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.queued_out = (c.queued_out + after).saturating_sub(before);
+            if c.queued_out < cap {
+                waiters = std::mem::take(&mut c.writable_waiters);
+            }
+        }
+        for stream in waiters {
+            if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+                if let (true, Phase::Handling { id, .. }) =
+                    (std::mem::take(&mut s.notify_writable), &s.phase)
+                {
+                    self.events
+                        .push_back(ServerEvent::StreamWritable { id: *id });
+                }
+            }
+        }
+        if after < before {
+            self.released.push(ch);
+        }
+    }
+
+    /// Whether queued responses keep `ch` from starting another request frame now.
+    fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
+        let conn = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        if conn >= self.config.max_queued_response_bytes_per_connection {
+            Some(Shortfall::Connection)
+        } else if self.queued_out_total >= self.config.max_queued_response_bytes_total {
+            Some(Shortfall::Total)
+        } else {
+            None
+        }
+    }
+
+    /// A response stream's send-progress deadline: when quinn took none of its bytes,
+    /// nor any of its connection's, for `send_progress_timeout`, the validator is not
+    /// reading (a congested path still moves the connection), so the stream is reset
+    /// (its request cancelled) and the connection closed.
+    fn check_send_progress(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
+        let timeout = self.config.send_progress_timeout;
+        let conn_progress = self.conns.get(&ch).map(|c| c.last_send_progress);
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
+        s.send_deadline = false;
+        if matches!(s.phase, Phase::Reading(_)) {
+            return;
+        }
+        let last = conn_progress.map_or(s.last_send_progress, |c| c.max(s.last_send_progress));
+        let expires = last + timeout;
+        if expires > now {
+            s.send_deadline = true;
+            self.deadlines.schedule(expires, Deadline::Send(ch, stream));
+            return;
+        }
+        self.stats.send_timeouts += 1;
+        if let Some(SStream {
+            phase: Phase::Handling { id, .. },
+            ..
+        }) = self.abandon_stream(ch, stream)
+        {
+            if self.requests.remove(&id).is_some() {
+                self.events.push_back(ServerEvent::RequestCancelled {
+                    id,
+                    reason: CancelReason::PeerStalled,
+                });
+            }
+        }
+        let stalled = self
+            .conns
+            .get(&ch)
+            .is_some_and(|c| c.last_send_progress + timeout <= now);
+        if stalled {
+            self.close_quic(now, ch, b"no_read_progress");
+        }
     }
 
     /// Takes back the window room of one stream that no longer waits.
@@ -946,41 +1096,45 @@ impl Server {
     /// Admits `ch`'s waiting streams in order while they fit; the limit that stopped it.
     fn admit_waiting(&mut self, now: Instant, ch: ConnectionHandle) -> Option<Shortfall> {
         while let Some(stream) = self.parking.head(ch) {
-            let Some(sconn) = self.conns.get_mut(&ch) else {
+            let Some(authenticated) = self.conns.get(&ch).map(|c| !c.hotkeys.is_empty()) else {
                 self.parking.remove_conn(ch);
                 return None;
             };
-            let authenticated = !sconn.hotkeys.is_empty();
-            let Some(s) = self.streams.get_mut(&(ch, stream)) else {
-                self.parking.pop_head(ch);
-                continue;
-            };
-            let declared = match &s.phase {
-                Phase::Reading(decoder) => decoder.declared_len(),
+            let declared = match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+                Some(Phase::Reading(decoder)) => decoder.declared_len(),
                 _ => None,
             };
             let Some(len) = declared else {
+                // Gone or no longer reading: nothing to admit.
                 self.parking.pop_head(ch);
-                s.parked = false;
+                if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+                    s.parked = false;
+                }
                 continue;
             };
-            let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
-            match self
-                .budget
-                .try_reserve(&mut sconn.reserved, authenticated, bytes)
-            {
-                Ok(r) => {
-                    self.parking.pop_head(ch);
-                    s.reservation = Some(r);
-                    s.parked = false;
-                    s.last_progress = now;
-                    if std::mem::take(&mut s.window_extended) {
-                        self.narrow_window(ch);
-                    }
-                    self.read(now, ch, stream);
-                }
-                Err(shortfall) => return Some(shortfall),
+            if let Some(shortfall) = self.response_backlog(ch) {
+                return Some(shortfall);
             }
+            let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
+            let sconn = self.conns.get_mut(&ch)?;
+            let reservation = match self.budget.try_reserve(
+                &mut sconn.reserved,
+                &mut sconn.reserved_small,
+                authenticated,
+                bytes,
+            ) {
+                Ok(r) => r,
+                Err(shortfall) => return Some(shortfall),
+            };
+            self.parking.pop_head(ch);
+            let s = self.streams.get_mut(&(ch, stream))?;
+            s.reservation = Some(reservation);
+            s.parked = false;
+            s.last_progress = now;
+            if std::mem::take(&mut s.window_extended) {
+                self.narrow_window(ch);
+            }
+            self.read(now, ch, stream);
         }
         None
     }
@@ -1068,6 +1222,8 @@ impl Server {
                             reservation: None,
                             parked: false,
                             window_extended: false,
+                            last_send_progress: now,
+                            send_deadline: false,
                         },
                     );
                     self.deadlines.schedule(
@@ -1169,7 +1325,6 @@ impl Server {
         };
         let Some(SStream {
             phase: Phase::Reading(decoder),
-            last_progress,
             reservation,
             parked,
             ..
@@ -1182,6 +1337,13 @@ impl Server {
             return;
         }
         let authenticated = !sconn.hotkeys.is_empty();
+        let backlog = if sconn.queued_out >= self.config.max_queued_response_bytes_per_connection {
+            Some(Shortfall::Connection)
+        } else if self.queued_out_total >= self.config.max_queued_response_bytes_total {
+            Some(Shortfall::Total)
+        } else {
+            None
+        };
         let mut recv = conn.recv_stream(stream);
         let Ok(mut chunks) = recv.read(true) else {
             return;
@@ -1191,6 +1353,7 @@ impl Server {
         let mut frame = None;
         let mut failed = false;
         let mut progressed = false;
+        let mut received = 0u64;
         let mut wait = None;
         loop {
             // Nothing past the header is read until the frame's whole declared length is
@@ -1199,12 +1362,20 @@ impl Server {
                 usize::MAX
             } else if let Some(len) = decoder.declared_len() {
                 let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
-                // The connection's streams already waiting go first (see `parking`).
+                // The connection's streams already waiting go first (see `parking`), and
+                // no request starts while its connection's (or everyone's) responses are
+                // backed up.
                 let reserved = if self.parking.must_queue(ch) {
                     Err(Shortfall::Connection)
+                } else if let Some(shortfall) = backlog {
+                    Err(shortfall)
                 } else {
-                    self.budget
-                        .try_reserve(&mut sconn.reserved, authenticated, bytes)
+                    self.budget.try_reserve(
+                        &mut sconn.reserved,
+                        &mut sconn.reserved_small,
+                        authenticated,
+                        bytes,
+                    )
                 };
                 match reserved {
                     Ok(r) => {
@@ -1223,8 +1394,8 @@ impl Server {
             };
             match chunks.next(max) {
                 Ok(Some(chunk)) => {
-                    *last_progress = now;
                     progressed = true;
+                    received += chunk.bytes.len() as u64;
                     decoder.push(chunk.bytes);
                     match decoder.next_frame() {
                         Ok(Some(f)) => {
@@ -1252,11 +1423,13 @@ impl Server {
         let _ = chunks.finalize();
         if progressed {
             sconn.last_progress = now;
+            note_request_rate(sconn, now, received, self.config.min_request_rate);
         }
         let done = frame.is_some() || failed || fin || reset;
         if done {
             if let Some(r) = reservation.take() {
-                self.budget.release(Some(&mut sconn.reserved), r);
+                self.budget
+                    .release(Some((&mut sconn.reserved, &mut sconn.reserved_small)), r);
                 self.released.push(ch);
             }
         }
@@ -1529,10 +1702,13 @@ impl Server {
         });
         if let Some(s) = self.streams.get_mut(&(ch, stream)) {
             s.phase = Phase::Answered;
+            let before = s.out.bytes();
             if let Ok(frame) = frame {
                 s.out.push(frame);
             }
             s.out.finish_after_drain();
+            let after = s.out.bytes();
+            self.account_queued(ch, before, after);
         }
         self.flush(ch, stream);
     }
@@ -1544,9 +1720,34 @@ impl Server {
         let Some(s) = self.streams.get_mut(&(ch, stream)) else {
             return;
         };
+        let before = s.out.bytes();
         let result = s.out.flush(conn.send_stream(stream));
+        let after = s.out.bytes();
         self.core.touch(ch);
-        let limit = self.config.streaming_channel_buffer;
+        let now = self.now;
+        if after < before {
+            s.last_send_progress = now;
+        }
+        // Waiting on the peer's flow control: a peer that never reads must not hold the
+        // response forever (`send_progress_timeout`).
+        let schedule = result == Flush::Blocked && !std::mem::replace(&mut s.send_deadline, true);
+        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        let writable = s.notify_writable && !chunk_queue_full(&self.config, &s.out, conn_queued);
+        if schedule {
+            self.deadlines.schedule(
+                now + self.config.send_progress_timeout,
+                Deadline::Send(ch, stream),
+            );
+        }
+        if after < before {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.last_send_progress = now;
+            }
+        }
+        self.account_queued(ch, before, after);
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
         match result {
             Flush::Drained if s.out.is_finished() => {
                 self.remove_stream(ch, stream);
@@ -1566,7 +1767,7 @@ impl Server {
                 }
             }
             _ => {
-                if s.notify_writable && s.out.frames() < limit {
+                if writable {
                     s.notify_writable = false;
                     if let Phase::Handling { id, .. } = s.phase {
                         self.events.push_back(ServerEvent::StreamWritable { id });
@@ -1589,8 +1790,9 @@ impl Server {
                 }
             }
             Deadline::Read(ch, stream) => {
-                // Inactivity, not total time: a large request on a lossy path may take long,
-                // but a header followed by silence (slowloris) stalls.
+                // A rate, not total time: a large request on a lossy path may take long,
+                // but a header followed by silence (slowloris) or a trickle that holds
+                // request budget (a byte every second) stalls.
                 let idle_since = match self.streams.get(&(ch, stream)) {
                     Some(SStream {
                         phase: Phase::Reading(_),
@@ -1607,9 +1809,9 @@ impl Server {
                     idle_since = now;
                 }
                 // A stream waiting behind its siblings on a busy connection is not stalled:
-                // only a connection that sends nothing at all is.
+                // only a connection that delivers less than the minimum rate is.
                 if let Some(c) = self.conns.get(&ch) {
-                    idle_since = idle_since.max(c.last_progress);
+                    idle_since = idle_since.max(c.last_rate_ok);
                 }
                 let expires = idle_since + self.config.request_read_timeout;
                 if expires > now {
@@ -1619,6 +1821,7 @@ impl Server {
                 self.stats.read_timeouts += 1;
                 self.abandon_stream(ch, stream);
             }
+            Deadline::Send(ch, stream) => self.check_send_progress(now, ch, stream),
             Deadline::Handler(id) => {
                 let Some(&(ch, stream)) = self.requests.get(&id) else {
                     return;
@@ -1694,6 +1897,33 @@ fn pre_auth_rejection(timestamp: u64) -> HandshakeResponse {
 }
 
 #[allow(dead_code)]
-fn _assert_send(_: &Server) -> Duration {
-    Duration::ZERO
+fn _assert_send(_: &Server) {}
+
+/// The window over which a connection's request rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Counts `bytes` of request data that arrived on `c` at `now`; each window of at least
+/// [`RATE_WINDOW`] that delivered `min_rate` bytes per second or more moves
+/// `last_rate_ok`.
+fn note_request_rate(c: &mut SConn, now: Instant, bytes: u64, min_rate: u64) {
+    c.rate_window_bytes = c.rate_window_bytes.saturating_add(bytes);
+    let elapsed = now.saturating_duration_since(c.rate_window_start);
+    if elapsed < RATE_WINDOW {
+        return;
+    }
+    let needed = u128::from(min_rate) * elapsed.as_millis() / 1000;
+    if u128::from(c.rate_window_bytes) >= needed {
+        c.last_rate_ok = now;
+    }
+    c.rate_window_start = now;
+    c.rate_window_bytes = 0;
+}
+
+/// Whether a streaming response's chunk queue takes no more chunks now (see
+/// [`Server::send_chunk`]).
+fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> bool {
+    let own = out.frames() > 0
+        && (out.frames() >= config.streaming_channel_buffer
+            || out.bytes() as u64 >= config.max_queued_chunk_bytes);
+    own || conn_queued >= config.max_queued_response_bytes_per_connection
 }

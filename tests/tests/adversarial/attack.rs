@@ -183,6 +183,19 @@ pub fn frame_header(ty: u8, len: u32) -> Vec<u8> {
 
 /// A quinn-proto client configuration speaking ALPN `btlightning`.
 pub fn quic_client_config() -> ClientConfig {
+    quic_client_config_with(|_| {})
+}
+
+/// A deaf agent's config: flow-control windows small enough that the server's answers
+/// stay on the server (quinn's default would absorb 1.25 MB of every stream here).
+fn deaf_client_config() -> ClientConfig {
+    quic_client_config_with(|t| {
+        t.stream_receive_window(VarInt::from_u32(64 * 1024));
+        t.receive_window(VarInt::from_u32(1024 * 1024));
+    })
+}
+
+fn quic_client_config_with(edit: impl FnOnce(&mut TransportConfig)) -> ClientConfig {
     let tls = lightning_tests::accept_any_cert_tls();
     let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS config");
     let mut transport = TransportConfig::default();
@@ -193,6 +206,7 @@ pub fn quic_client_config() -> ClientConfig {
     transport.keep_alive_interval(None);
     // Enough in flight to push megabytes per stream on a few connections.
     transport.send_window(64 * 1024 * 1024);
+    edit(&mut transport);
     let mut config = ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     config
@@ -240,6 +254,9 @@ pub enum Then {
     Slowloris(Bytes),
     /// Keep opening streams, each carrying the next of these payloads and a FIN.
     Streams(Vec<Bytes>),
+    /// Keep opening streams, each carrying the next of these payloads and a FIN, as fast
+    /// as the server grants stream credit, and never read an answer.
+    Deaf(Vec<Bytes>),
     /// Like `Slowloris`, but also write one more byte on one of the streams every `drip`,
     /// so that the connection as a whole never looks idle.
     Hog {
@@ -398,13 +415,16 @@ fn run_agents(
         .build()
         .expect("attacker runtime");
     runtime.block_on(async move {
-        let config = quic_client_config();
         let mut tasks = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
+            let config = match spec.then {
+                Then::Deaf(_) => deaf_client_config(),
+                _ => quic_client_config(),
+            };
             let agent = Agent::new(
                 server,
                 spec,
-                config.clone(),
+                config,
                 i as u64,
                 counters.clone(),
                 stop.clone(),
@@ -767,7 +787,9 @@ impl Agent {
         match self.spec.then {
             Then::Hold => {}
             Then::Reconnect => self.close(now, ch, "again"),
-            Then::Slowloris(_) | Then::Streams(_) | Then::Hog { .. } => self.fill_streams(ch),
+            Then::Slowloris(_) | Then::Streams(_) | Then::Deaf(_) | Then::Hog { .. } => {
+                self.fill_streams(ch)
+            }
         }
     }
 
@@ -793,10 +815,13 @@ impl Agent {
         if !c.running || c.gone {
             return;
         }
-        while c.streams.len() < self.spec.max_streams {
+        let deaf = matches!(self.spec.then, Then::Deaf(_));
+        // A deaf agent keeps no count of its streams: it opens what the server's stream
+        // credit allows, and the server frees the ones it gives up on.
+        while deaf || c.streams.len() < self.spec.max_streams {
             let (bytes, fin) = match &self.spec.then {
                 Then::Slowloris(prefix) | Then::Hog { prefix, .. } => (prefix.clone(), false),
-                Then::Streams(payloads) if !payloads.is_empty() => {
+                Then::Streams(payloads) | Then::Deaf(payloads) if !payloads.is_empty() => {
                     c.next_payload += 1;
                     (payloads[c.next_payload % payloads.len()].clone(), true)
                 }
@@ -810,9 +835,16 @@ impl Agent {
     }
 
     fn read(&mut self, now: Instant, ch: ConnectionHandle, id: StreamId) {
+        let deaf = matches!(self.spec.then, Then::Deaf(_));
         let Some(c) = self.conns.get_mut(&ch) else {
             return;
         };
+        if deaf && c.streams.get(&id).is_some_and(|s| !s.handshake) {
+            // Never read an answer: the server's flow control fills and stays full. The
+            // stream's entry goes, so the agent's own tables stay small.
+            c.streams.remove(&id);
+            return;
+        }
         let mut end = None;
         {
             let mut recv = c.quic.recv_stream(id);
