@@ -1030,3 +1030,31 @@ fn a_full_table_admits_a_newcomer_by_evicting_the_longest_idle_connection() {
     );
     assert_eq!(w.server(s).validators().count(), 3);
 }
+
+/// quinn reuses a closed connection's handle for the next connection. A deadline set for
+/// the old connection (its dial timeout) must not fire on the new one: a miner dialled
+/// just before the old deadline would fail at once instead of after `connect_timeout`.
+#[test]
+fn a_stale_dial_deadline_does_not_fail_a_newer_connection_on_the_same_handle() {
+    let (mut w, _s, c) = connected_pair(28);
+    let first_dial = w.sim.now();
+    let now = w.sim.now();
+    w.client(c).disconnect(now, addr(SERVER), "done");
+    // Until just before the first connection's dial deadline (10 s after it started).
+    let connect_timeout = ClientConfig::default().connect_timeout;
+    w.run_for(connect_timeout - 2 * SECOND);
+    // A miner that never answers: nothing listens there.
+    let silent = addr("10.0.0.99:8443");
+    let dialled = w.sim.now();
+    let now = w.sim.now();
+    w.client(c).connect(now, silent, [miner_hotkey()]).unwrap();
+    w.run_until(2 * connect_timeout, |w| w.handshake_failure(c).is_some());
+    let failed_after = w.sim.now() - dialled;
+    assert!(
+        failed_after >= connect_timeout,
+        "the silent miner failed {failed_after:?} after its dial ({:?} after the first \
+         connection's): {:?}",
+        w.sim.now() - first_dial,
+        w.handshake_failure(c)
+    );
+}

@@ -181,9 +181,12 @@ enum StreamRole {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Connection deadlines carry the connection's serial as well as its handle: quinn hands
+/// a closed connection's handle to the next one, and a deadline left over from the old
+/// connection must not fire on the new one.
 enum Deadline {
-    Dial(ConnectionHandle),
-    Handshake(ConnectionHandle, StreamId),
+    Dial(ConnectionHandle, u64),
+    Handshake(ConnectionHandle, u64, StreamId),
     Request(RequestId),
 }
 
@@ -199,6 +202,9 @@ pub struct Client {
     quic: quinn_proto::ClientConfig,
     peers: HashMap<SocketAddr, Peer>,
     conn_addr: IdMap<ConnectionHandle, SocketAddr>,
+    /// Serial of the connection holding each handle now (see [`Deadline`]).
+    conn_serial: IdMap<ConnectionHandle, u64>,
+    next_conn_serial: u64,
     streams: HashMap<(ConnectionHandle, StreamId), StreamRole>,
     handshakes: HashMap<(ConnectionHandle, StreamId), HandshakeStream>,
     requests: IdMap<RequestId, Request>,
@@ -256,6 +262,8 @@ impl Client {
             quic,
             peers: HashMap::new(),
             conn_addr: IdMap::default(),
+            conn_serial: IdMap::default(),
+            next_conn_serial: 0,
             streams: HashMap::new(),
             handshakes: HashMap::new(),
             requests: IdMap::default(),
@@ -649,9 +657,14 @@ impl Client {
             *status = HotkeyStatus::Idle;
         }
         self.conn_addr.insert(ch, addr);
+        self.next_conn_serial += 1;
+        let serial = self.next_conn_serial;
+        self.conn_serial.insert(ch, serial);
         self.core.insert(ch, conn);
-        self.deadlines
-            .schedule(now + self.config.connect_timeout, Deadline::Dial(ch));
+        self.deadlines.schedule(
+            now + self.config.connect_timeout,
+            Deadline::Dial(ch, serial),
+        );
         Ok(())
     }
 
@@ -731,6 +744,7 @@ impl Client {
     }
 
     fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String) {
+        self.conn_serial.remove(&ch);
         let Some(addr) = self.conn_addr.remove(&ch) else {
             return;
         };
@@ -810,6 +824,7 @@ impl Client {
         };
         if let Some(ch) = peer.conn.take() {
             self.conn_addr.remove(&ch);
+            self.conn_serial.remove(&ch);
             if let Some(conn) = self.core.conns.get_mut(&ch) {
                 conn.close(
                     now,
@@ -915,9 +930,10 @@ impl Client {
             if let Some(peer) = self.peers.get_mut(&addr) {
                 peer.hotkeys.insert(hotkey, HotkeyStatus::Pending);
             }
+            let serial = self.conn_serial.get(&ch).copied().unwrap_or(0);
             self.deadlines.schedule(
                 now + self.config.connect_timeout,
-                Deadline::Handshake(ch, stream),
+                Deadline::Handshake(ch, serial, stream),
             );
         }
         self.core.touch(ch);
@@ -1296,7 +1312,10 @@ impl Client {
 
     fn on_deadline(&mut self, now: Instant, deadline: Deadline) {
         match deadline {
-            Deadline::Dial(ch) => {
+            Deadline::Dial(ch, serial) => {
+                if self.conn_serial.get(&ch) != Some(&serial) {
+                    return;
+                }
                 let Some(&addr) = self.conn_addr.get(&ch) else {
                     return;
                 };
@@ -1305,8 +1324,10 @@ impl Client {
                     self.fail_peer(now, addr, ClientError::ConnectTimeout(addr));
                 }
             }
-            Deadline::Handshake(ch, stream) => {
-                if self.handshakes.contains_key(&(ch, stream)) {
+            Deadline::Handshake(ch, serial, stream) => {
+                if self.conn_serial.get(&ch) == Some(&serial)
+                    && self.handshakes.contains_key(&(ch, stream))
+                {
                     self.finish_handshake(now, ch, stream, Err(ClientError::HandshakeTimeout));
                 }
             }
