@@ -118,6 +118,7 @@ fn attacked_server(handshakes: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>) 
             c.transport.idle_timeout = Duration::from_secs(3);
             c.transport.keep_alive_interval = Duration::from_secs(1);
             c.send_progress_timeout = Duration::from_secs(2);
+            c.evict_idle_after = Some(Duration::from_secs(1));
             c.max_unauthenticated_connections = MAX_UNAUTHENTICATED;
             c.retry = RetryPolicy::WhenUnauthenticatedAtLeast(RETRY_FROM);
         })
@@ -177,6 +178,8 @@ struct Peak {
     requests_in_flight: usize,
     active_nonces: usize,
     reserved_request_bytes: u64,
+    validators: usize,
+    parked_streams: usize,
 }
 
 impl Peak {
@@ -187,6 +190,8 @@ impl Peak {
         self.requests_in_flight = self.requests_in_flight.max(s.requests_in_flight);
         self.active_nonces = self.active_nonces.max(s.active_nonces);
         self.reserved_request_bytes = self.reserved_request_bytes.max(s.reserved_request_bytes);
+        self.validators = self.validators.max(s.validators.len());
+        self.parked_streams = self.parked_streams.max(s.parked_streams);
     }
 }
 
@@ -282,13 +287,15 @@ impl Outcome {
                 .unwrap_or_default(),
         );
         report!(
-            "[{n}] server peak: connections {}, unauthenticated {}, queued {} B, requests in flight {}, nonces {}, request bytes reserved {}",
+            "[{n}] server peak: connections {}, unauthenticated {}, validators {}, queued {} B, requests in flight {}, nonces {}, request bytes reserved {}, requests waiting {}",
             self.peak.connections,
             self.peak.unauthenticated,
+            self.peak.validators,
             self.peak.queued_bytes,
             self.peak.requests_in_flight,
             self.peak.active_nonces,
             self.peak.reserved_request_bytes,
+            self.peak.parked_streams,
         );
         report!(
             "[{n}] cleanup: {:.1} s after the attack stopped -> connections {}, unauthenticated {}, validators {}, queued {} B",
@@ -594,6 +601,8 @@ const INCOMPLETE_REQUESTS: &str = "large incomplete requests";
 const UNAUTHENTICATED_ONE_IP: &str = "unauthenticated flood from one IP";
 const UNREAD_ANSWERS: &str = "unread answers";
 const TRICKLED_BUDGET: &str = "budget held by trickles";
+const TABLE_FILL: &str = "connection table filled by throwaway hotkeys";
+const PARKED_FLOOD: &str = "thousands of waiting requests";
 const UNREAD_STREAMS: &str = "unread streams";
 
 /// Longest wait for cleanup after `name`. Connections that vanish are closed by the idle
@@ -866,6 +875,37 @@ fn plan(name: &str, t: &Target) -> Vec<Stage> {
                 ..Stage::default()
             }]
         }
+        // 136 throwaway hotkeys on eight IPs (17 each, under the handshake rate limit)
+        // authenticate and sit idle: more than the 128 the table holds.
+        TABLE_FILL => vec![Stage {
+            agents: (0..8)
+                .map(|i| {
+                    AgentSpec::new(attacker_ip(i), Auth::Valid, Then::Hold)
+                        .connections(17)
+                        .reconnect_delay(Duration::from_millis(200))
+                        .keys((0..17).map(|k| key(0x60 + (17 * i + k) as u8)).collect())
+                })
+                .collect(),
+            ..Stage::default()
+        }],
+        // Twenty hotkeys on four IPs each open every stream they may with a header
+        // declaring 64 MiB and nothing after it: a few get budget, thousands wait.
+        PARKED_FLOOD => {
+            let header = Bytes::from(frame_header(0x03, 64 * 1024 * 1024));
+            vec![Stage {
+                agents: (0..20)
+                    .map(|i| {
+                        AgentSpec::new(
+                            attacker_ip(i % 4),
+                            Auth::Valid,
+                            Then::Slowloris(header.clone()),
+                        )
+                        .keys(vec![key(0x70 + i as u8)])
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
         // Two authenticated connections ask for streams of 16 MiB chunks and never read.
         UNREAD_STREAMS => {
             let stream = request_frame(
@@ -1129,5 +1169,32 @@ fn budget_held_by_trickles() {
     assert!(
         outcome.delta().read_timeouts >= 4,
         "the trickles were never reset"
+    );
+}
+
+/// Idle throwaway hotkeys fill `max_connections`: a validator that connects meanwhile gets
+/// in by evicting one of them.
+#[test]
+fn connection_table_filled_by_throwaway_hotkeys() {
+    let outcome = run(TABLE_FILL);
+    outcome.assert_newcomers_served();
+    assert!(outcome.delta().evicted > 0, "nobody was evicted");
+    assert!(outcome.peak.validators >= 128, "the table never filled");
+}
+
+/// Thousands of requests waiting for budget cost O(1) each to resume, are capped per
+/// connection and in total, and the honest validator keeps being served.
+#[test]
+fn thousands_of_waiting_requests() {
+    let outcome = run(PARKED_FLOOD);
+    assert!(
+        outcome.peak.parked_streams >= 500,
+        "only {} ever waited",
+        outcome.peak.parked_streams
+    );
+    assert!(
+        outcome.peak.parked_streams <= 512,
+        "{} waited, cap 512",
+        outcome.peak.parked_streams
     );
 }
