@@ -61,7 +61,9 @@ impl StreamingResponse {
         if std::process::id() != self.pid {
             return Err(forked_error());
         }
-        let mut stream = match std::mem::replace(&mut *self.lock(), State::Busy) {
+        // Bound first: a guard in the match scrutinee would live through the arms.
+        let taken = std::mem::replace(&mut *self.lock(), State::Busy);
+        let mut stream = match taken {
             State::Open(s) => s,
             State::Done => {
                 *self.lock() = State::Done;
