@@ -49,6 +49,24 @@ fn hotkey_from_seed(seed: Vec<u8>) -> PyResult<String> {
     Ok(lightning_tokio::Keypair::from_seed(&seed).hotkey())
 }
 
+/// An sr25519 signature (context `substrate`) of `message` by the key from a 32-byte
+/// seed: what a signer passed to `set_python_signer` must return.
+#[pyfunction]
+fn sign_with_seed<'py>(
+    py: Python<'py>,
+    seed: Vec<u8>,
+    message: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| {
+        errors::config_error(format!(
+            "config error: keypair seed must be 32 bytes, got {}",
+            seed.len()
+        ))
+    })?;
+    let signature = lightning_tokio::Keypair::from_seed(&seed).sign(message);
+    Ok(PyBytes::new(py, &signature))
+}
+
 /// The native module `lightning_quic._native`.
 #[pymodule(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -59,6 +77,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(context::current_request, m)?)?;
     m.add_function(wrap_pyfunction!(encode_data, m)?)?;
     m.add_function(wrap_pyfunction!(hotkey_from_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_with_seed, m)?)?;
     m.add_function(wrap_pyfunction!(decode_data, m)?)?;
     m.add("MAX_NESTING", convert::MAX_NESTING)?;
     Ok(())

@@ -69,9 +69,10 @@ def echo(serve: Callable[..., Served]) -> Served:
 
 @pytest.fixture
 def client() -> Iterator[Lightning]:
-    """A validator client with its keypair (no connections yet)."""
+    """A validator client with its keypair and an endpoint (miners are dialled on demand)."""
     c = Lightning(wallet_hotkey=VALIDATOR_HOTKEY)
     c.set_validator_keypair(VALIDATOR_SEED)
+    c.initialize_connections([])
     yield c
     c.close()
 

@@ -277,8 +277,6 @@ def test_start_without_key_is_signing_error() -> None:
 
 
 def test_port_in_use_at_start(echo) -> None:
-    s = make_server()
-    s._native  # noqa: B018 - same host and port as a running server
     other = LightningServer(MINER_HOTKEY, host="127.0.0.1", port=echo.server.port)
     other.set_miner_keypair(bytes([1] * 32))
     with pytest.raises(ValueError, match="config error: Failed to create QUIC endpoint"):

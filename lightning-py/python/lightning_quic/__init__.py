@@ -19,6 +19,7 @@ from ._native import (
     decode_data,
     encode_data,
     hotkey_from_seed,
+    sign_with_seed,
 )
 from ._sync import Lightning, LightningServer, QuicAxonInfo
 from ._types import (
@@ -67,4 +68,5 @@ __all__ = [
     "encode_data",
     "errors",
     "hotkey_from_seed",
+    "sign_with_seed",
 ]
