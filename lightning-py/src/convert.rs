@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use lightning_tokio::DataMap;
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
@@ -108,7 +108,8 @@ fn encode_int(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, path: &Path<'_, '_>) 
     } else if let Ok(v) = value.extract::<u64>() {
         write(path, rmp::encode::write_uint(out, v))?;
     } else {
-        return Err(PyOverflowError::new_err(format!(
+        // A ValueError, as btlightning raises: callers catch that.
+        return Err(PyValueError::new_err(format!(
             "{ENCODE_ERROR}: integer too large for msgpack representation (must fit i64 or u64) at {}",
             path.render()
         )));
