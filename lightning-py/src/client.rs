@@ -226,13 +226,16 @@ impl PyClient {
 
     /// Signs handshakes by calling `signer(message: bytes) -> bytes` (64-byte signature).
     fn set_python_signer(&self, signer: Py<PyAny>) -> PyResult<()> {
+        // Runs during handshakes on the endpoint task (see PARITY.md); `try_attach` so an
+        // interpreter that is shutting down fails the handshake instead of parking the task.
         let callback = move |message: &[u8]| -> Result<Vec<u8>, String> {
-            Python::attach(|py| {
+            Python::try_attach(|py| {
                 signer
                     .call1(py, (PyBytes::new(py, message),))
                     .and_then(|sig| sig.extract::<Vec<u8>>(py))
                     .map_err(|e| format!("Python signer call failed: {e}"))
             })
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
         };
         self.set_identity(Identity::from_callback(
             self.wallet_hotkey.clone(),

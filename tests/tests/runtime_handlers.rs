@@ -1,6 +1,8 @@
 //! Handlers registered, replaced and removed on a server that is already running, over
 //! real sockets: what btlightning's Python `register_synapse_handler` allows at any time,
 //! and what the Python package builds on.
+// A failed setup step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lightning_driver::{ClientBuilder, DataMap, QuicRequest};
 use lightning_tests::{axon_of, basic_server, payload, MINER_SEED, VALIDATOR_SEED};
