@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args;
+use crate::bridge::{spawn, LoopBridge, Ticket};
 use crate::convert::datamap_to_dict;
 use crate::errors::{config_error, connection_error, not_initialized, signing_error, to_py};
 use crate::logging::log_warning;
@@ -376,6 +377,105 @@ impl PyClient {
         Ok(StreamingResponse::new(stream, self.chunk_timeout))
     }
 
+    // ----- asyncio: each method starts a task and resolves `fut` through the loop bridge.
+
+    /// `initialize_connections` for asyncio: resolves `fut` with the authenticated hotkeys.
+    fn initialize_connections_async(
+        &self,
+        bridge: &LoopBridge,
+        fut: Py<PyAny>,
+        miners: &Bound<'_, PyAny>,
+    ) -> PyResult<Ticket> {
+        let miners = args::axons(miners)?;
+        let client = self.ensure_client()?;
+        spawn(bridge, fut, async move {
+            let report = client.initialize_connections(miners).await;
+            move |py: Python<'_>| connected(py, report)
+        })
+    }
+
+    /// `update_miner_registry` for asyncio.
+    fn update_miner_registry_async(
+        &self,
+        bridge: &LoopBridge,
+        fut: Py<PyAny>,
+        miners: &Bound<'_, PyAny>,
+    ) -> PyResult<Ticket> {
+        let miners = args::axons(miners)?;
+        let client = self.client()?;
+        spawn(bridge, fut, async move {
+            let report = client.update_miner_registry(miners).await;
+            move |py: Python<'_>| connected(py, report)
+        })
+    }
+
+    /// `query_axon` for asyncio; cancelling the ticket cancels the query on the wire.
+    #[pyo3(signature = (bridge, fut, axon_info, request, timeout_secs=None))]
+    fn query_axon_async(
+        &self,
+        bridge: &LoopBridge,
+        fut: Py<PyAny>,
+        axon_info: &Bound<'_, PyAny>,
+        request: &Bound<'_, PyAny>,
+        timeout_secs: Option<f64>,
+    ) -> PyResult<Ticket> {
+        let axon = args::axon(axon_info)?;
+        let request = args::request(request)?;
+        let timeout = args::timeout(timeout_secs)?;
+        self.check_size(&request)?;
+        let client = self.client()?;
+        spawn(bridge, fut, async move {
+            let result = match timeout {
+                Some(t) => client.query_axon_with_timeout(&axon, request, t).await,
+                None => client.query_axon(&axon, request).await,
+            };
+            move |py: Python<'_>| -> PyResult<Py<PyAny>> {
+                let response = result.map_err(to_py)?;
+                Ok(response_dict(py, &response)?.into_any().unbind())
+            }
+        })
+    }
+
+    /// `query_axon_stream` for asyncio: resolves `fut` with a `PyStreamingResponse` whose
+    /// `next_async` reads chunks.
+    fn query_axon_stream_async(
+        &self,
+        bridge: &LoopBridge,
+        fut: Py<PyAny>,
+        axon_info: &Bound<'_, PyAny>,
+        request: &Bound<'_, PyAny>,
+    ) -> PyResult<Ticket> {
+        let axon = args::axon(axon_info)?;
+        let request = args::request(request)?;
+        self.check_size(&request)?;
+        let client = self.client()?;
+        let chunk_timeout = self.chunk_timeout;
+        spawn(bridge, fut, async move {
+            let result = client.query_axon_stream(&axon, request).await;
+            move |py: Python<'_>| -> PyResult<Py<PyAny>> {
+                let stream = result.map_err(to_py)?;
+                Ok(Py::new(py, StreamingResponse::new(stream, chunk_timeout))?.into_any())
+            }
+        })
+    }
+
+    /// `close` for asyncio.
+    fn close_async(&self, bridge: &LoopBridge, fut: Py<PyAny>) -> PyResult<Ticket> {
+        let client = self.state().ok().and_then(|s| s.client.clone());
+        spawn(bridge, fut, async move {
+            let result = match client {
+                Some(c) => c.close_all_connections().await,
+                None => Ok(()),
+            };
+            move |py: Python<'_>| -> PyResult<Py<PyAny>> {
+                match result {
+                    Ok(()) | Err(lightning_tokio::LightningError::Closed) => Ok(py.None()),
+                    Err(e) => Err(connection_error(e.to_string())),
+                }
+            }
+        })
+    }
+
     /// `total_connections`, `active_miners` and one `connection_<ip>:<port>` entry per
     /// miner address, all as strings (btlightning's shape).
     fn get_connection_stats(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
@@ -421,6 +521,17 @@ impl PyClient {
         }
         Ok(())
     }
+}
+
+/// The authenticated hotkeys of a connect, failures logged (for the asyncio methods).
+fn connected(
+    py: Python<'_>,
+    report: lightning_tokio::Result<lightning_tokio::ConnectReport>,
+) -> PyResult<Py<PyAny>> {
+    let report = report.map_err(to_py)?;
+    log_failures(&report);
+    let hotkeys: Vec<String> = report.authenticated.into_iter().map(|a| a.hotkey).collect();
+    Ok(hotkeys.into_pyobject(py)?.into_any().unbind())
 }
 
 /// Runs every future concurrently and returns their outputs in order.

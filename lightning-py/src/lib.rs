@@ -10,9 +10,11 @@
 //! never a panic.
 
 mod args;
+mod bridge;
 mod client;
 mod context;
 mod convert;
+mod coro;
 mod errors;
 mod executor;
 mod handlers;
@@ -74,6 +76,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::PyServer>()?;
     m.add_class::<stream::StreamingResponse>()?;
     m.add_class::<context::PyRequestContext>()?;
+    m.add_class::<bridge::LoopBridge>()?;
+    m.add_class::<bridge::Ticket>()?;
+    m.add_class::<coro::Responder>()?;
     m.add_function(wrap_pyfunction!(context::current_request, m)?)?;
     m.add_function(wrap_pyfunction!(encode_data, m)?)?;
     m.add_function(wrap_pyfunction!(hotkey_from_seed, m)?)?;

@@ -16,6 +16,8 @@ use lightning_tokio::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::bridge::{spawn, LoopBridge, Ticket};
+use crate::coro::CoroHandler;
 use crate::errors::{config_error, to_py};
 use crate::executor::Pool;
 use crate::handlers::{run_stream, run_unary, PyHandler};
@@ -27,6 +29,7 @@ use crate::runtime::{forked_error, handle, wait};
 enum Registered {
     Unary(Arc<PyHandler>),
     Streaming(Arc<PyHandler>),
+    Coroutine(Arc<CoroHandler>),
 }
 
 /// The worker pools of a running server.
@@ -94,7 +97,8 @@ fn unary_bridge(
     builder.async_handler(name, unary_fn(h, pool))
 }
 
-type UnaryFuture = std::pin::Pin<
+/// The future of a unary Rust handler that forwards to Python.
+pub type UnaryFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<lightning_tokio::DataMap, String>> + Send>,
 >;
 type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
@@ -211,6 +215,10 @@ fn install(
         Registered::Streaming(h) => wait(
             py,
             server.register_streaming_handler(name, stream_fn(h, pools.streaming.clone())),
+        )?,
+        Registered::Coroutine(h) => wait(
+            py,
+            server.register_async_handler(name, crate::coro::handler_fn(h)),
         )?,
     };
     match outcome {
@@ -412,6 +420,37 @@ impl PyServer {
         self.register(py, synapse_type, Registered::Streaming(h))
     }
 
+    /// Registers a coroutine handler run on the event loop behind `bridge`:
+    /// `spawn(data, ctx, responder)` must start a task that answers through `responder`
+    /// (the `AsyncLightningServer` façade does this).
+    fn register_coroutine_handler(
+        &self,
+        py: Python<'_>,
+        synapse_type: String,
+        spawn: Py<PyAny>,
+        bridge: &LoopBridge,
+    ) -> PyResult<()> {
+        let h = Arc::new(CoroHandler {
+            spawn,
+            bridge: bridge.shared()?,
+            synapse: synapse_type.clone(),
+        });
+        self.register(py, synapse_type, Registered::Coroutine(h))
+    }
+
+    /// `serve_forever` for asyncio: resolves `fut` with `None` once the server stops.
+    fn serve_forever_async(&self, bridge: &LoopBridge, fut: Py<PyAny>) -> PyResult<Ticket> {
+        let Some((server, _)) = self.running()? else {
+            return Err(config_error(
+                "config error: server not started: call start() first",
+            ));
+        };
+        spawn(bridge, fut, async move {
+            server.serve_forever().await;
+            |py: Python<'_>| -> PyResult<Py<PyAny>> { Ok(py.None()) }
+        })
+    }
+
     /// Removes a handler; later requests for it get `unrecognized synapse type`.
     /// Returns whether it was registered.
     fn unregister_handler(&self, py: Python<'_>, synapse_type: String) -> PyResult<bool> {
@@ -470,6 +509,7 @@ impl PyServer {
                 Registered::Streaming(h) => {
                     builder.streaming_handler(name, stream_fn(h, pools.streaming.clone()))
                 }
+                Registered::Coroutine(h) => builder.async_handler(name, crate::coro::handler_fn(h)),
             };
         }
         let server = match wait(py, builder.start()) {

@@ -5,7 +5,7 @@
 //! `close()` (or leaving a `with` block, or dropping the object) cancels the stream on the
 //! wire.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning_tokio::ChunkStream;
@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::bridge::{spawn, LoopBridge, Ticket};
 use crate::errors::{stream_error, to_py};
 use crate::runtime::{forked_error, wait};
 
@@ -33,7 +34,8 @@ enum State {
 pub struct StreamingResponse {
     pid: u32,
     chunk_timeout: Option<Duration>,
-    state: Mutex<State>,
+    /// Shared with the task of an async read in progress.
+    state: Arc<Mutex<State>>,
 }
 
 impl StreamingResponse {
@@ -42,12 +44,71 @@ impl StreamingResponse {
         Self {
             pid: std::process::id(),
             chunk_timeout,
-            state: Mutex::new(State::Open(stream)),
+            state: Arc::new(Mutex::new(State::Open(stream))),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
+    }
+
+    /// Takes the stream for one read; `Err(None)` once it has ended.
+    fn take(&self) -> PyResult<Option<ChunkStream>> {
+        if std::process::id() != self.pid {
+            return Err(forked_error());
+        }
+        // Bound first: a guard in the match scrutinee would live through the arms.
+        let taken = std::mem::replace(&mut *self.lock(), State::Busy);
+        match taken {
+            State::Open(s) => Ok(Some(s)),
+            State::Done => {
+                *self.lock() = State::Done;
+                Ok(None)
+            }
+            State::Busy => Err(PyRuntimeError::new_err(
+                "this stream is being read by another thread or task",
+            )),
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Puts the stream back after a read, unless it was closed meanwhile (then it is dropped,
+/// which cancels it on the wire).
+fn put_back(state: &Mutex<State>, next: State) {
+    let mut guard = lock(state);
+    if !matches!(*guard, State::Done) {
+        *guard = next;
+    }
+}
+
+/// The outcome of one read: a chunk, the end, or an error.
+type ReadOutcome = Option<lightning_tokio::Result<Option<bytes::Bytes>>>;
+
+async fn read_one(stream: &mut ChunkStream, timeout: Option<Duration>) -> ReadOutcome {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, stream.next_chunk()).await.ok(),
+        None => Some(stream.next_chunk().await),
+    }
+}
+
+/// A read's outcome as a Python result: `Some(chunk)`, `None` at the end, or the error.
+fn outcome_result(outcome: ReadOutcome) -> PyResult<Option<bytes::Bytes>> {
+    match outcome {
+        None => Err(stream_error("stream error: chunk read timed out")),
+        Some(Ok(chunk)) => Ok(chunk),
+        Some(Err(e)) => Err(to_py(e)),
+    }
+}
+
+/// Where the stream goes after a read with this outcome.
+fn after(outcome: &ReadOutcome, stream: ChunkStream) -> State {
+    match outcome {
+        Some(Ok(Some(_))) => State::Open(stream),
+        _ => State::Done,
     }
 }
 
@@ -58,61 +119,55 @@ impl StreamingResponse {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        if std::process::id() != self.pid {
-            return Err(forked_error());
-        }
-        // Bound first: a guard in the match scrutinee would live through the arms.
-        let taken = std::mem::replace(&mut *self.lock(), State::Busy);
-        let mut stream = match taken {
-            State::Open(s) => s,
-            State::Done => {
-                *self.lock() = State::Done;
-                return Err(PyStopIteration::new_err(()));
-            }
-            State::Busy => {
-                return Err(PyRuntimeError::new_err(
-                    "this stream is being read by another thread",
-                ))
-            }
+        let Some(mut stream) = self.take()? else {
+            return Err(PyStopIteration::new_err(()));
         };
         let timeout = self.chunk_timeout;
-        let outcome = wait(py, async {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, stream.next_chunk()).await.ok(),
-                None => Some(stream.next_chunk().await),
-            }
-        });
-        match outcome {
+        let outcome = match wait(py, read_one(&mut stream, timeout)) {
+            Ok(outcome) => outcome,
             // Interrupted (Ctrl-C): the stream stays usable.
             Err(e) => {
-                *self.lock() = State::Open(stream);
-                Err(e)
+                put_back(&self.state, State::Open(stream));
+                return Err(e);
             }
-            Ok(None) => {
-                *self.lock() = State::Done;
-                Err(stream_error("stream error: chunk read timed out"))
-            }
-            Ok(Some(Ok(Some(chunk)))) => {
-                *self.lock() = State::Open(stream);
-                Ok(PyBytes::new(py, &chunk))
-            }
-            Ok(Some(Ok(None))) => {
-                *self.lock() = State::Done;
-                Err(PyStopIteration::new_err(()))
-            }
-            Ok(Some(Err(e))) => {
-                *self.lock() = State::Done;
-                Err(to_py(e))
-            }
+        };
+        put_back(&self.state, after(&outcome, stream));
+        match outcome_result(outcome)? {
+            Some(chunk) => Ok(PyBytes::new(py, &chunk)),
+            None => Err(PyStopIteration::new_err(())),
         }
     }
 
-    /// Stops reading and cancels the stream on the wire (idempotent).
+    /// Reads the next chunk for asyncio: resolves `fut` with `bytes`, or `None` at the end.
+    fn next_async(&self, bridge: &LoopBridge, fut: Py<PyAny>) -> PyResult<Ticket> {
+        let stream = self.take()?;
+        let state = self.state.clone();
+        let timeout = self.chunk_timeout;
+        spawn(bridge, fut, async move {
+            let outcome = match stream {
+                Some(mut stream) => {
+                    let outcome = read_one(&mut stream, timeout).await;
+                    put_back(&state, after(&outcome, stream));
+                    Some(outcome)
+                }
+                None => None,
+            };
+            move |py: Python<'_>| -> PyResult<Py<PyAny>> {
+                match outcome {
+                    None => Ok(py.None()),
+                    Some(outcome) => match outcome_result(outcome)? {
+                        Some(chunk) => Ok(PyBytes::new(py, &chunk).into_any().unbind()),
+                        None => Ok(py.None()),
+                    },
+                }
+            }
+        })
+    }
+
+    /// Stops reading and cancels the stream on the wire (idempotent). A read in progress
+    /// finishes, then the stream is dropped.
     fn close(&self) {
-        let mut state = self.lock();
-        if !matches!(*state, State::Busy) {
-            *state = State::Done;
-        }
+        *self.lock() = State::Done;
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -129,10 +184,7 @@ impl StreamingResponse {
 impl Drop for StreamingResponse {
     fn drop(&mut self) {
         if std::process::id() != self.pid {
-            let state = std::mem::replace(
-                self.state.get_mut().unwrap_or_else(|e| e.into_inner()),
-                State::Done,
-            );
+            let state = std::mem::replace(&mut *lock(&self.state), State::Done);
             std::mem::forget(state);
         }
     }

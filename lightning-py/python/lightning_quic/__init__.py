@@ -15,12 +15,12 @@ from ._native import (
     RequestContext,
     RustLightning,
     RustLightningServer,
-    current_request,
     decode_data,
     encode_data,
     hotkey_from_seed,
     sign_with_seed,
 )
+from ._aio import AsyncLightning, AsyncLightningServer, AsyncStreamingResponse, current_request
 from ._sync import Lightning, LightningServer, QuicAxonInfo
 from ._types import (
     AxonInfo,
@@ -43,6 +43,9 @@ LIGHTNING_AVAILABLE = True
 """Always True (btlightning's flag for "the native extension loaded")."""
 
 __all__ = [
+    "AsyncLightning",
+    "AsyncLightningServer",
+    "AsyncStreamingResponse",
     "AxonInfo",
     "ClientConnectionStats",
     "HandshakeError",
