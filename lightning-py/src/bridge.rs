@@ -41,7 +41,7 @@ impl Shared {
         if self.tx.try_send(work).is_err() {
             return;
         }
-        if !self.armed.swap(true, Ordering::AcqRel) {
+        if !self.armed.swap(true, Ordering::SeqCst) {
             // A full socket buffer means a wake-up is pending anyway.
             let _ = (&self.writer).write(&[1]);
         }
@@ -104,14 +104,16 @@ impl LoopBridge {
         if std::process::id() != self.pid {
             return;
         }
-        // Cleared before reading the queue: a push after this point writes a new byte,
-        // so no completion waits for a wake-up that never comes.
-        self.shared.armed.store(false, Ordering::Release);
+        // Order matters. First consume the wake-up bytes, then disarm, then empty the
+        // queue: a push before the disarm is popped below; a push after it writes a new
+        // byte. (Disarming before consuming could eat the byte of a push made in between
+        // and leave the bridge armed with nothing to wake the loop.)
         {
             let mut reader = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
             let mut buf = [0u8; 256];
             while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
         }
+        self.shared.armed.store(false, Ordering::SeqCst);
         while let Ok(work) = self.shared.rx.try_recv() {
             work(py);
         }

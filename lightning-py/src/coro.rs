@@ -4,16 +4,18 @@
 //! thread the closure builds the request dict and calls the façade's `spawn(data, ctx,
 //! responder)`, which starts an `asyncio.Task`; the task answers through the `Responder`.
 //! If the request is cancelled (validator gone, deadline, server stopped) the task is
-//! cancelled in turn.
+//! cancelled in turn. Async generators stream through a `StreamSink` whose `send_async`
+//! resolves once the chunk has room (back-pressure without blocking the loop).
 
 use std::sync::{Arc, Mutex};
 
-use lightning_tokio::{DataMap, RequestContext};
+use lightning_tokio::{ChunkSink, DataMap, RequestContext};
 use pyo3::prelude::*;
 
-use crate::bridge::Shared;
+use crate::bridge::{spawn, LoopBridge, Shared, Ticket};
 use crate::context::PyRequestContext;
 use crate::convert::{datamap_to_dict, dict_to_datamap};
+use crate::handlers::chunk_bytes;
 use crate::logging::log_error;
 
 /// A registered coroutine handler: the façade's spawner and the loop it runs on.
@@ -107,24 +109,70 @@ impl Drop for CancelTask {
     }
 }
 
-/// Starts the task for one request on the loop thread.
-fn start(
+/// Where an async generator's chunks go, and how its stream ends.
+#[pyclass(frozen, module = "lightning_quic._native", name = "StreamSink")]
+pub struct StreamSink {
+    sink: Arc<ChunkSink>,
+    end: Mutex<Option<async_channel::Sender<Result<(), String>>>>,
+}
+
+impl StreamSink {
+    fn end(&self, result: Result<(), String>) {
+        if let Some(end) = self.end.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = end.try_send(result);
+        }
+    }
+}
+
+#[pymethods]
+impl StreamSink {
+    /// Sends one bytes-like chunk: resolves `fut` with True once it is queued, or False if
+    /// the stream is gone (cancelled, timed out, closed).
+    fn send_async(
+        &self,
+        bridge: &LoopBridge,
+        fut: Py<PyAny>,
+        chunk: &Bound<'_, PyAny>,
+    ) -> PyResult<Ticket> {
+        let chunk = chunk_bytes(chunk)?;
+        let sink = self.sink.clone();
+        spawn(bridge, fut, async move {
+            let sent = sink.send(chunk).await.is_ok();
+            move |py: Python<'_>| -> PyResult<Py<PyAny>> {
+                Ok(pyo3::types::PyBool::new(py, sent)
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            }
+        })
+    }
+
+    /// Ends the stream successfully.
+    fn finish(&self) {
+        self.end(Ok(()));
+    }
+
+    /// Ends the stream with `stream processing failed` (the façade has logged why).
+    fn fail(&self) {
+        self.end(Err("python handler failed".into()));
+    }
+}
+
+/// Starts the task for one request on the loop thread; `answer` is the `Responder` or
+/// `StreamSink` handed to it.
+fn start<A: pyo3::PyClass + Into<pyo3::PyClassInitializer<A>>>(
     py: Python<'_>,
     h: &CoroHandler,
     data: DataMap,
     ctx: RequestContext,
-    reply: Reply,
+    answer: A,
     slot: &TaskSlot,
 ) {
-    let responder = Responder {
-        reply: Mutex::new(Some(reply)),
-        synapse: h.synapse.clone(),
-    };
     let started = (|| -> PyResult<Py<PyAny>> {
         let dict = datamap_to_dict(py, &data)?;
         let pyctx = Py::new(py, PyRequestContext::new(ctx))?;
-        let responder = Py::new(py, responder)?;
-        h.spawn.call1(py, (dict, pyctx, responder))
+        let answer = Py::new(py, answer)?;
+        h.spawn.call1(py, (dict, pyctx, answer))
     })();
     match started {
         Ok(task) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(task),
@@ -148,7 +196,45 @@ pub fn handler_fn(
         let handler = h.clone();
         // On the endpoint task: a queue push, no Python.
         h.bridge.push(Box::new(move |py| {
-            start(py, &handler, data, ctx, tx, &task_slot);
+            let responder = Responder {
+                reply: Mutex::new(Some(tx)),
+                synapse: handler.synapse.clone(),
+            };
+            start(py, &handler, data, ctx, responder, &task_slot);
+        }));
+        let bridge = h.bridge.clone();
+        Box::pin(async move {
+            let mut guard = CancelTask {
+                bridge,
+                slot,
+                armed: true,
+            };
+            let result = rx
+                .recv()
+                .await
+                .unwrap_or_else(|_| Err("handler dropped".to_string()));
+            guard.armed = false;
+            result
+        })
+    }
+}
+
+/// The Rust streaming handler for an async generator handler.
+pub fn stream_fn(
+    h: Arc<CoroHandler>,
+) -> impl Fn(DataMap, RequestContext, ChunkSink) -> crate::server::StreamFuture + Send + Sync + 'static
+{
+    move |data, ctx, sink| {
+        let (tx, rx) = async_channel::bounded(1);
+        let slot: TaskSlot = Arc::default();
+        let task_slot = slot.clone();
+        let handler = h.clone();
+        h.bridge.push(Box::new(move |py| {
+            let answer = StreamSink {
+                sink: Arc::new(sink),
+                end: Mutex::new(Some(tx)),
+            };
+            start(py, &handler, data, ctx, answer, &task_slot);
         }));
         let bridge = h.bridge.clone();
         Box::pin(async move {

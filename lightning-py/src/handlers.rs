@@ -101,7 +101,7 @@ pub fn run_unary(
 
 /// One chunk from a streaming handler: bytes-like (`bytes`, `bytearray`, `memoryview`, a
 /// sequence of ints); `str` is refused, as in btlightning.
-fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+pub fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = item.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }

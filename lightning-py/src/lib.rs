@@ -79,6 +79,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::LoopBridge>()?;
     m.add_class::<bridge::Ticket>()?;
     m.add_class::<coro::Responder>()?;
+    m.add_class::<coro::StreamSink>()?;
     m.add_function(wrap_pyfunction!(context::current_request, m)?)?;
     m.add_function(wrap_pyfunction!(encode_data, m)?)?;
     m.add_function(wrap_pyfunction!(hotkey_from_seed, m)?)?;

@@ -30,6 +30,7 @@ enum Registered {
     Unary(Arc<PyHandler>),
     Streaming(Arc<PyHandler>),
     Coroutine(Arc<CoroHandler>),
+    AsyncStreaming(Arc<CoroHandler>),
 }
 
 /// The worker pools of a running server.
@@ -101,7 +102,9 @@ fn unary_bridge(
 pub type UnaryFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<lightning_tokio::DataMap, String>> + Send>,
 >;
-type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+/// The future of a streaming Rust handler that forwards to Python.
+pub type StreamFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 fn unary_fn(
     h: Arc<PyHandler>,
@@ -219,6 +222,10 @@ fn install(
         Registered::Coroutine(h) => wait(
             py,
             server.register_async_handler(name, crate::coro::handler_fn(h)),
+        )?,
+        Registered::AsyncStreaming(h) => wait(
+            py,
+            server.register_streaming_handler(name, crate::coro::stream_fn(h)),
         )?,
     };
     match outcome {
@@ -438,6 +445,23 @@ impl PyServer {
         self.register(py, synapse_type, Registered::Coroutine(h))
     }
 
+    /// Registers an async generator handler run on the event loop behind `bridge`:
+    /// `spawn(data, ctx, sink)` must start a task that sends through `sink` and ends it.
+    fn register_coroutine_streaming_handler(
+        &self,
+        py: Python<'_>,
+        synapse_type: String,
+        spawn: Py<PyAny>,
+        bridge: &LoopBridge,
+    ) -> PyResult<()> {
+        let h = Arc::new(CoroHandler {
+            spawn,
+            bridge: bridge.shared()?,
+            synapse: synapse_type.clone(),
+        });
+        self.register(py, synapse_type, Registered::AsyncStreaming(h))
+    }
+
     /// `serve_forever` for asyncio: resolves `fut` with `None` once the server stops.
     fn serve_forever_async(&self, bridge: &LoopBridge, fut: Py<PyAny>) -> PyResult<Ticket> {
         let Some((server, _)) = self.running()? else {
@@ -510,6 +534,9 @@ impl PyServer {
                     builder.streaming_handler(name, stream_fn(h, pools.streaming.clone()))
                 }
                 Registered::Coroutine(h) => builder.async_handler(name, crate::coro::handler_fn(h)),
+                Registered::AsyncStreaming(h) => {
+                    builder.streaming_handler(name, crate::coro::stream_fn(h))
+                }
             };
         }
         let server = match wait(py, builder.start()) {

@@ -216,3 +216,53 @@ async def test_many_loops_sequentially(echo) -> None:
 
     r = await asyncio.get_running_loop().run_in_executor(None, in_new_loop)
     assert r["data"] == {"t": 1}
+
+
+async def test_async_generator_streaming_with_backpressure() -> None:
+    produced = 0
+    closed = asyncio.Event()
+
+    async def tokens(data: Dict[str, Any], ctx: RequestContext):
+        nonlocal produced
+        try:
+            for i in range(data["n"]):
+                produced += 1
+                yield i.to_bytes(4, "big") * 256
+        finally:
+            closed.set()
+
+    async def failing(data: Dict[str, Any]):
+        yield b"first"
+        raise RuntimeError("async generator broke")
+
+    def setup(s: AsyncLightningServer) -> None:
+        s.register_streaming_handler("tokens", tokens)
+        s.register_streaming_handler("failing", failing)
+
+    server = await start_async_server(setup)
+    try:
+        c = await make_client()
+        ax = axon_of(server)
+        stream = await c.query_axon_stream(ax, {"synapse_type": "tokens", "data": {"n": 2000}})
+        first = await stream.__anext__()
+        assert first[:4] == (0).to_bytes(4, "big")
+        await asyncio.sleep(0.5)  # every chance to run ahead; credit must hold it back
+        assert produced < 2000
+        rest = [chunk async for chunk in stream]
+        assert [int.from_bytes(c[:4], "big") for c in rest] == list(range(1, 2000))
+        await asyncio.wait_for(closed.wait(), 5)
+
+        # A client that stops reading: the generator is closed on the server.
+        closed.clear()
+        async with await c.query_axon_stream(ax, {"synapse_type": "tokens", "data": {"n": 10**6}}) as s2:
+            await s2.__anext__()
+        await asyncio.wait_for(closed.wait(), 5)
+
+        stream = await c.query_axon_stream(ax, {"synapse_type": "failing", "data": {}})
+        got = []
+        with pytest.raises(RuntimeError, match="stream processing failed"):
+            async for chunk in stream:
+                got.append(chunk)
+        assert got == [b"first"]
+    finally:
+        await server.stop()

@@ -195,10 +195,43 @@ async def _serve_one(
     responder.respond(result)
 
 
+async def _stream_one(
+    handler: Callable[..., Any],
+    with_context: bool,
+    synapse: str,
+    data: Dict[str, Any],
+    ctx: RequestContext,
+    sink: Any,
+) -> None:
+    token = _current.set(ctx)
+    agen = None
+    try:
+        agen = handler(data, ctx) if with_context else handler(data)
+        async for chunk in agen:
+            sent = await _run(lambda b, f: sink.send_async(b, f, chunk))
+            if not sent:
+                # The stream is gone (timed out, closed): stop the generator now.
+                await agen.aclose()
+                return
+    except asyncio.CancelledError:
+        # The request was cancelled: close the generator now (its finally blocks run)
+        # rather than whenever it is garbage-collected.
+        if agen is not None:
+            await agen.aclose()
+        raise
+    except BaseException:  # noqa: BLE001 - logged, the peer gets the generic string
+        _logger.exception("streaming handler for synapse '%s' raised an exception", synapse)
+        sink.fail()
+        return
+    finally:
+        _current.reset(token)
+    sink.finish()
+
+
 class AsyncLightningServer(LightningServer):
-    """The miner server for asyncio: coroutine handlers (``async def``) run as tasks on
-    the loop that called :meth:`start`; plain functions and sync generators run on the
-    worker threads as in :class:`lightning_quic.LightningServer`.
+    """The miner server for asyncio: coroutine handlers (``async def``) and async
+    generators run as tasks on the loop that called :meth:`start`; plain functions and sync
+    generators run on the worker threads as in :class:`lightning_quic.LightningServer`.
 
     ``start``, ``serve_forever`` and ``stop`` are coroutines.
     """
@@ -206,7 +239,7 @@ class AsyncLightningServer(LightningServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._pending: Dict[str, tuple[Callable[..., Awaitable[Any]], bool]] = {}
+        self._pending: Dict[str, tuple[Callable[..., Any], bool, bool]] = {}
 
     def register_synapse_handler(
         self,
@@ -220,6 +253,30 @@ class AsyncLightningServer(LightningServer):
         if not inspect.iscoroutinefunction(handler):
             super().register_synapse_handler(synapse_type, handler, with_context=with_context)
             return
+        self._register_on_loop(synapse_type, handler, with_context, streaming=False)
+
+    def register_streaming_handler(
+        self,
+        synapse_type: str,
+        handler: Callable[..., Any],
+        *,
+        with_context: Optional[bool] = None,
+    ) -> None:
+        """Register a streaming handler: an async generator runs on the server's event loop
+        (each chunk waits for room without blocking the loop); a sync generator or function
+        returning an iterable runs on the streaming threads."""
+        if not inspect.isasyncgenfunction(handler):
+            super().register_streaming_handler(synapse_type, handler, with_context=with_context)
+            return
+        self._register_on_loop(synapse_type, handler, with_context, streaming=True)
+
+    def _register_on_loop(
+        self,
+        synapse_type: str,
+        handler: Callable[..., Any],
+        with_context: Optional[bool],
+        streaming: bool,
+    ) -> None:
         if with_context is None:
             with_context = _wants_context(handler)
         loop = self._loop
@@ -228,29 +285,33 @@ class AsyncLightningServer(LightningServer):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 # No loop yet: registered by start().
-                self._pending[synapse_type] = (handler, with_context)
+                self._pending[synapse_type] = (handler, with_context, streaming)
                 return
-        self._register_coroutine(loop, synapse_type, handler, with_context)
+        self._register_coroutine(loop, synapse_type, handler, with_context, streaming)
 
     def _register_coroutine(
         self,
         loop: asyncio.AbstractEventLoop,
         synapse_type: str,
-        handler: Callable[..., Awaitable[Any]],
+        handler: Callable[..., Any],
         with_context: bool,
+        streaming: bool,
     ) -> None:
-        def spawn(data: Dict[str, Any], ctx: RequestContext, responder: Any) -> "asyncio.Task[None]":
-            return loop.create_task(
-                _serve_one(handler, with_context, synapse_type, data, ctx, responder)
-            )
+        run = _stream_one if streaming else _serve_one
 
-        self._native.register_coroutine_handler(synapse_type, spawn, _bridge(loop))
+        def spawn(data: Dict[str, Any], ctx: RequestContext, answer: Any) -> "asyncio.Task[None]":
+            return loop.create_task(run(handler, with_context, synapse_type, data, ctx, answer))
+
+        if streaming:
+            self._native.register_coroutine_streaming_handler(synapse_type, spawn, _bridge(loop))
+        else:
+            self._native.register_coroutine_handler(synapse_type, spawn, _bridge(loop))
 
     async def start(self) -> None:  # type: ignore[override]
         """Bind and start serving; coroutine handlers run on the current event loop."""
         self._loop = asyncio.get_running_loop()
-        for name, (handler, with_context) in self._pending.items():
-            self._register_coroutine(self._loop, name, handler, with_context)
+        for name, (handler, with_context, streaming) in self._pending.items():
+            self._register_coroutine(self._loop, name, handler, with_context, streaming)
         self._pending.clear()
         LightningServer.start(self)
 
