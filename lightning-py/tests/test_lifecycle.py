@@ -220,3 +220,37 @@ def test_fork_child_gets_clear_error_and_fresh_objects_work() -> None:
     code, out, err = finish(proc, timeout=30)
     assert code == 0, err
     assert out.strip() == "child 0", err
+
+
+def test_exit_with_a_running_async_server() -> None:
+    proc = spawn(
+        """
+        import asyncio
+        from lightning_quic import AsyncLightningServer
+
+        async def main():
+            server = AsyncLightningServer(MINER_HOTKEY, host="127.0.0.1", port=0)
+            server.set_miner_keypair(MINER_SEED)
+
+            async def echo(data):
+                return data
+
+            server.register_synapse_handler("echo", echo)
+            await server.start()
+            # A thread keeps serving the sync way; the loop ends without stopping anything.
+            threading.Thread(target=lambda: LightningServer.serve_forever(server)).start()
+            # (A sync query here would block the loop its coroutine handler needs.)
+            c = AsyncLightning(VALIDATOR_HOTKEY)
+            c.set_validator_keypair(VALIDATOR_SEED)
+            await c.initialize_connections([])
+            r = await c.query_axon(axon(server), {"synapse_type": "echo", "data": {"a": 1}})
+            print("ok" if r["data"] == {"a": 1} else r, flush=True)
+
+        from lightning_quic import AsyncLightning, LightningServer
+        asyncio.run(main())
+        """
+    )
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert out.strip() == "ok"
+    assert "never awaited" not in err

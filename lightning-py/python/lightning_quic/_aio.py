@@ -233,7 +233,9 @@ class AsyncLightningServer(LightningServer):
     generators run as tasks on the loop that called :meth:`start`; plain functions and sync
     generators run on the worker threads as in :class:`lightning_quic.LightningServer`.
 
-    ``start``, ``serve_forever`` and ``stop`` are coroutines.
+    ``start``, ``serve_forever`` and ``stop`` are coroutines. Do not call the blocking
+    sync API (``Lightning.query_axon`` …) on this loop's thread: it would hold up the
+    coroutine handlers it may be waiting for; use :class:`AsyncLightning` there.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

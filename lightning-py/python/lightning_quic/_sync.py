@@ -204,7 +204,8 @@ _atexit_lock = threading.Lock()
 def _stop_all_servers() -> None:
     for server in list(_live_servers):
         try:
-            server.stop()
+            # The sync method explicitly: AsyncLightningServer.stop is a coroutine.
+            LightningServer.stop(server)
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
