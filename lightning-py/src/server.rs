@@ -58,6 +58,8 @@ struct ServerState {
     handlers: HashMap<String, Registered>,
     /// Bumped by every registration, so `start` can tell whether it missed one.
     version: u64,
+    /// `resolver() -> set[str]` of permitted validator hotkeys.
+    permit_resolver: Option<Arc<Py<PyAny>>>,
     running: Option<Running>,
 }
 
@@ -75,6 +77,7 @@ pub struct PyServer {
     config: ServerConfig,
     handler_threads: usize,
     streaming_threads: usize,
+    permit_refresh: Duration,
     state: Mutex<ServerState>,
 }
 
@@ -235,6 +238,21 @@ fn install(
     }
 }
 
+/// Calls a Python permit resolver; its failures are logged and keep the previous set.
+fn resolve_permits(resolver: &Py<PyAny>) -> Result<std::collections::HashSet<String>, String> {
+    Python::try_attach(|py| {
+        resolver
+            .call0(py)
+            .and_then(|set| set.extract::<std::collections::HashSet<String>>(py))
+            .map_err(|e| {
+                let message = format!("validator permit resolver failed: {e}");
+                crate::logging::log_error(py, &message, Some(e));
+                message
+            })
+    })
+    .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+}
+
 fn handler_spec(
     synapse_type: &str,
     handler: Py<PyAny>,
@@ -263,7 +281,7 @@ impl PyServer {
         max_connections=None, handshake_timeout_secs=None,
         max_handshake_attempts_per_minute=None, max_concurrent_bidi_streams=None,
         require_validator_permit=None, handler_timeout_secs=None, handler_threads=None,
-        streaming_threads=None))]
+        streaming_threads=None, validator_permit_refresh_secs=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         miner_hotkey: String,
@@ -283,6 +301,7 @@ impl PyServer {
         handler_timeout_secs: Option<u64>,
         handler_threads: Option<usize>,
         streaming_threads: Option<usize>,
+        validator_permit_refresh_secs: Option<u64>,
     ) -> PyResult<Self> {
         let mut c = ServerConfig::default();
         if let Some(s) = max_signature_age_secs {
@@ -347,6 +366,11 @@ impl PyServer {
             // concurrent.futures.ThreadPoolExecutor's default: handlers often wait on I/O.
             handler_threads: handler_threads.unwrap_or((cpus + 4).min(32)).max(1),
             streaming_threads: streaming_threads.unwrap_or(8).max(1),
+            permit_refresh: secs(
+                "validator_permit_refresh_secs",
+                validator_permit_refresh_secs,
+                Duration::from_secs(1800),
+            )?,
             state: Mutex::new(ServerState::default()),
         })
     }
@@ -398,6 +422,15 @@ impl PyServer {
                 ))
             })?;
         self.set_identity(identity)
+    }
+
+    /// Only validators whose hotkey is in `resolver()` (a set of SS58 strings) may
+    /// authenticate; called at `start()` and every `validator_permit_refresh_secs` on a
+    /// blocking thread (a failure keeps the previous set). Turns on
+    /// `require_validator_permit`; takes effect at the next `start()`.
+    fn set_validator_permit_resolver(&self, resolver: Py<PyAny>) -> PyResult<()> {
+        self.state()?.permit_resolver = Some(Arc::new(resolver));
+        Ok(())
     }
 
     /// Registers a unary handler `(data) -> dict`, or `(data, ctx) -> dict` with
@@ -496,7 +529,7 @@ impl PyServer {
     /// Binds the UDP endpoint (a fresh self-signed certificate) and starts serving.
     /// A no-op if already started.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let (identity, handlers, version) = {
+        let (identity, handlers, version, resolver) = {
             let state = self.state()?;
             if state.running.is_some() {
                 return Ok(());
@@ -505,6 +538,7 @@ impl PyServer {
                 state.identity.clone(),
                 state.handlers.clone(),
                 state.version,
+                state.permit_resolver.clone(),
             )
         };
         let ip: IpAddr = self.host.parse().map_err(|_| {
@@ -527,6 +561,17 @@ impl PyServer {
             .config(self.config.clone())
             .identity(identity)
             .bind_addr(SocketAddr::new(ip, self.port));
+        if let Some(resolver) = resolver {
+            builder = builder.permit_resolver(self.permit_refresh, move || {
+                let resolver = resolver.clone();
+                async move {
+                    // Python on a blocking thread: never on the endpoint task.
+                    tokio::task::spawn_blocking(move || resolve_permits(&resolver))
+                        .await
+                        .map_err(|e| format!("permit resolver task failed: {e}"))?
+                }
+            });
+        }
         for (name, registered) in &handlers {
             builder = match registered.clone() {
                 Registered::Unary(h) => unary_bridge(builder, name, h, pools.unary.clone()),

@@ -369,3 +369,37 @@ def test_threads_query_while_python_runs(serve, client) -> None:
     # release the GIL.
     for before, after in windows:
         assert after > before
+
+
+def test_validator_permit_resolver(serve) -> None:
+    calls = []
+
+    def permitted():
+        calls.append(1)
+        return [VALIDATOR_HOTKEY]
+
+    def setup(s: LightningServer) -> None:
+        s.register_synapse_handler("echo", lambda d: d)
+        s.set_validator_permit_resolver(permitted)
+
+    served = serve(setup)
+    assert calls, "the resolver was not called at start"
+    c = Lightning(VALIDATOR_HOTKEY)
+    c.set_validator_keypair(VALIDATOR_SEED)
+    c.initialize_connections([served.axon])
+    assert query(c, served.axon, "echo", {"p": 1})["data"] == {"p": 1}
+
+    refused = serve(
+        lambda s: (s.register_synapse_handler("echo", lambda d: d), s.set_validator_permit_resolver(set))
+    )
+    other = Lightning(VALIDATOR_HOTKEY)
+    other.set_validator_keypair(VALIDATOR_SEED)
+    other.initialize_connections([])
+    with pytest.raises(ConnectionError):
+        query(other, refused.axon, "echo", {})
+
+
+def test_require_permit_without_resolver_fails_at_start() -> None:
+    s = make_server(require_validator_permit=True)
+    with pytest.raises(ValueError, match="config error"):
+        s.start()

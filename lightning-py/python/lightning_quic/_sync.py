@@ -256,6 +256,8 @@ class LightningServer:
         handler_timeout_secs: Optional[int] = None,
         handler_threads: Optional[int] = None,
         streaming_threads: Optional[int] = None,
+        require_validator_permit: Optional[bool] = None,
+        validator_permit_refresh_secs: Optional[int] = None,
     ) -> None:
         self.miner_hotkey = miner_hotkey
         self.host = host
@@ -276,6 +278,8 @@ class LightningServer:
             handler_timeout_secs=handler_timeout_secs,
             handler_threads=handler_threads,
             streaming_threads=streaming_threads,
+            require_validator_permit=require_validator_permit,
+            validator_permit_refresh_secs=validator_permit_refresh_secs,
         )
 
     @property
@@ -304,6 +308,14 @@ class LightningServer:
     ) -> None:
         """Sign as the hotkey of a bittensor wallet (``~`` is expanded; unencrypted only)."""
         self._native.set_miner_wallet(wallet_name, wallet_path, hotkey_name)
+
+    def set_validator_permit_resolver(self, resolver: Callable[[], Iterable[str]]) -> None:
+        """Only validators whose hotkey is in ``resolver()`` may authenticate.
+
+        Called at :meth:`start` and every ``validator_permit_refresh_secs`` (1800) on a
+        background thread; a failing call is logged and keeps the previous set.
+        """
+        self._native.set_validator_permit_resolver(lambda: set(resolver()))
 
     def register_synapse_handler(
         self,
