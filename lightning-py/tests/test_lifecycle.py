@@ -254,3 +254,20 @@ def test_exit_with_a_running_async_server() -> None:
     assert code == 0, err
     assert out.strip() == "ok"
     assert "never awaited" not in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_import_and_construction_start_no_threads() -> None:
+    # A thread started at import would make every later fork() unsafe (and warn on 3.12+).
+    proc = spawn(
+        """
+        from lightning_quic import LightningServer
+        before = len(os.listdir("/proc/self/task"))
+        Lightning(VALIDATOR_HOTKEY)
+        LightningServer(MINER_HOTKEY)
+        print(before, len(os.listdir("/proc/self/task")), flush=True)
+        """
+    )
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert out.split() == ["1", "1"]
