@@ -35,9 +35,10 @@ def package(impl: str) -> Any:
     return pkg
 
 
-def serve(impl: str, hotkey: str, port: int) -> None:
+def serve(impl: str, hotkey: str, port: int, handler_threads: int = 0) -> None:
     pkg = package(impl)
-    server = pkg.LightningServer(miner_hotkey=hotkey, host="127.0.0.1", port=port)
+    extra = {"handler_threads": handler_threads} if handler_threads else {}
+    server = pkg.LightningServer(miner_hotkey=hotkey, host="127.0.0.1", port=port, **extra)
     server.set_miner_keypair(MINER_SEED)
     server.register_synapse_handler("echo", lambda data: data)
     server.start()
@@ -124,6 +125,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--miner-hotkey", help="SS58 of seed [1]*32 (computed with lightning_quic if omitted)")
     parser.add_argument("--validator-hotkey", help="SS58 of seed [2]*32")
+    parser.add_argument("--handler-threads", type=int, default=0, help="our miner's handler_threads (default: its own)")
     args = parser.parse_args()
     if args.miner_hotkey is None or args.validator_hotkey is None:
         from lightning_quic import hotkey_from_seed
@@ -134,7 +136,7 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     miner = subprocess.Popen(
-        [sys.executable, __file__, "_serve", args.impl, args.miner_hotkey, str(port)],
+        [sys.executable, __file__, "_serve", args.impl, args.miner_hotkey, str(port), str(args.handler_threads)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -161,6 +163,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         sys.exit(main())
