@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_binary() -> Path:
-    """``$LIGHTNING_BIN``, else the workspace's debug build of ``lightning``."""
-    path = Path(os.environ.get("LIGHTNING_BIN", ROOT / "target" / "debug" / "lightning"))
+    """``$LIGHTNING_BIN``, else the workspace's debug build of ``lightning`` (under
+    ``$CARGO_TARGET_DIR`` when set)."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    path = Path(os.environ.get("LIGHTNING_BIN", target / "debug" / "lightning"))
     if not path.exists():
         pytest.skip(f"{path} not built (cargo build -p lightning-cli)")
     return path
