@@ -9,6 +9,8 @@
 //! lets Ctrl-C through), and bad input from a caller or a peer is a Python exception,
 //! never a panic.
 
+#![deny(missing_docs)]
+
 mod args;
 mod bridge;
 mod client;
