@@ -337,11 +337,7 @@ impl<R: Runtime> ServerBuilder<R> {
             unix_ms(),
         )?;
         for (name, h) in &self.handlers {
-            let kind = match h {
-                Handler::Streaming(_) => SynapseKind::Streaming,
-                _ => SynapseKind::Unary,
-            };
-            endpoint.register_synapse(name.clone(), kind);
+            endpoint.register_synapse(name.clone(), synapse_kind(h));
         }
         if self.config.require_validator_permit {
             endpoint.set_permitted_validators(permitted);
@@ -394,6 +390,14 @@ impl<R: Runtime> ServerBuilder<R> {
             fingerprint,
             buffers,
         })
+    }
+}
+
+/// How the core frames a handler's answers.
+fn synapse_kind(handler: &Handler) -> SynapseKind {
+    match handler {
+        Handler::Streaming(_) => SynapseKind::Streaming,
+        _ => SynapseKind::Unary,
     }
 }
 
@@ -510,6 +514,68 @@ impl LightningServer {
         self.send(Command::SetAllowlist(ips))
     }
 
+    /// Sends one handler change and waits until the endpoint task has applied it, so a
+    /// request sent after this returns is routed by the new table.
+    async fn set_handler(&self, synapse: String, handler: Option<Handler>) -> Result<bool> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Command::SetHandler {
+            synapse,
+            handler,
+            reply,
+        })?;
+        rx.recv().await.map_err(|_| LightningError::Closed)
+    }
+
+    /// Registers (or replaces) a synchronous handler on the running server; see
+    /// [`ServerBuilder::handler`]. Returns whether a handler of that name was replaced.
+    /// Requests already running finish with the handler they started with.
+    pub async fn register_handler<F, E>(&self, synapse: impl Into<String>, f: F) -> Result<bool>
+    where
+        F: Fn(DataMap, RequestContext) -> std::result::Result<DataMap, E> + Send + Sync + 'static,
+        E: Display,
+    {
+        self.set_handler(synapse.into(), Some(handler::sync(f)))
+            .await
+    }
+
+    /// Registers (or replaces) an async handler on the running server; see
+    /// [`ServerBuilder::async_handler`]. Returns whether a handler was replaced.
+    pub async fn register_async_handler<F, Fut, E>(
+        &self,
+        synapse: impl Into<String>,
+        f: F,
+    ) -> Result<bool>
+    where
+        F: Fn(DataMap, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<DataMap, E>> + Send + 'static,
+        E: Display,
+    {
+        self.set_handler(synapse.into(), Some(handler::asynchronous(f)))
+            .await
+    }
+
+    /// Registers (or replaces) a streaming handler on the running server; see
+    /// [`ServerBuilder::streaming_handler`]. Returns whether a handler was replaced.
+    pub async fn register_streaming_handler<F, Fut, E>(
+        &self,
+        synapse: impl Into<String>,
+        f: F,
+    ) -> Result<bool>
+    where
+        F: Fn(DataMap, RequestContext, ChunkSink) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        self.set_handler(synapse.into(), Some(handler::streaming(f)))
+            .await
+    }
+
+    /// Removes a handler from the running server: later requests for it are answered
+    /// `unrecognized synapse type`, running ones finish. Returns whether it was registered.
+    pub async fn unregister_handler(&self, synapse: &str) -> Result<bool> {
+        self.set_handler(synapse.to_string(), None).await
+    }
+
     /// Closes every connection (reason `server_shutdown`), cancels running handlers, and
     /// waits until the endpoint task has finished (at most about two seconds).
     pub async fn stop(&self) -> Result<()> {
@@ -546,6 +612,13 @@ pub(crate) enum Command {
     },
     SetPermitted(HashSet<String>),
     SetAllowlist(Option<HashSet<IpAddr>>),
+    /// Adds, replaces (`Some`) or removes (`None`) a handler on the running server; the
+    /// reply says whether the name was registered before.
+    SetHandler {
+        synapse: String,
+        handler: Option<Handler>,
+        reply: async_channel::Sender<bool>,
+    },
     Stats(async_channel::Sender<ServerSnapshot>),
     Stop(async_channel::Sender<()>),
 }
@@ -558,6 +631,7 @@ impl std::fmt::Debug for Command {
             Self::EndStream { .. } => "EndStream",
             Self::SetPermitted(_) => "SetPermitted",
             Self::SetAllowlist(_) => "SetAllowlist",
+            Self::SetHandler { .. } => "SetHandler",
             Self::Stats(_) => "Stats",
             Self::Stop(_) => "Stop",
         })
@@ -599,6 +673,22 @@ struct ServerRole<R: Runtime> {
 }
 
 impl<R: Runtime> ServerRole<R> {
+    /// Installs or removes one handler, keeping the core's synapse table (which answers
+    /// `unrecognized synapse type` on its own) in step with ours. Requests already running
+    /// keep the handler they started with.
+    fn set_handler(&mut self, synapse: String, handler: Option<Handler>) -> bool {
+        match handler {
+            Some(h) => {
+                self.ep.register_synapse(synapse.clone(), synapse_kind(&h));
+                self.handlers.insert(synapse, h).is_some()
+            }
+            None => {
+                self.ep.unregister_synapse(&synapse);
+                self.handlers.remove(&synapse).is_some()
+            }
+        }
+    }
+
     fn on_request(&mut self, now: Instant, req: IncomingRequest) {
         let Some(handler) = self.handlers.get(&req.synapse_type).cloned() else {
             // Unregistered names are answered by the core; this is a race with nothing.
@@ -879,6 +969,14 @@ impl<R: Runtime> Role for ServerRole<R> {
             }
             Command::SetPermitted(set) => self.ep.set_permitted_validators(set),
             Command::SetAllowlist(list) => self.ep.set_source_allowlist(list),
+            Command::SetHandler {
+                synapse,
+                handler,
+                reply,
+            } => {
+                let existed = self.set_handler(synapse, handler);
+                let _ = reply.try_send(existed);
+            }
             Command::Stats(reply) => {
                 let _ = reply.try_send(self.snapshot());
             }

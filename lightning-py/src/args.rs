@@ -1,0 +1,101 @@
+//! Arguments that come from Python callers: axons, requests, timeouts.
+//!
+//! Checked in btlightning's order (axon, then request, then timeout) with its exception
+//! types and messages, so callers' error handling keeps working.
+
+use std::time::Duration;
+
+use lightning_tokio::{QuicAxonInfo, QuicRequest};
+use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::convert::dict_to_datamap;
+use crate::errors::config_error;
+
+/// Longest accepted `timeout_secs` (ten years, as btlightning).
+const MAX_TIMEOUT_SECS: f64 = 315_360_000.0;
+
+/// One field of an axon: a dict item or an attribute (bittensor's `AxonInfo`,
+/// `QuicAxonInfo`).
+fn field<'py>(axon: &Bound<'py, PyAny>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(dict) = axon.cast::<PyDict>() {
+        return dict.get_item(name);
+    }
+    match axon.getattr(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(axon.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn required<'py>(axon: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    field(axon, name)?.ok_or_else(|| PyKeyError::new_err(format!("Missing '{name}' field")))
+}
+
+/// An axon from a dict or any object with `hotkey`, `ip`, `port` (and optionally
+/// `protocol`, default 4).
+pub fn axon(axon: &Bound<'_, PyAny>) -> PyResult<QuicAxonInfo> {
+    let looks_like_axon = axon.is_instance_of::<PyDict>()
+        || (axon.hasattr("hotkey")? && axon.hasattr("ip")? && axon.hasattr("port")?);
+    if !looks_like_axon {
+        return Err(PyTypeError::new_err(format!(
+            "an axon must be a dict or an object with hotkey, ip and port attributes, not '{}'",
+            axon.get_type().name()?
+        )));
+    }
+    let hotkey: String = required(axon, "hotkey")?.extract()?;
+    let ip: String = required(axon, "ip")?.extract()?;
+    let port: u16 = required(axon, "port")?.extract()?;
+    let protocol: u8 = match field(axon, "protocol")? {
+        Some(p) if !p.is_none() => p.extract()?,
+        _ => 4,
+    };
+    Ok(QuicAxonInfo::new(hotkey, ip, port, protocol))
+}
+
+/// A list (or any iterable) of axons.
+pub fn axons(miners: &Bound<'_, PyAny>) -> PyResult<Vec<QuicAxonInfo>> {
+    if miners.is_instance_of::<PyString>() || miners.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err(
+            "miners must be a list of axons (dicts or objects with hotkey, ip, port)",
+        ));
+    }
+    miners.try_iter()?.map(|m| axon(&m?)).collect()
+}
+
+/// A `{"synapse_type": str, "data": dict}` request; `data` may be missing (empty map).
+pub fn request(request: &Bound<'_, PyAny>) -> PyResult<QuicRequest> {
+    let request = request.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "request must be a dict with 'synapse_type' and 'data', not '{}'",
+            request
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let synapse: String = request
+        .get_item("synapse_type")?
+        .ok_or_else(|| PyKeyError::new_err("Missing 'synapse_type' field"))?
+        .extract()?;
+    let data = match request.get_item("data")? {
+        Some(d) => dict_to_datamap(&d)?,
+        None => Default::default(),
+    };
+    Ok(QuicRequest::new(synapse, data))
+}
+
+/// `timeout_secs`: `None`, or a finite positive number of seconds up to ten years.
+pub fn timeout(timeout_secs: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout_secs {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS => {
+            Ok(Some(Duration::from_secs_f64(t)))
+        }
+        Some(t) => Err(config_error(format!(
+            "config error: timeout_secs must be a finite positive number, got {t}"
+        ))),
+    }
+}
