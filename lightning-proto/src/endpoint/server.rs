@@ -1026,24 +1026,29 @@ impl Server {
             return;
         }
         self.stats.send_timeouts += 1;
-        if let Some(SStream {
-            phase: Phase::Handling { id, .. },
-            ..
-        }) = self.abandon_stream(ch, stream)
-        {
-            if self.requests.remove(&id).is_some() {
-                self.events.push_back(ServerEvent::RequestCancelled {
-                    id,
-                    reason: CancelReason::PeerStalled,
-                });
-            }
-        }
+        let removed = self.abandon_stream(ch, stream);
+        self.cancel_request_of(removed, CancelReason::PeerStalled);
         let stalled = self
             .conns
             .get(&ch)
             .is_some_and(|c| c.last_send_progress + timeout <= now);
         if stalled {
             self.close_quic(now, ch, b"no_read_progress");
+        }
+    }
+
+    /// A stream that was taken out of the tables while its request was with the
+    /// application: the application is told to stop working on it.
+    fn cancel_request_of(&mut self, removed: Option<SStream>, reason: CancelReason) {
+        if let Some(SStream {
+            phase: Phase::Handling { id, .. },
+            ..
+        }) = removed
+        {
+            if self.requests.remove(&id).is_some() {
+                self.events
+                    .push_back(ServerEvent::RequestCancelled { id, reason });
+            }
         }
     }
 
@@ -1237,16 +1242,8 @@ impl Server {
             Event::Stream(StreamEvent::Writable { id }) => self.flush(ch, id),
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
                 // The validator dropped the query (or finished reading): stop work on it.
-                if let Some(s) = self.abandon_stream(ch, id) {
-                    if let Phase::Handling { id: rid, .. } = s.phase {
-                        if self.requests.remove(&rid).is_some() {
-                            self.events.push_back(ServerEvent::RequestCancelled {
-                                id: rid,
-                                reason: CancelReason::PeerCancelled,
-                            });
-                        }
-                    }
-                }
+                let removed = self.abandon_stream(ch, id);
+                self.cancel_request_of(removed, CancelReason::PeerCancelled);
             }
             Event::Connected => self.on_connected(now, ch),
             Event::ConnectionLost { reason } => self.on_conn_closed(ch, reason.to_string()),
@@ -1296,18 +1293,8 @@ impl Server {
             .copied()
             .collect();
         for (ch, stream) in keys {
-            if let Some(SStream {
-                phase: Phase::Handling { id, .. },
-                ..
-            }) = self.remove_stream(ch, stream)
-            {
-                if self.requests.remove(&id).is_some() {
-                    self.events.push_back(ServerEvent::RequestCancelled {
-                        id,
-                        reason: CancelReason::ConnectionLost,
-                    });
-                }
-            }
+            let removed = self.remove_stream(ch, stream);
+            self.cancel_request_of(removed, CancelReason::ConnectionLost);
         }
         self.events.push_back(ServerEvent::ConnectionClosed {
             conn: conn.id,
@@ -1753,18 +1740,8 @@ impl Server {
                 self.remove_stream(ch, stream);
             }
             Flush::Closed => {
-                if let Some(SStream {
-                    phase: Phase::Handling { id, .. },
-                    ..
-                }) = self.abandon_stream(ch, stream)
-                {
-                    if self.requests.remove(&id).is_some() {
-                        self.events.push_back(ServerEvent::RequestCancelled {
-                            id,
-                            reason: CancelReason::PeerCancelled,
-                        });
-                    }
-                }
+                let removed = self.abandon_stream(ch, stream);
+                self.cancel_request_of(removed, CancelReason::PeerCancelled);
             }
             _ => {
                 if writable {
