@@ -442,3 +442,26 @@ def test_stream_chunk_timeout(serve) -> None:
             next(stream)
     finally:
         release.set()
+
+
+def test_waiting_handlers_run_concurrently(serve, client) -> None:
+    # Four handlers that each wait for all four: this only completes if the pool runs
+    # them at the same time (a handler waiting on I/O must not hold up the others).
+    barrier = threading.Barrier(4, timeout=10)
+
+    def meet(data: Dict[str, Any]) -> Dict[str, Any]:
+        barrier.wait()
+        return {"met": data["i"]}
+
+    served = serve(lambda s: s.register_synapse_handler("meet", meet), handler_threads=4)
+    results: List[Any] = [None] * 4
+
+    def ask(i: int) -> None:
+        results[i] = query(client, served.axon, "meet", {"i": i})
+
+    askers = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(20)
+    assert [r["data"] for r in results] == [{"met": i} for i in range(4)], results
