@@ -403,3 +403,65 @@ def test_require_permit_without_resolver_fails_at_start() -> None:
     s = make_server(require_validator_permit=True)
     with pytest.raises(ValueError, match="config error"):
         s.start()
+
+
+def test_stream_payload_limit_enforced_while_iterating(serve) -> None:
+    def big(data: Dict[str, Any]):
+        for _ in range(48):
+            yield b"\x07" * (64 * 1024)  # 3 MiB in all
+
+    served = serve(lambda s: s.register_streaming_handler("big", big))
+    c = Lightning(
+        VALIDATOR_HOTKEY, max_frame_payload_bytes=1 << 20, max_stream_payload_bytes=1 << 20
+    )
+    c.set_validator_keypair(VALIDATOR_SEED)
+    c.initialize_connections([served.axon])
+    received = 0
+    with pytest.raises((RuntimeError, ConnectionError)):
+        for chunk in c.query_axon_stream(served.axon, {"synapse_type": "big", "data": {}}):
+            received += len(chunk)
+    assert received <= 1 << 20
+
+
+def test_stream_chunk_timeout(serve) -> None:
+    release = threading.Event()
+
+    def stalls(data: Dict[str, Any]):
+        yield b"first"
+        release.wait(10)
+        yield b"late"
+
+    served = serve(lambda s: s.register_streaming_handler("stalls", stalls))
+    c = Lightning(VALIDATOR_HOTKEY, stream_chunk_timeout_secs=1)
+    c.set_validator_keypair(VALIDATOR_SEED)
+    c.initialize_connections([served.axon])
+    stream = c.query_axon_stream(served.axon, {"synapse_type": "stalls", "data": {}})
+    try:
+        assert next(stream) == b"first"
+        with pytest.raises(StreamError, match="stream error: chunk read timed out"):
+            next(stream)
+    finally:
+        release.set()
+
+
+def test_waiting_handlers_run_concurrently(serve, client) -> None:
+    # Four handlers that each wait for all four: this only completes if the pool runs
+    # them at the same time (a handler waiting on I/O must not hold up the others).
+    barrier = threading.Barrier(4, timeout=10)
+
+    def meet(data: Dict[str, Any]) -> Dict[str, Any]:
+        barrier.wait()
+        return {"met": data["i"]}
+
+    served = serve(lambda s: s.register_synapse_handler("meet", meet), handler_threads=4)
+    results: List[Any] = [None] * 4
+
+    def ask(i: int) -> None:
+        results[i] = query(client, served.axon, "meet", {"i": i})
+
+    askers = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(20)
+    assert [r["data"] for r in results] == [{"met": i} for i in range(4)], results

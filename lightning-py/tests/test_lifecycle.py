@@ -271,3 +271,67 @@ def test_import_and_construction_start_no_threads() -> None:
     code, out, err = finish(proc)
     assert code == 0, err
     assert out.split() == ["1", "1"]
+
+
+def test_ctrl_c_interrupts_initialize_connections() -> None:
+    proc = spawn(
+        """
+        import socket
+        # A UDP port nobody answers on: the connect would wait for its 60 s timeout.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        silent = {"hotkey": MINER_HOTKEY, "ip": "127.0.0.1", "port": s.getsockname()[1]}
+        c = Lightning(VALIDATOR_HOTKEY, connect_timeout_secs=60)
+        c.set_validator_keypair(VALIDATOR_SEED)
+        try:
+            print("ready", flush=True)
+            c.initialize_connections([silent])
+            print("returned", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """
+    )
+    wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc, timeout=30)
+    assert code == 0, err
+    assert out.strip() == "interrupted"
+
+
+def test_dropping_a_server_while_its_handler_runs() -> None:
+    proc = spawn(
+        """
+        import gc
+        started = threading.Event()
+        release = threading.Event()
+        def busy(d):
+            started.set()
+            while not release.is_set():  # pure Python: this thread keeps asking for the GIL
+                pass
+            return {}
+        server = make_server()
+        server.register_synapse_handler("busy", busy)
+        server.start()  # serving; no serve_forever thread keeps a reference to it
+        c = client()
+        ax = axon(server)
+        outcome = []
+        def ask():
+            try:
+                outcome.append(c.query_axon(ax, {"synapse_type": "busy", "data": {}}, timeout_secs=10))
+            except Exception as e:
+                outcome.append(e)
+        t = threading.Thread(target=ask, daemon=True)
+        t.start()
+        assert started.wait(10)
+        # Collected with the GIL held while the handler thread wants it: the destructor
+        # must not wait for that thread, the runtime, or the endpoint.
+        del server
+        gc.collect()
+        release.set()
+        t.join(15)
+        print("done", len(outcome), flush=True)
+        """
+    )
+    code, out, err = finish(proc, timeout=30)
+    assert code == 0, err
+    assert out.strip() == "done 1"
