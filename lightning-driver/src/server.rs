@@ -25,7 +25,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::cancel::{cancel_pair, CancelGuard, CancelSignal};
 use crate::driver::{Driver, Role};
 use crate::error::{LightningError, Result};
-use crate::handler::{self, ChunkSink, Handler, RequestContext};
+use crate::handler::{self, BytesAhead, ChunkSink, Handler, RequestContext};
 use crate::identity::{os_seed, unix_ms, Identity};
 use crate::runtime::{Runtime, Timer};
 use crate::socket::{EndpointSocket, SocketBuffers, DEFAULT_SOCKET_BUFFER};
@@ -638,16 +638,21 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// Chunks a streaming handler may send before the core has taken the earlier ones: two,
-/// so that the handler prepares the next chunk while the endpoint task queues one.
-const CHUNKS_AHEAD_OF_CORE: usize = 2;
-
 /// Chunks a streaming handler sent that the core's queue could not take yet.
-#[derive(Default)]
 struct StreamOut {
     credits: Option<async_channel::Sender<()>>,
+    /// Shared with the handler's sink: bytes sent and not yet in the core's queue.
+    ahead: Arc<BytesAhead>,
     overflow: VecDeque<Bytes>,
     end: Option<std::result::Result<(), String>>,
+}
+
+impl Drop for StreamOut {
+    fn drop(&mut self) {
+        // The stream is gone: a handler waiting for room must see its sink closed.
+        self.credits = None;
+        self.ahead.wake();
+    }
 }
 
 /// A request handed to an async or streaming handler.
@@ -756,9 +761,11 @@ impl<R: Runtime> ServerRole<R> {
                 };
                 let (cancel_tx, cancel_rx) = cancel_pair();
                 // The core queues the chunks (bounded in count and bytes); here a handler
-                // may only be this many chunks ahead of what the core has taken, so a
-                // validator that does not read holds the handler, not our memory.
-                let capacity = CHUNKS_AHEAD_OF_CORE;
+                // may be `streaming_channel_buffer` chunks and `BytesAhead::LIMIT` bytes
+                // ahead of what the core has taken, so a validator that does not read
+                // holds the handler, not our memory.
+                let capacity = self.ep.config().streaming_channel_buffer;
+                let ahead = Arc::new(BytesAhead::default());
                 let (credit_tx, credit_rx) = async_channel::bounded::<()>(capacity);
                 for _ in 0..capacity {
                     let _ = credit_tx.try_send(());
@@ -770,13 +777,16 @@ impl<R: Runtime> ServerRole<R> {
                         _cancel: cancel_tx,
                         stream: Some(StreamOut {
                             credits: Some(credit_tx),
-                            ..StreamOut::default()
+                            ahead: ahead.clone(),
+                            overflow: VecDeque::new(),
+                            end: None,
                         }),
                     },
                 );
                 let sink = ChunkSink {
                     id,
                     credits: credit_rx,
+                    ahead,
                     commands: commands.clone(),
                 };
                 let fut = f(req.data, ctx, sink);
@@ -825,7 +835,9 @@ impl<R: Runtime> ServerRole<R> {
             // A clone of `Bytes` is a reference count, so a refused chunk stays queued.
             match self.ep.send_chunk(now, id, chunk.clone()) {
                 Ok(()) => {
+                    let len = chunk.len() as u64;
                     out.overflow.pop_front();
+                    out.ahead.taken(len);
                     if let Some(credits) = &out.credits {
                         let _ = credits.try_send(());
                     }
