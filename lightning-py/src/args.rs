@@ -1,4 +1,4 @@
-//! Arguments that come from Python callers: axons, requests, timeouts.
+//! Arguments that come from Python callers: axons, requests, timeouts, wallets.
 //!
 //! Checked in btlightning's order (axon, then request, then timeout) with its exception
 //! types and messages, so callers' error handling keeps working.
@@ -98,4 +98,24 @@ pub fn timeout(timeout_secs: Option<f64>) -> PyResult<Option<Duration>> {
             "config error: timeout_secs must be a finite positive number, got {t}"
         ))),
     }
+}
+
+/// The identity of a bittensor wallet's hotkey (`~` in `wallet_path` expanded as Python
+/// does), with btlightning's error message.
+pub fn wallet_identity(
+    py: Python<'_>,
+    wallet_name: &str,
+    wallet_path: &str,
+    hotkey_name: &str,
+) -> PyResult<lightning_tokio::Identity> {
+    let path: String = py
+        .import("os.path")?
+        .call_method1("expanduser", (wallet_path,))?
+        .extract()?;
+    lightning_tokio::Identity::from_wallet(std::path::Path::new(&path), wallet_name, hotkey_name)
+        .map_err(|e| {
+            config_error(format!(
+                "config error: failed to load hotkey from wallet: {e}"
+            ))
+        })
 }

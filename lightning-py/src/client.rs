@@ -253,16 +253,7 @@ impl PyClient {
         wallet_path: &str,
         hotkey_name: &str,
     ) -> PyResult<()> {
-        let path: String = py
-            .import("os.path")?
-            .call_method1("expanduser", (wallet_path,))?
-            .extract()?;
-        let identity = Identity::from_wallet(std::path::Path::new(&path), wallet_name, hotkey_name)
-            .map_err(|e| {
-                config_error(format!(
-                    "config error: failed to load hotkey from wallet: {e}"
-                ))
-            })?;
+        let identity = crate::args::wallet_identity(py, wallet_name, wallet_path, hotkey_name)?;
         self.set_identity(identity)
     }
 
