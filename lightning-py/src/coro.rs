@@ -87,6 +87,20 @@ impl Responder {
     fn fail(&self) {
         self.send(Err("python handler failed".into()));
     }
+
+    /// Answers `success: false` with `message` in `error`, sent to the peer as is (a
+    /// refusal the handler chose to explain, e.g. a blacklist's reason; at most 1024 bytes).
+    fn reject(&self, message: &str) {
+        self.send(Err(peer_message(message)));
+    }
+}
+
+/// A handler error the endpoint sends to the peer instead of the generic string.
+fn peer_message(message: &str) -> String {
+    format!(
+        "{}{message}",
+        lightning_tokio::proto::endpoint::wire_errors::PEER_MESSAGE_MARKER
+    )
 }
 
 /// Cancels the request's task if the request goes away before it answered.
@@ -155,6 +169,11 @@ impl StreamSink {
     /// Ends the stream with `stream processing failed` (the façade has logged why).
     fn fail(&self) {
         self.end(Err("python handler failed".into()));
+    }
+
+    /// Ends the stream with `success: false` and `message` in `error`, sent as is.
+    fn reject(&self, message: &str) {
+        self.end(Err(peer_message(message)));
     }
 }
 

@@ -49,6 +49,31 @@ pub mod wire_errors {
     pub const STREAM_PROCESSING_FAILED: &str = "stream processing failed";
     /// Writing a chunk failed.
     pub const STREAM_WRITE_FAILED: &str = "stream write failed";
+
+    /// A handler error whose text starts with this marker is one the handler chose to show
+    /// the peer (a refusal with its reason, such as a blacklist's): the text after the
+    /// marker is sent in `error` instead of the generic string. Any other error text stays
+    /// local. The marker is a control character no ordinary message begins with.
+    pub const PEER_MESSAGE_MARKER: &str = "\u{1}peer:";
+
+    /// Longest peer-visible error text sent (in bytes); longer texts are cut at a
+    /// character boundary, so a handler cannot make us send an unbounded error.
+    pub const MAX_PEER_MESSAGE: usize = 1024;
+
+    /// The text to send for a handler error: its peer message if it carries the marker,
+    /// else `generic`.
+    pub fn for_peer<'a>(error: &'a str, generic: &'a str) -> &'a str {
+        match error.strip_prefix(PEER_MESSAGE_MARKER) {
+            Some(message) => {
+                let mut end = message.len().min(MAX_PEER_MESSAGE);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                &message[..end]
+            }
+            None => generic,
+        }
+    }
 }
 
 /// Largest frame accepted on a connection that has not authenticated. A handshake request
@@ -537,8 +562,9 @@ impl Server {
     }
 
     /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
-    /// message stays local, as in the reference).
-    pub fn respond<E>(
+    /// message stays local, as in the reference), unless its text carries
+    /// [`wire_errors::PEER_MESSAGE_MARKER`].
+    pub fn respond<E: AsRef<str>>(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -553,9 +579,9 @@ impl Server {
                 timestamp: self.core.clock.unix_secs(now),
                 error: None,
             },
-            Err(_) => error_response(
+            Err(e) => error_response(
                 self.core.clock.unix_secs(now),
-                wire_errors::REQUEST_PROCESSING_FAILED,
+                wire_errors::for_peer(e.as_ref(), wire_errors::REQUEST_PROCESSING_FAILED),
             ),
         };
         self.requests.remove(&id);
@@ -603,8 +629,8 @@ impl Server {
     }
 
     /// Ends streaming request `id`: `Ok` sends a successful `StreamEnd`, `Err` sends
-    /// `stream processing failed`.
-    pub fn end_stream<E>(
+    /// `stream processing failed` (or the text after [`wire_errors::PEER_MESSAGE_MARKER`]).
+    pub fn end_stream<E: AsRef<str>>(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -617,9 +643,11 @@ impl Server {
                 success: true,
                 error: None,
             },
-            Err(_) => StreamEnd {
+            Err(e) => StreamEnd {
                 success: false,
-                error: Some(wire_errors::STREAM_PROCESSING_FAILED.into()),
+                error: Some(
+                    wire_errors::for_peer(e.as_ref(), wire_errors::STREAM_PROCESSING_FAILED).into(),
+                ),
             },
         };
         self.requests.remove(&id);
@@ -1926,4 +1954,24 @@ fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> 
         && (out.frames() >= config.streaming_channel_buffer
             || out.bytes() as u64 >= config.max_queued_chunk_bytes);
     own || conn_queued >= config.max_queued_response_bytes_per_connection
+}
+
+#[cfg(test)]
+mod peer_message_tests {
+    use super::wire_errors::{for_peer, MAX_PEER_MESSAGE, PEER_MESSAGE_MARKER};
+
+    #[test]
+    fn only_marked_errors_reach_the_peer() {
+        assert_eq!(for_peer("secret detail", "generic"), "generic");
+        let marked = format!("{PEER_MESSAGE_MARKER}403 blacklisted");
+        assert_eq!(for_peer(&marked, "generic"), "403 blacklisted");
+    }
+
+    #[test]
+    fn long_peer_messages_are_cut_on_a_char_boundary() {
+        let marked = format!("{PEER_MESSAGE_MARKER}{}", "é".repeat(MAX_PEER_MESSAGE));
+        let sent = for_peer(&marked, "generic");
+        assert!(sent.len() <= MAX_PEER_MESSAGE && sent.len() >= MAX_PEER_MESSAGE - 1);
+        assert!(sent.chars().all(|c| c == 'é'));
+    }
 }
