@@ -44,7 +44,7 @@ class BtTokens(bt.StreamingSynapse):
         return {}
 
 
-def test_bittensor_is_the_version_the_issue_names() -> None:
+async def test_bittensor_is_the_version_the_issue_names() -> None:
     assert bt.__version__ == "10.5.0"
 
 
