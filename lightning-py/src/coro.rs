@@ -91,16 +91,8 @@ impl Responder {
     /// Answers `success: false` with `message` in `error`, sent to the peer as is (a
     /// refusal the handler chose to explain, e.g. a blacklist's reason; at most 1024 bytes).
     fn reject(&self, message: &str) {
-        self.send(Err(peer_message(message)));
+        self.send(Err(lightning_tokio::peer_error(message)));
     }
-}
-
-/// A handler error the endpoint sends to the peer instead of the generic string.
-fn peer_message(message: &str) -> String {
-    format!(
-        "{}{message}",
-        lightning_tokio::proto::endpoint::wire_errors::PEER_MESSAGE_MARKER
-    )
 }
 
 /// Cancels the request's task if the request goes away before it answered.
@@ -173,7 +165,7 @@ impl StreamSink {
 
     /// Ends the stream with `success: false` and `message` in `error`, sent as is.
     fn reject(&self, message: &str) {
-        self.end(Err(peer_message(message)));
+        self.end(Err(lightning_tokio::peer_error(message)));
     }
 }
 

@@ -50,29 +50,18 @@ pub mod wire_errors {
     /// Writing a chunk failed.
     pub const STREAM_WRITE_FAILED: &str = "stream write failed";
 
-    /// A handler error whose text starts with this marker is one the handler chose to show
-    /// the peer (a refusal with its reason, such as a blacklist's): the text after the
-    /// marker is sent in `error` instead of the generic string. Any other error text stays
-    /// local. The marker is a control character no ordinary message begins with.
-    pub const PEER_MESSAGE_MARKER: &str = "\u{1}peer:";
-
-    /// Longest peer-visible error text sent (in bytes); longer texts are cut at a
-    /// character boundary, so a handler cannot make us send an unbounded error.
+    /// Longest error text [`Server::refuse`](super::Server::refuse) sends (in bytes);
+    /// longer texts are cut at a character boundary, so a handler cannot make us send an
+    /// unbounded error.
     pub const MAX_PEER_MESSAGE: usize = 1024;
 
-    /// The text to send for a handler error: its peer message if it carries the marker,
-    /// else `generic`.
-    pub fn for_peer<'a>(error: &'a str, generic: &'a str) -> &'a str {
-        match error.strip_prefix(PEER_MESSAGE_MARKER) {
-            Some(message) => {
-                let mut end = message.len().min(MAX_PEER_MESSAGE);
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                &message[..end]
-            }
-            None => generic,
+    /// `message` cut to at most [`MAX_PEER_MESSAGE`] bytes, on a character boundary.
+    pub fn truncate(message: &str) -> &str {
+        let mut end = message.len().min(MAX_PEER_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
         }
+        &message[..end]
     }
 }
 
@@ -562,9 +551,9 @@ impl Server {
     }
 
     /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
-    /// message stays local, as in the reference), unless its text carries
-    /// [`wire_errors::PEER_MESSAGE_MARKER`].
-    pub fn respond<E: AsRef<str>>(
+    /// message stays local, as in the reference; see [`Self::refuse`] for one the peer
+    /// should read).
+    pub fn respond<E>(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -579,13 +568,45 @@ impl Server {
                 timestamp: self.core.clock.unix_secs(now),
                 error: None,
             },
-            Err(e) => error_response(
+            Err(_) => error_response(
                 self.core.clock.unix_secs(now),
-                wire_errors::for_peer(e.as_ref(), wire_errors::REQUEST_PROCESSING_FAILED),
+                wire_errors::REQUEST_PROCESSING_FAILED,
             ),
         };
         self.requests.remove(&id);
         self.answer(ch, stream, response.encode());
+        Ok(())
+    }
+
+    /// Refuses request `id` (unary or streaming) with `message` in `error`, sent as is (cut
+    /// at [`wire_errors::MAX_PEER_MESSAGE`] bytes): a refusal the handler chose to explain,
+    /// such as a blacklist's reason. A unary request gets `success: false` with empty data;
+    /// a stream ends with `success: false`.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        message: &str,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let message = wire_errors::truncate(message);
+        let (ch, stream, frame) = match self.handling(id, SynapseKind::Unary) {
+            Ok((ch, stream)) => {
+                let response = error_response(self.core.clock.unix_secs(now), message);
+                (ch, stream, response.encode())
+            }
+            Err(AnswerError::WrongKind) => {
+                let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+                let end = StreamEnd {
+                    success: false,
+                    error: Some(message.into()),
+                };
+                (ch, stream, end.encode())
+            }
+            Err(e) => return Err(e),
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, frame);
         Ok(())
     }
 
@@ -629,8 +650,8 @@ impl Server {
     }
 
     /// Ends streaming request `id`: `Ok` sends a successful `StreamEnd`, `Err` sends
-    /// `stream processing failed` (or the text after [`wire_errors::PEER_MESSAGE_MARKER`]).
-    pub fn end_stream<E: AsRef<str>>(
+    /// `stream processing failed`.
+    pub fn end_stream<E>(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -643,11 +664,9 @@ impl Server {
                 success: true,
                 error: None,
             },
-            Err(e) => StreamEnd {
+            Err(_) => StreamEnd {
                 success: false,
-                error: Some(
-                    wire_errors::for_peer(e.as_ref(), wire_errors::STREAM_PROCESSING_FAILED).into(),
-                ),
+                error: Some(wire_errors::STREAM_PROCESSING_FAILED.into()),
             },
         };
         self.requests.remove(&id);
@@ -1958,19 +1977,13 @@ fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> 
 
 #[cfg(test)]
 mod peer_message_tests {
-    use super::wire_errors::{for_peer, MAX_PEER_MESSAGE, PEER_MESSAGE_MARKER};
-
-    #[test]
-    fn only_marked_errors_reach_the_peer() {
-        assert_eq!(for_peer("secret detail", "generic"), "generic");
-        let marked = format!("{PEER_MESSAGE_MARKER}403 blacklisted");
-        assert_eq!(for_peer(&marked, "generic"), "403 blacklisted");
-    }
+    use super::wire_errors::{truncate, MAX_PEER_MESSAGE};
 
     #[test]
     fn long_peer_messages_are_cut_on_a_char_boundary() {
-        let marked = format!("{PEER_MESSAGE_MARKER}{}", "é".repeat(MAX_PEER_MESSAGE));
-        let sent = for_peer(&marked, "generic");
+        assert_eq!(truncate("403 blacklisted"), "403 blacklisted");
+        let long = "é".repeat(MAX_PEER_MESSAGE);
+        let sent = truncate(&long);
         assert!(sent.len() <= MAX_PEER_MESSAGE && sent.len() >= MAX_PEER_MESSAGE - 1);
         assert!(sent.chars().all(|c| c == 'é'));
     }
