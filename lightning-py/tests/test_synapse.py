@@ -490,3 +490,23 @@ async def test_attach_needs_an_annotated_synapse() -> None:
         make_axon().attach(untyped)
     with pytest.raises(ValueError, match="exactly one"):
         Axon(host="127.0.0.1", port=0)
+
+
+async def test_ipv6_axon_and_ipv4_axon_from_one_dendrite() -> None:
+    async def forward(synapse: Dummy) -> Dummy:
+        synapse.dummy_output = synapse.dummy_input + 1
+        return synapse
+
+    v6 = Axon(seed=MINER_SEED, host="::1", port=0).attach(forward)
+    try:
+        await v6.astart()
+    except ValueError as e:  # no IPv6 on this host
+        pytest.skip(f"no IPv6 loopback: {e}")
+    try:
+        async with make_axon().attach(forward) as v4:
+            async with make_dendrite() as d:
+                out = await d([v6.info(), v4.info()], Dummy(dummy_input=1), timeout=5)
+    finally:
+        await v6.astop()
+    assert v6.info().ip == "::1"
+    assert out == [2, 2]
