@@ -510,3 +510,58 @@ async def test_ipv6_axon_and_ipv4_axon_from_one_dendrite() -> None:
         await v6.astop()
     assert v6.info().ip == "::1"
     assert out == [2, 2]
+
+
+async def test_dendrite_syncs_its_miner_pool_with_a_metagraph() -> None:
+    async def forward(synapse: Dummy) -> Dummy:
+        return synapse
+
+    async with make_axon().attach(forward) as axon:
+        mg = Metagraph()
+        mg.add(MINER_HOTKEY, permit=False, stake=0.0, axon=axon.info())
+        not_serving = {"hotkey": hotkey_from_seed(bytes([12] * 32)), "ip": "0.0.0.0", "port": 0}
+        mg.add(not_serving["hotkey"], permit=False, stake=0.0, axon=_Info(**not_serving))
+        async with make_dendrite() as d:
+            assert await d.sync_metagraph(mg) == [MINER_HOTKEY]
+            stats = d.client.get_connection_stats()
+        port = axon.port
+    assert stats["active_miners"] == "1"
+    assert stats[f"connection_127.0.0.1:{port}"] == "active"
+
+
+class _Info:
+    """bittensor's AxonInfo shape (attributes)."""
+
+    def __init__(self, hotkey: str, ip: str, port: int) -> None:
+        self.hotkey, self.ip, self.port = hotkey, ip, port
+
+
+async def test_axon_starts_again_after_stop() -> None:
+    def forward(synapse: Dummy) -> Dummy:
+        synapse.dummy_output = 1
+        return synapse
+
+    axon = make_axon().attach(forward)
+    for _ in range(2):
+        await axon.astart()
+        async with make_dendrite() as d:
+            assert await d(axon, Dummy(dummy_input=0)) == 1
+        await axon.astop()
+
+
+async def test_core_import_does_not_need_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pydantic'] = None; sys.modules['pydantic_core'] = None\n"
+        "import lightning_quic\n"
+        "assert lightning_quic.Lightning and lightning_quic.LightningServer\n"
+        "try:\n"
+        "    import lightning_quic.synapse\n"
+        "except ImportError:\n"
+        "    print('synapse needs pydantic')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "synapse needs pydantic"

@@ -146,9 +146,7 @@ class Axon:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._gate: Optional[PriorityGate] = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="axon-forward"
-        )
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.started = False
 
     # ----------------------------------------------------------------- attach / info
@@ -206,6 +204,10 @@ class Axon:
             return self
         self._loop = asyncio.get_running_loop()
         self._gate = PriorityGate(self.max_workers)
+        # Made here, not in __init__: no threads before serving, and a fresh pool after stop().
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.max_workers, thread_name_prefix="axon-forward"
+        )
         for name, entry in self._attached.items():
             self._register(name, entry)
         await self._server.start()
@@ -217,6 +219,9 @@ class Axon:
         if self.started:
             await self._server.stop()
         self.started = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def start(self) -> "Axon":
         """Start serving on an event loop thread of the axon's own; returns self."""
@@ -241,7 +246,6 @@ class Axon:
             self._loop = None
         elif self.started:
             raise RuntimeError("started with astart(): use 'await axon.astop()'")
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> "Axon":
         return await self.astart()
