@@ -565,3 +565,20 @@ async def test_core_import_does_not_need_pydantic() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "synapse needs pydantic"
+
+
+def _sync_query(axon_info: Any) -> Any:
+    d = make_dendrite()
+    return d.query([axon_info, axon_info], Dummy(dummy_input=3))
+
+
+async def test_dendrite_query_without_an_event_loop() -> None:
+    def forward(synapse: Dummy) -> Dummy:
+        synapse.dummy_output = synapse.dummy_input * 3
+        return synapse
+
+    async with make_axon().attach(forward) as axon:
+        # From a thread with no loop, as a synchronous validator calls it.
+        assert await asyncio.to_thread(_sync_query, axon.info()) == [9, 9]
+        with pytest.raises(RuntimeError, match="running event loop"):
+            make_dendrite().query(axon.info(), Dummy(dummy_input=1))

@@ -190,9 +190,10 @@ class Axon:
         return self._server.port
 
     def info(self) -> QuicAxonInfo:
-        """Where validators reach this axon: ``external_ip`` (else ``host``, else
-        ``127.0.0.1`` for a wildcard host) and ``external_port`` (else the bound port)."""
-        ip = self.external_ip or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1")
+        """Where validators reach this axon: ``external_ip`` (else ``host``; the loopback
+        address for a wildcard host) and ``external_port`` (else the bound port)."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+        ip = self.external_ip or wildcard.get(self.host, self.host)
         port = self.external_port or self.port or 0
         return QuicAxonInfo(self.hotkey, ip, port, 4)
 

@@ -186,6 +186,15 @@ class Dendrite:
             results = [await self.call(a, synapse, timeout, deserialize) for a in targets]
         return results[0] if single else results
 
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`forward` for code without an event loop (bittensor's ``query``); raises
+        ``RuntimeError`` when called from a running loop (await :meth:`forward` there)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.forward(*args, **kwargs))
+        raise RuntimeError("Dendrite.query() inside a running event loop: use 'await dendrite(...)'")
+
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Same as :meth:`forward`."""
         return await self.forward(*args, **kwargs)
