@@ -582,3 +582,40 @@ async def test_dendrite_query_without_an_event_loop() -> None:
         assert await asyncio.to_thread(_sync_query, axon.info()) == [9, 9]
         with pytest.raises(RuntimeError, match="running event loop"):
             make_dendrite().query(axon.info(), Dummy(dummy_input=1))
+
+
+async def test_plain_lightning_server_admits_from_a_metagraph(serve: Any) -> None:
+    from lightning_quic import Lightning
+
+    mg = Metagraph()
+    uid = mg.add(VALIDATOR_HOTKEY, permit=True, stake=0.5)  # a permit, too little stake
+    served = serve(
+        lambda s: (
+            s.register_synapse_handler("echo", lambda data: data),
+            s.admit_from_metagraph(mg, min_stake=1.0),
+        ),
+        require_validator_permit=True,
+        validator_permit_refresh_secs=1,
+    )
+
+    def ask() -> Any:
+        c = Lightning(wallet_hotkey=VALIDATOR_HOTKEY)
+        c.set_validator_keypair(VALIDATOR_SEED)
+        c.initialize_connections([])
+        try:
+            return c.query_axon(served.axon, {"synapse_type": "echo", "data": {"a": 1}}, timeout_secs=3)
+        finally:
+            c.close()
+
+    with pytest.raises(HandshakeError):
+        await asyncio.to_thread(ask)
+    mg.S[uid] = 2.0  # the application's metagraph sync gives it stake
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = await asyncio.to_thread(ask)
+            break
+        except HandshakeError:
+            assert time.monotonic() < deadline, "not admitted after the refresh"
+            await asyncio.sleep(0.3)
+    assert answer["success"] and answer["data"] == {"a": 1}
