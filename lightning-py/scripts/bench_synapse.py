@@ -75,7 +75,10 @@ def miner(impl: str, port: int, wallets: str) -> None:
     else:
         from lightning_quic.synapse import Axon
 
-        axon = Axon(seed=MINER_SEED, host="127.0.0.1", port=port)
+        axon = Axon(
+            seed=MINER_SEED, host="127.0.0.1", port=port,
+            forward_in_threads=os.environ.get("BENCH_FORWARD_IN_THREADS", "1") == "1",
+        )
     axon.attach(forward_fn=forward)
     axon.start()
     if impl == "bittensor":

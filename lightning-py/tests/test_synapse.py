@@ -619,3 +619,20 @@ async def test_plain_lightning_server_admits_from_a_metagraph(serve: Any) -> Non
             assert time.monotonic() < deadline, "not admitted after the refresh"
             await asyncio.sleep(0.3)
     assert answer["success"] and answer["data"] == {"a": 1}
+
+
+async def test_plain_forward_runs_on_threads_or_on_the_loop() -> None:
+    import threading
+
+    threads: List[str] = []
+
+    def forward(synapse: Dummy) -> Dummy:
+        threads.append(threading.current_thread().name)
+        return synapse
+
+    for in_threads in (True, False):
+        async with make_axon(forward_in_threads=in_threads).attach(forward) as axon:
+            async with make_dendrite() as d:
+                assert (await d(axon, Dummy(dummy_input=1), deserialize=False)).is_success
+    loop_thread = threading.current_thread().name
+    assert threads[0].startswith("axon-forward") and threads[1] == loop_thread
