@@ -10,7 +10,7 @@ if [ ! -x "$PYVENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$PYVENV"
 fi
 "$PYVENV/bin/pip" install -q --disable-pip-version-check \
-  "maturin==1.16.*" "pytest==9.*" "pytest-asyncio==1.*" "pytest-timeout==2.*" "msgpack==1.*"
+  "maturin==1.16.*" "pytest==9.*" "pytest-asyncio==1.*" "pytest-timeout==2.*" "msgpack==1.*" "pydantic==2.*"
 # The cross-implementation tests run the workspace's `lightning` binary.
 cargo build -q -p lightning-cli
 VIRTUAL_ENV="$PYVENV" "$PYVENV/bin/maturin" develop -q -m lightning-py/Cargo.toml

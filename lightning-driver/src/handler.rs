@@ -12,6 +12,23 @@ use lightning_proto::endpoint::{ConnId, RequestId};
 use lightning_proto::message::DataMap;
 use serde::{de::DeserializeOwned, Serialize};
 
+/// A handler error whose text starts with this marker is a refusal the handler chose to
+/// explain: the text after it is sent to the peer in `error` (cut at 1024 bytes) instead of
+/// the generic `request processing failed` / `stream processing failed`. Any other error
+/// text stays local. Build one with [`peer_error`]. The marker begins with a control
+/// character, which no ordinary message begins with.
+pub const PEER_MESSAGE_MARKER: &str = "\u{1}peer:";
+
+/// A handler error whose `message` is sent to the peer (see [`PEER_MESSAGE_MARKER`]).
+pub fn peer_error(message: &str) -> String {
+    format!("{PEER_MESSAGE_MARKER}{message}")
+}
+
+/// The peer-visible message of a handler error, if it carries the marker.
+pub(crate) fn peer_message(error: &str) -> Option<&str> {
+    error.strip_prefix(PEER_MESSAGE_MARKER)
+}
+
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

@@ -42,7 +42,7 @@ pub use client::{
     ChunkStream, ClientBuilder, ClientStats, ConnectReport, LightningClient, PeerStats,
 };
 pub use error::{LightningError, Result};
-pub use handler::{ChunkSink, RequestContext, StreamClosed};
+pub use handler::{peer_error, ChunkSink, RequestContext, StreamClosed, PEER_MESSAGE_MARKER};
 pub use identity::Identity;
 pub use runtime::{Direction, Runtime, Timer, UdpIo};
 pub use server::{LightningServer, ServerBuilder, ServerSnapshot};

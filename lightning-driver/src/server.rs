@@ -818,6 +818,10 @@ impl<R: Runtime> ServerRole<R> {
     ) {
         if let Err(e) = &result {
             tracing::debug!(?id, "handler failed: {e}");
+            if let Some(message) = crate::handler::peer_message(e) {
+                let _ = self.ep.refuse(now, id, message);
+                return;
+            }
         }
         let _ = self.ep.respond(now, id, result);
     }
@@ -855,6 +859,10 @@ impl<R: Runtime> ServerRole<R> {
             self.inflight.remove(&id);
             if let Err(e) = &result {
                 tracing::debug!(?id, "streaming handler failed: {e}");
+                if let Some(message) = crate::handler::peer_message(e) {
+                    let _ = self.ep.refuse(now, id, message);
+                    return;
+                }
             }
             let _ = self.ep.end_stream(now, id, result);
         }

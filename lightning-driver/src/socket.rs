@@ -1,7 +1,7 @@
 //! The UDP side of an endpoint: quinn-udp batches (GRO/GSO/ECN) over a runtime socket.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -31,6 +31,42 @@ pub(crate) struct EndpointSocket<R: Runtime> {
     state: UdpSocketState,
     recv_buf: Box<[u8]>,
     metas: [RecvMeta; BATCH_SIZE],
+    /// Bound to an IPv6 address: IPv4 peers are reached through IPv4-mapped addresses,
+    /// which never leave this module (everything above sees plain IPv4).
+    v6: bool,
+}
+
+/// Binds a UDP socket; the IPv6 wildcard (`[::]`) is made dual-stack (IPv6 and IPv4 peers)
+/// whatever the system's `bindv6only` default.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_only_v6(false)?;
+            socket.bind(&addr.into())?;
+            Ok(socket.into())
+        }
+        _ => UdpSocket::bind(addr),
+    }
+}
+
+/// An address as an IPv6 socket sends to it (IPv4 becomes IPv4-mapped).
+fn to_v6(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 => v6,
+    }
+}
+
+/// An address as the layers above know it (IPv4-mapped becomes IPv4).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Buffer sizes the kernel actually granted (it may cap what we ask for).
@@ -49,7 +85,8 @@ impl<R: Runtime> EndpointSocket<R> {
         addr: SocketAddr,
         buffer_bytes: usize,
     ) -> io::Result<(Self, SocketBuffers)> {
-        let socket = UdpSocket::bind(addr)?;
+        let socket = bind_udp(addr)?;
+        let v6 = socket.local_addr()?.is_ipv6();
         socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
         // The kernel caps these at net.core.{r,w}mem_max; a refusal is not fatal.
@@ -77,6 +114,7 @@ impl<R: Runtime> EndpointSocket<R> {
                 state,
                 recv_buf: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
                 metas: [RecvMeta::default(); BATCH_SIZE],
+                v6,
             },
             buffers,
         ))
@@ -122,8 +160,8 @@ impl<R: Runtime> EndpointSocket<R> {
                         for datagram in slot[..len].chunks(stride) {
                             delivered += 1;
                             sink(Datagram {
-                                remote: meta.addr,
-                                local_ip: meta.dst_ip,
+                                remote: canonical(meta.addr),
+                                local_ip: meta.dst_ip.map(|ip| ip.to_canonical()),
                                 ecn,
                                 data: BytesMut::from(datagram),
                             });
@@ -147,14 +185,23 @@ impl<R: Runtime> EndpointSocket<R> {
         transmit: &Transmit,
         contents: &[u8],
     ) -> Poll<io::Result<()>> {
+        let (destination, src_ip) = if self.v6 {
+            let src = transmit.src_ip.map(|ip| match ip {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            });
+            (to_v6(transmit.destination), src)
+        } else {
+            (transmit.destination, transmit.src_ip)
+        };
         let udp = quinn_udp::Transmit {
-            destination: transmit.destination,
+            destination,
             ecn: transmit
                 .ecn
                 .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
             contents: &contents[..transmit.size.min(contents.len())],
             segment_size: transmit.segment_size,
-            src_ip: transmit.src_ip,
+            src_ip,
         };
         loop {
             match self.io.poll_ready(Direction::Write, cx) {

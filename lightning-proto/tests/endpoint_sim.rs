@@ -282,6 +282,40 @@ fn unknown_synapse_and_handler_failure_use_the_exact_wire_strings() {
 }
 
 #[test]
+fn a_refusal_sends_its_reason_unary_and_streaming() {
+    let (mut w, _s, c) = connected_pair(23);
+    let id = request(
+        &mut w,
+        c,
+        "refuse",
+        DataMap::default(),
+        RequestOptions::default(),
+    );
+    let ClientEvent::Response { response, .. } = wait_outcome(&mut w, c, id, 5 * SECOND) else {
+        panic!("no response");
+    };
+    assert!(!response.success);
+    assert_eq!(response.error.as_deref(), Some("403 not on the list"));
+    let id = request(
+        &mut w,
+        c,
+        "refuse_stream",
+        DataMap::default(),
+        RequestOptions {
+            streaming: true,
+            ..Default::default()
+        },
+    );
+    match wait_outcome(&mut w, c, id, 5 * SECOND) {
+        ClientEvent::RequestFailed {
+            error: lightning_proto::endpoint::ClientError::Stream(message),
+            ..
+        } => assert_eq!(message, "403 not on the list"),
+        other => panic!("expected a failed stream, got {other:?}"),
+    }
+}
+
+#[test]
 fn handler_timeout_answers_handler_timed_out_at_the_configured_time() {
     let mut w = World::new(18);
     w.sim.set_default_link(lan());

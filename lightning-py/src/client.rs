@@ -5,6 +5,7 @@
 //! The object holds only a handle to the endpoint task (clones are reference counts), under
 //! a mutex that is never held across a wait.
 
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,11 +86,18 @@ impl PyClient {
             .identity
             .clone()
             .ok_or_else(|| signing_error("signing error: No signer configured"))?;
-        let client = ClientBuilder::with_runtime(Tokio::new(handle()?))
-            .config(self.config.clone())
-            .identity(identity)
-            .build()
-            .map_err(to_py)?;
+        let builder = |identity| -> PyResult<_> {
+            Ok(ClientBuilder::with_runtime(Tokio::new(handle()?))
+                .config(self.config.clone())
+                .identity(identity))
+        };
+        // A dual-stack socket reaches IPv4 and IPv6 miners alike; hosts without IPv6 get
+        // the IPv4 wildcard.
+        let dual_stack = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        let client = match builder(identity.clone())?.bind_addr(dual_stack).build() {
+            Ok(client) => client,
+            Err(_) => builder(identity)?.build().map_err(to_py)?,
+        };
         state.client = Some(client.clone());
         state.stale = false;
         Ok(client)

@@ -87,6 +87,12 @@ impl Responder {
     fn fail(&self) {
         self.send(Err("python handler failed".into()));
     }
+
+    /// Answers `success: false` with `message` in `error`, sent to the peer as is (a
+    /// refusal the handler chose to explain, e.g. a blacklist's reason; at most 1024 bytes).
+    fn reject(&self, message: &str) {
+        self.send(Err(lightning_tokio::peer_error(message)));
+    }
 }
 
 /// Cancels the request's task if the request goes away before it answered.
@@ -155,6 +161,11 @@ impl StreamSink {
     /// Ends the stream with `stream processing failed` (the façade has logged why).
     fn fail(&self) {
         self.end(Err("python handler failed".into()));
+    }
+
+    /// Ends the stream with `success: false` and `message` in `error`, sent as is.
+    fn reject(&self, message: &str) {
+        self.end(Err(lightning_tokio::peer_error(message)));
     }
 }
 

@@ -49,6 +49,20 @@ pub mod wire_errors {
     pub const STREAM_PROCESSING_FAILED: &str = "stream processing failed";
     /// Writing a chunk failed.
     pub const STREAM_WRITE_FAILED: &str = "stream write failed";
+
+    /// Longest error text [`Server::refuse`](super::Server::refuse) sends (in bytes);
+    /// longer texts are cut at a character boundary, so a handler cannot make us send an
+    /// unbounded error.
+    pub const MAX_PEER_MESSAGE: usize = 1024;
+
+    /// `message` cut to at most [`MAX_PEER_MESSAGE`] bytes, on a character boundary.
+    pub fn truncate(message: &str) -> &str {
+        let mut end = message.len().min(MAX_PEER_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        &message[..end]
+    }
 }
 
 /// Largest frame accepted on a connection that has not authenticated. A handshake request
@@ -537,7 +551,8 @@ impl Server {
     }
 
     /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
-    /// message stays local, as in the reference).
+    /// message stays local, as in the reference; see [`Self::refuse`] for one the peer
+    /// should read).
     pub fn respond<E>(
         &mut self,
         now: Instant,
@@ -560,6 +575,38 @@ impl Server {
         };
         self.requests.remove(&id);
         self.answer(ch, stream, response.encode());
+        Ok(())
+    }
+
+    /// Refuses request `id` (unary or streaming) with `message` in `error`, sent as is (cut
+    /// at [`wire_errors::MAX_PEER_MESSAGE`] bytes): a refusal the handler chose to explain,
+    /// such as a blacklist's reason. A unary request gets `success: false` with empty data;
+    /// a stream ends with `success: false`.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        message: &str,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let message = wire_errors::truncate(message);
+        let (ch, stream, frame) = match self.handling(id, SynapseKind::Unary) {
+            Ok((ch, stream)) => {
+                let response = error_response(self.core.clock.unix_secs(now), message);
+                (ch, stream, response.encode())
+            }
+            Err(AnswerError::WrongKind) => {
+                let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+                let end = StreamEnd {
+                    success: false,
+                    error: Some(message.into()),
+                };
+                (ch, stream, end.encode())
+            }
+            Err(e) => return Err(e),
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, frame);
         Ok(())
     }
 
@@ -1903,4 +1950,18 @@ fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> 
         && (out.frames() >= config.streaming_channel_buffer
             || out.bytes() as u64 >= config.max_queued_chunk_bytes);
     own || conn_queued >= config.max_queued_response_bytes_per_connection
+}
+
+#[cfg(test)]
+mod peer_message_tests {
+    use super::wire_errors::{truncate, MAX_PEER_MESSAGE};
+
+    #[test]
+    fn long_peer_messages_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate("403 blacklisted"), "403 blacklisted");
+        let long = "é".repeat(MAX_PEER_MESSAGE);
+        let sent = truncate(&long);
+        assert!(sent.len() <= MAX_PEER_MESSAGE && sent.len() >= MAX_PEER_MESSAGE - 1);
+        assert!(sent.chars().all(|c| c == 'é'));
+    }
 }

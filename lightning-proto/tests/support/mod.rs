@@ -148,6 +148,8 @@ impl World {
         s.register_synapse("fail", SynapseKind::Unary);
         s.register_synapse("slow", SynapseKind::Unary);
         s.register_synapse("stream", SynapseKind::Streaming);
+        s.register_synapse("refuse", SynapseKind::Unary);
+        s.register_synapse("refuse_stream", SynapseKind::Streaming);
         s
     }
 
@@ -270,6 +272,10 @@ impl World {
                             }
                             "fail" => {
                                 server.respond(now, req.id, Err("secret detail")).unwrap();
+                            }
+                            // Unary or streaming alike: refused with a reason the peer reads.
+                            "refuse" | "refuse_stream" => {
+                                server.refuse(now, req.id, "403 not on the list").unwrap();
                             }
                             "stream" => {
                                 let n = get_u64(&req.data, "n").unwrap_or(3);

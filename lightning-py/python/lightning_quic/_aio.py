@@ -16,6 +16,7 @@ import weakref
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from . import _native
+from ._metagraph import serving_axons
 from ._native import LoopBridge, PyStreamingResponse, RequestContext, RustLightning
 from ._sync import Axon, LightningServer, _wants_context
 from ._types import SynapseRequest, SynapseResponse
@@ -158,6 +159,11 @@ class AsyncLightning:
         )
         return AsyncStreamingResponse(native)
 
+    async def sync_metagraph(self, metagraph: Any) -> List[str]:
+        """Reconcile the pool with a metagraph's serving axons; returns the hotkeys that
+        authenticated."""
+        return await self.update_miner_registry(serving_axons(metagraph))
+
     def get_connection_stats(self) -> Dict[str, str]:
         """As :meth:`lightning_quic.Lightning.get_connection_stats` (answers at once)."""
         return dict(self._native.get_connection_stats())
@@ -173,6 +179,12 @@ class AsyncLightning:
         await self.close()
 
 
+class Refusal(Exception):
+    """Raised by a coroutine handler (or async generator) to answer ``success: false`` with
+    its message in ``error``, sent to the peer as is (at most 1024 bytes). Internal to the
+    package: the synapse layer uses it for its status-coded refusals."""
+
+
 async def _serve_one(
     handler: Callable[..., Awaitable[Any]],
     with_context: bool,
@@ -186,6 +198,9 @@ async def _serve_one(
         result = await (handler(data, ctx) if with_context else handler(data))
     except asyncio.CancelledError:
         raise
+    except Refusal as refusal:
+        responder.reject(str(refusal))
+        return
     except BaseException:  # noqa: BLE001 - logged, the peer gets the generic string
         _logger.exception("handler for synapse '%s' raised an exception", synapse)
         responder.fail()
@@ -219,6 +234,9 @@ async def _stream_one(
         if agen is not None:
             await agen.aclose()
         raise
+    except Refusal as refusal:
+        sink.reject(str(refusal))
+        return
     except BaseException:  # noqa: BLE001 - logged, the peer gets the generic string
         _logger.exception("streaming handler for synapse '%s' raised an exception", synapse)
         sink.fail()

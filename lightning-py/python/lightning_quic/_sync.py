@@ -13,6 +13,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar, Union
 
+from ._metagraph import permitted_validators, serving_axons
 from ._native import PyStreamingResponse, RequestContext, RustLightning, RustLightningServer
 from ._types import SynapseRequest, SynapseResponse
 
@@ -165,6 +166,11 @@ class Lightning:
     def update_miner_registry(self, miners: Sequence[Axon]) -> None:
         """Reconcile the pool with a fresh miner list (drop, reset backoff, connect)."""
         self._native.update_miner_registry(miners)
+
+    def sync_metagraph(self, metagraph: Any) -> None:
+        """Reconcile the pool with a metagraph's serving axons (``metagraph.axons`` whose IP
+        is set; IPv4 or IPv6). Call it after each metagraph sync; we never contact a chain."""
+        self.update_miner_registry(serving_axons(metagraph))
 
     def get_connection_stats(self) -> Dict[str, str]:
         """``total_connections``, ``active_miners`` and ``connection_<ip>:<port>`` (strings)."""
@@ -320,6 +326,14 @@ class LightningServer:
         background thread; a failing call is logged and keeps the previous set.
         """
         self._native.set_validator_permit_resolver(lambda: set(resolver()))
+
+    def admit_from_metagraph(self, metagraph: Any, min_stake: float = 0.0) -> None:
+        """Admit only validators that ``metagraph`` gives a validator permit and at least
+        ``min_stake`` total stake (``hotkeys``, ``validator_permit``, ``S``), checked at the
+        handshake before any request is read, and re-read every
+        ``validator_permit_refresh_secs``. Needs ``require_validator_permit=True``; takes
+        effect at :meth:`start`."""
+        self.set_validator_permit_resolver(lambda: permitted_validators(metagraph, min_stake))
 
     def register_synapse_handler(
         self,
