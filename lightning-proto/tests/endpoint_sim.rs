@@ -107,21 +107,7 @@ fn handshake_succeeds_and_echo_round_trips() {
         if validators != vec![validator_hotkey()] {
             return Err(format!("server validators {validators:?}"));
         }
-        let id = request(
-            &mut w,
-            c,
-            "echo",
-            data(&[("prompt", "hi".into())]),
-            RequestOptions::default(),
-        );
-        match wait_outcome(&mut w, c, id, 5 * SECOND) {
-            ClientEvent::Response { response, .. } => {
-                assert!(response.success);
-                assert_eq!(response.data.get("prompt"), Some("hi".into()));
-                Ok(())
-            }
-            other => Err(format!("unexpected {other:?}")),
-        }
+        echo_round_trip(&mut w, c, "hi")
     });
 }
 
