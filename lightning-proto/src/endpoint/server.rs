@@ -267,7 +267,7 @@ struct SConn {
     /// Last time quinn took response bytes from any of its streams.
     last_send_progress: Instant,
     /// Streaming responses told `Full` because of the connection's queued bytes: each
-    /// gets `StreamWritable` once they fall below the cap.
+    /// gets `StreamWritable` once they fall below half the cap.
     writable_waiters: Vec<StreamId>,
 }
 
@@ -1020,7 +1020,11 @@ impl Server {
         let mut waiters = Vec::new();
         if let Some(c) = self.conns.get_mut(&ch) {
             c.queued_out = (c.queued_out + after).saturating_sub(before);
-            if c.queued_out < cap {
+            // Waiters are woken together once the backlog is half drained, not at every
+            // byte below the cap: one chunk refills it, and waking every waiter each time
+            // (over a hundred on a connection that reads slowly) costs the endpoint task
+            // more than the bytes that moved.
+            if c.queued_out < cap / 2 {
                 waiters = std::mem::take(&mut c.writable_waiters);
             }
         }
