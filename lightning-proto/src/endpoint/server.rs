@@ -1046,13 +1046,7 @@ impl Server {
     /// Whether queued responses keep `ch` from starting another request frame now.
     fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
         let conn = self.conns.get(&ch).map_or(0, |c| c.queued_out);
-        if conn >= self.config.max_queued_response_bytes_per_connection {
-            Some(Shortfall::Connection)
-        } else if self.queued_out_total >= self.config.max_queued_response_bytes_total {
-            Some(Shortfall::Total)
-        } else {
-            None
-        }
+        answer_backlog(&self.config, conn, self.queued_out_total)
     }
 
     /// A response stream's send-progress deadline: when quinn took none of its bytes,
@@ -1375,13 +1369,7 @@ impl Server {
             return;
         }
         let authenticated = !sconn.hotkeys.is_empty();
-        let backlog = if sconn.queued_out >= self.config.max_queued_response_bytes_per_connection {
-            Some(Shortfall::Connection)
-        } else if self.queued_out_total >= self.config.max_queued_response_bytes_total {
-            Some(Shortfall::Total)
-        } else {
-            None
-        };
+        let backlog = answer_backlog(&self.config, sconn.queued_out, self.queued_out_total);
         let mut recv = conn.recv_stream(stream);
         let Ok(mut chunks) = recv.read(true) else {
             return;
@@ -1945,6 +1933,18 @@ fn note_request_rate(c: &mut SConn, now: Instant, bytes: u64, min_rate: u64) {
     }
     c.rate_window_start = now;
     c.rate_window_bytes = 0;
+}
+
+/// Which cap on queued answers, if any, keeps a connection with `conn_queued` bytes queued
+/// (and `total` over all connections) from starting another request frame.
+fn answer_backlog(config: &ServerConfig, conn_queued: u64, total: u64) -> Option<Shortfall> {
+    if conn_queued >= config.max_queued_response_bytes_per_connection {
+        Some(Shortfall::Connection)
+    } else if total >= config.max_queued_response_bytes_total {
+        Some(Shortfall::Total)
+    } else {
+        None
+    }
 }
 
 /// Whether a streaming response's chunk queue takes no more chunks now (see
