@@ -20,6 +20,7 @@ use lightning_fuzz::world::{
     addr, data, make_client, make_server, miner_hotkey, CLIENT_ADDR, SERVER_ADDR, UNIX_START_MS,
 };
 use lightning_fuzz::Cursor;
+use lightning_proto::endpoint::{Datagram, SansIo};
 use lightning_proto::endpoint::{
     Client, ClientConfig, RequestOptions, RetryPolicy, Server, ServerConfig, ServerEvent,
 };
@@ -68,7 +69,15 @@ impl Harness {
     fn send_to_server(&mut self, from: SocketAddr, bytes: &[u8]) {
         let local = Some(addr(SERVER_ADDR).ip());
         self.server
-            .handle_datagram(self.now, from, local, None, BytesMut::from(bytes));
+            .handle_datagram(
+                self.now,
+                Datagram {
+                    remote: from,
+                    local_ip: local,
+                    ecn: None,
+                    payload: BytesMut::from(bytes),
+                },
+            );
     }
 
     /// Moves datagrams both ways until neither side has anything to send, applying the
@@ -86,10 +95,12 @@ impl Harness {
                 for chunk in self.buf[..t.size].chunks(seg) {
                     self.client.handle_datagram(
                         self.now,
-                        addr(SERVER_ADDR),
-                        Some(client_addr.ip()),
-                        None,
-                        BytesMut::from(chunk),
+                        Datagram {
+                            remote: addr(SERVER_ADDR),
+                            local_ip: Some(client_addr.ip()),
+                            ecn: None,
+                            payload: BytesMut::from(chunk),
+                        },
                     );
                 }
             }

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lightning_proto::endpoint::{
-    AnswerError, Client, ClientConfig, ClientError, ClientEvent, RequestId, RequestOptions, Server,
-    ServerConfig, ServerEvent, SynapseKind,
+    AnswerError, Client, ClientConfig, ClientError, ClientEvent, Datagram, RequestId,
+    RequestOptions, SansIo, Server, ServerConfig, ServerEvent, SynapseKind, TimeoutReason,
+    Transmit,
 };
 use lightning_proto::identity::{Keypair, KeypairSigner, Signer};
 use lightning_proto::message::DataMap;
-use lightning_proto::sim::{Datagram, Node, NodeId, Simulator, Transmit};
+use lightning_proto::sim::{NodeId, Simulator};
 use lightning_proto::tls::TlsIdentity;
 
 /// Seed of the miner key of PROTOCOL.md §4.5.
@@ -139,13 +140,23 @@ impl FuzzNode {
 
     fn deliver(&mut self, now: Instant, d: Datagram) {
         match &mut self.ep {
-            Endpoint::Client(c) => Node::handle_datagram(c.as_mut(), now, d),
-            Endpoint::Server(s) => Node::handle_datagram(s.as_mut(), now, d),
+            Endpoint::Client(c) => c.handle_datagram(now, d),
+            Endpoint::Server(s) => s.handle_datagram(now, d),
         }
     }
 }
 
-impl Node for FuzzNode {
+/// Either role's event.
+pub enum FuzzEvent {
+    /// From the client.
+    Client(ClientEvent),
+    /// From the server.
+    Server(ServerEvent),
+}
+
+impl SansIo for FuzzNode {
+    type Event = FuzzEvent;
+
     fn handle_datagram(&mut self, now: Instant, mut d: Datagram) {
         if let Some(len) = self.truncate_next.take() {
             d.payload.truncate(len);
@@ -159,8 +170,8 @@ impl Node for FuzzNode {
         if self.duplicate_next > 0 {
             self.duplicate_next -= 1;
             let copy = Datagram {
-                src: d.src,
-                dst: d.dst,
+                remote: d.remote,
+                local_ip: d.local_ip,
                 ecn: d.ecn,
                 payload: BytesMut::from(&d.payload[..]),
             };
@@ -169,24 +180,38 @@ impl Node for FuzzNode {
         self.deliver(now, d);
     }
 
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         match &mut self.ep {
-            Endpoint::Client(c) => Node::poll_transmit(c.as_mut(), now),
-            Endpoint::Server(s) => Node::poll_transmit(s.as_mut(), now),
+            Endpoint::Client(c) => c.poll_transmit(now, buf),
+            Endpoint::Server(s) => s.poll_transmit(now, buf),
         }
     }
 
-    fn poll_timeout(&mut self) -> Option<Instant> {
+    fn poll_event(&mut self) -> Option<FuzzEvent> {
         match &mut self.ep {
-            Endpoint::Client(c) => Node::poll_timeout(c.as_mut()),
-            Endpoint::Server(s) => Node::poll_timeout(s.as_mut()),
+            Endpoint::Client(c) => c.poll_event().map(FuzzEvent::Client),
+            Endpoint::Server(s) => s.poll_event().map(FuzzEvent::Server),
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.next_deadline(),
+            Endpoint::Server(s) => s.next_deadline(),
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         match &mut self.ep {
-            Endpoint::Client(c) => Node::handle_timeout(c.as_mut(), now),
-            Endpoint::Server(s) => Node::handle_timeout(s.as_mut(), now),
+            Endpoint::Client(c) => c.handle_timeout(now),
+            Endpoint::Server(s) => s.handle_timeout(now),
+        }
+    }
+
+    fn set_max_gso_segments(&mut self, n: usize) {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.set_max_gso_segments(n),
+            Endpoint::Server(s) => s.set_max_gso_segments(n),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! to the endpoint task, which owns the sans-IO [`lightning_proto::endpoint::Client`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::Stream;
 use lightning_proto::endpoint::{
-    Client, ClientConfig, ClientEvent, ConnectionStats, EcnCodepoint, HotkeyStatus, RequestId,
-    RequestOptions, Transmit,
+    Client, ClientConfig, ClientEvent, ConnectionStats, HotkeyStatus, RequestId, RequestOptions,
+    SansIo,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
@@ -824,31 +824,10 @@ impl ClientRole {
 impl Role for ClientRole {
     type Command = Command;
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) {
-        self.ep.handle_datagram(now, remote, local_ip, ecn, data);
-    }
+    type Endpoint = Client;
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.ep.poll_transmit(now, buf)
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
-    }
-
-    fn set_max_gso_segments(&mut self, n: usize) {
-        self.ep.set_max_gso_segments(n);
+    fn endpoint(&mut self) -> &mut Client {
+        &mut self.ep
     }
 
     fn on_command(&mut self, now: Instant, command: Command) {

@@ -7,17 +7,15 @@
 //! executor thread get a turn. The endpoint is owned by this task alone: no lock anywhere.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use futures_lite::Stream;
-use lightning_proto::endpoint::{EcnCodepoint, Transmit};
+use lightning_proto::endpoint::{Datagram, SansIo, Transmit};
 
 use crate::runtime::{Runtime, Timer};
-use crate::socket::{Datagram, EndpointSocket};
+use crate::socket::EndpointSocket;
 
 /// Commands taken per round, so a flood of queries cannot starve the socket.
 const COMMANDS_PER_ROUND: usize = 256;
@@ -41,19 +39,15 @@ const EVENTS_PER_FLUSH: usize = 8;
 pub(crate) trait Role: Send + 'static {
     /// Commands sent by application handles.
     type Command: Send + 'static;
+    /// The sans-IO endpoint the loop drives, through its one surface.
+    type Endpoint: SansIo;
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    );
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
-    fn poll_timeout(&mut self) -> Option<Instant>;
-    fn set_max_gso_segments(&mut self, n: usize);
+    /// The endpoint itself.
+    fn endpoint(&mut self) -> &mut Self::Endpoint;
+    /// A deadline of the role's own besides the endpoint's (a stop's grace period).
+    fn own_deadline(&self) -> Option<Instant> {
+        None
+    }
 
     /// Applies one command.
     fn on_command(&mut self, now: Instant, command: Self::Command);
@@ -110,7 +104,8 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         socket: EndpointSocket<R>,
         commands: async_channel::Receiver<Ro::Command>,
     ) -> Self {
-        role.set_max_gso_segments(socket.max_gso_segments());
+        role.endpoint()
+            .set_max_gso_segments(socket.max_gso_segments());
         // Parked far away until the first deadline arrives.
         let timer = runtime.timer(Instant::now() + std::time::Duration::from_secs(86_400));
         Self {
@@ -174,8 +169,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             let mut rx = std::mem::take(&mut self.rx);
             let mut since_flush = 0;
             for d in rx.drain(..) {
-                self.role
-                    .handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+                self.role.endpoint().handle_datagram(now, d);
                 since_flush += self.role.dispatch_events(now);
                 if since_flush >= EVENTS_PER_FLUSH {
                     since_flush = 0;
@@ -188,7 +182,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // 3. The deadline.
         if self.deadline.is_some_and(|at| at <= now) {
             self.deadline = None;
-            self.role.handle_timeout(now);
+            self.role.endpoint().handle_timeout(now);
             busy = true;
         }
 
@@ -210,7 +204,14 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         busy |= self.flush(cx, now);
 
         // 6. Re-arm the one timer.
-        self.deadline = self.role.poll_timeout();
+        // After the last `poll_transmit` (the drive contract in `lightning_proto::endpoint`).
+        self.deadline = match (
+            self.role.endpoint().poll_timeout(),
+            self.role.own_deadline(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         busy |= self.arm_timer(cx, now);
         if busy {
             RoundOutcome::Busy
@@ -251,7 +252,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         loop {
             let transmit = match self.pending.take() {
                 Some(t) => t,
-                None => match self.role.poll_transmit(now, &mut self.tx_buf) {
+                None => match self.role.endpoint().poll_transmit(now, &mut self.tx_buf) {
                     Some(t) => t,
                     None => return sent,
                 },

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lightning_proto::endpoint::{
-    AnswerError, CancelReason, ConnId, EcnCodepoint, IncomingRequest, RequestId, Server,
-    ServerConfig, ServerEvent, ServerStats, SynapseKind, Transmit,
+    AnswerError, CancelReason, ConnId, IncomingRequest, RequestId, SansIo, Server, ServerConfig,
+    ServerEvent, ServerStats, SynapseKind,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
@@ -943,34 +943,14 @@ async fn run_until_cancelled<T>(
 impl<R: Runtime> Role for ServerRole<R> {
     type Command = Command;
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) {
-        self.ep.handle_datagram(now, remote, local_ip, ecn, data);
+    type Endpoint = Server;
+
+    fn endpoint(&mut self) -> &mut Server {
+        &mut self.ep
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.ep.poll_transmit(now, buf)
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.ep.poll_timeout(), self.stop_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn set_max_gso_segments(&mut self, n: usize) {
-        self.ep.set_max_gso_segments(n);
+    fn own_deadline(&self) -> Option<Instant> {
+        self.stop_deadline
     }
 
     fn on_command(&mut self, now: Instant, command: Command) {

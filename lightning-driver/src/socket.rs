@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use lightning_proto::endpoint::{EcnCodepoint, Transmit};
+use lightning_proto::endpoint::{Datagram, EcnCodepoint, Transmit};
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 
 use crate::runtime::{Direction, Runtime, UdpIo};
@@ -16,14 +16,6 @@ const SLOT: usize = 64 * 1024;
 /// Socket buffer size asked for by default. Kernel defaults (~208 KiB) drop packets as
 /// soon as a 10 KB+ burst arrives faster than the endpoint task reads.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-/// One received datagram.
-pub(crate) struct Datagram {
-    pub remote: SocketAddr,
-    pub local_ip: Option<IpAddr>,
-    pub ecn: Option<EcnCodepoint>,
-    pub data: BytesMut,
-}
 
 /// A bound socket plus the state quinn-udp keeps about it.
 pub(crate) struct EndpointSocket<R: Runtime> {
@@ -163,7 +155,7 @@ impl<R: Runtime> EndpointSocket<R> {
                                 remote: canonical(meta.addr),
                                 local_ip: meta.dst_ip.map(|ip| ip.to_canonical()),
                                 ecn,
-                                data: BytesMut::from(datagram),
+                                payload: BytesMut::from(datagram),
                             });
                         }
                     }

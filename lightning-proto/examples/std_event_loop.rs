@@ -19,8 +19,19 @@ use lightning_proto::endpoint::{
     Client, ClientConfig, ClientEvent, RequestOptions, Server, ServerConfig, ServerEvent,
     SynapseKind, Transmit,
 };
+use lightning_proto::endpoint::{Datagram, SansIo};
 use lightning_proto::identity::{Keypair, KeypairSigner};
 use lightning_proto::message::DataMap;
+
+/// A datagram read from a plain `UdpSocket`, which reports neither ECN nor the local address.
+fn received(remote: SocketAddr, payload: BytesMut) -> Datagram {
+    Datagram {
+        remote,
+        local_ip: None,
+        ecn: None,
+        payload,
+    }
+}
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -71,7 +82,7 @@ fn run_server(socket: UdpSocket, mut server: Server, requests: usize) {
         }
         let deadline = server.poll_timeout();
         match recv_until(&socket, deadline) {
-            Some((from, data)) => server.handle_datagram(Instant::now(), from, None, None, data),
+            Some((from, data)) => server.handle_datagram(Instant::now(), received(from, data)),
             None => server.handle_timeout(Instant::now()),
         }
     }
@@ -86,7 +97,7 @@ fn run_server(socket: UdpSocket, mut server: Server, requests: usize) {
             &socket,
             Some(until.min(server.poll_timeout().unwrap_or(until))),
         ) {
-            Some((from, data)) => server.handle_datagram(Instant::now(), from, None, None, data),
+            Some((from, data)) => server.handle_datagram(Instant::now(), received(from, data)),
             None => server.handle_timeout(Instant::now()),
         }
     }
@@ -178,7 +189,7 @@ fn main() {
             send(&socket, &t, &out);
         }
         match recv_until(&socket, client.poll_timeout()) {
-            Some((from, data)) => client.handle_datagram(Instant::now(), from, None, None, data),
+            Some((from, data)) => client.handle_datagram(Instant::now(), received(from, data)),
             None => client.handle_timeout(Instant::now()),
         }
     }

@@ -7,9 +7,29 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lightning_proto::sim::{
-    Datagram, LinkConditions, LinkStats, Node, SimError, Simulator, Transmit,
-};
+use lightning_proto::endpoint::{Datagram, EcnCodepoint, SansIo, TimeoutReason, Transmit};
+use lightning_proto::sim::{LinkConditions, LinkStats, SimError, Simulator};
+
+/// A datagram (or GSO batch) a test node has queued to send.
+struct Out {
+    dst: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    payload: Bytes,
+    segment_size: Option<usize>,
+}
+
+/// Hands a queued datagram over the way an endpoint does: bytes into the caller's buffer.
+fn transmit(out: Out, buf: &mut Vec<u8>) -> Transmit {
+    buf.clear();
+    buf.extend_from_slice(&out.payload);
+    Transmit {
+        destination: out.dst,
+        ecn: out.ecn,
+        size: out.payload.len(),
+        segment_size: out.segment_size,
+        src_ip: None,
+    }
+}
 
 const fn v4(last: u8, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, last), port))
@@ -48,7 +68,7 @@ struct Peer {
     interval: Duration,
     next_send: Option<Instant>,
     echo: bool,
-    outbox: VecDeque<Transmit>,
+    outbox: VecDeque<Out>,
     received: Vec<Rx>,
 }
 
@@ -83,7 +103,7 @@ impl Peer {
 
     /// What a driver does between steps: hand the node something to send.
     fn queue(&mut self, dst: SocketAddr, payload: Vec<u8>, segment_size: Option<usize>) {
-        self.outbox.push_back(Transmit {
+        self.outbox.push_back(Out {
             dst,
             ecn: None,
             payload: Bytes::from(payload),
@@ -103,7 +123,9 @@ fn numbered(seq: u32, size: usize) -> Vec<u8> {
     payload
 }
 
-impl Node for Peer {
+impl SansIo for Peer {
+    type Event = ();
+
     fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         let seq = match datagram.payload.get(..4) {
             Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
@@ -111,13 +133,13 @@ impl Node for Peer {
         };
         self.received.push(Rx {
             at: now,
-            src: datagram.src,
+            src: datagram.remote,
             seq,
             len: datagram.payload.len(),
         });
         if self.echo {
-            self.outbox.push_back(Transmit {
-                dst: datagram.src,
+            self.outbox.push_back(Out {
+                dst: datagram.remote,
                 ecn: datagram.ecn,
                 payload: datagram.payload.freeze(),
                 segment_size: None,
@@ -125,13 +147,21 @@ impl Node for Peer {
         }
     }
 
-    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
-        self.outbox.pop_front()
+    fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        Some(transmit(self.outbox.pop_front()?, buf))
     }
 
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.next_send.filter(|_| self.remaining > 0)
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        self.next_send
+            .filter(|_| self.remaining > 0)
+            .map(|at| (at, TimeoutReason::Application))
+    }
+
+    fn set_max_gso_segments(&mut self, _: usize) {}
 
     fn handle_timeout(&mut self, now: Instant) {
         while let (Some(due), Some(target)) = (self.next_send, self.target) {
@@ -139,7 +169,7 @@ impl Node for Peer {
                 break;
             }
             let payload = numbered(self.next_seq, self.size);
-            self.outbox.push_back(Transmit {
+            self.outbox.push_back(Out {
                 dst: target,
                 ecn: None,
                 payload: Bytes::from(payload),
@@ -574,15 +604,20 @@ fn rebinding_moves_a_node_to_a_new_address() {
 /// A node that keeps asking for a timeout that is already due.
 struct Stuck(Instant);
 
-impl Node for Stuck {
+impl SansIo for Stuck {
+    type Event = ();
     fn handle_datagram(&mut self, _: Instant, _: Datagram) {}
-    fn poll_transmit(&mut self, _: Instant) -> Option<Transmit> {
+    fn poll_transmit(&mut self, _: Instant, _: &mut Vec<u8>) -> Option<Transmit> {
         None
     }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        Some(self.0)
+    fn poll_event(&mut self) -> Option<()> {
+        None
+    }
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        Some((self.0, TimeoutReason::Application))
     }
     fn handle_timeout(&mut self, _: Instant) {}
+    fn set_max_gso_segments(&mut self, _: usize) {}
 }
 
 #[test]

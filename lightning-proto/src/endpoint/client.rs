@@ -1,13 +1,13 @@
 //! The validator side: connections to miners, handshakes, requests and streams.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{
-    ConnectionHandle, Dir, EcnCodepoint, Event, ReadError, StreamEvent, StreamId, Transmit, VarInt,
+    ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, Transmit, VarInt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -17,6 +17,7 @@ use super::config::ClientConfig;
 use super::core::{ConnPoll, Core, Received};
 use super::error::ClientError;
 use super::outq::{Flush, OutQueue};
+use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
 use super::{RequestId, TimeoutReason};
 use crate::frame::{FrameDecoder, FrameError, MessageType, FRAME_HEADER_LEN};
@@ -283,39 +284,7 @@ impl Client {
         &self.config
     }
 
-    /// How many datagrams one transmit may carry (GSO). Defaults to 1.
-    pub fn set_max_gso_segments(&mut self, n: usize) {
-        self.core.set_max_gso_segments(n);
-    }
-
     // ----- inputs -------------------------------------------------------------------------
-
-    /// Feeds one received UDP datagram.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) {
-        match self.core.handle_datagram(now, remote, local_ip, ecn, data) {
-            Received::Conn(ch) => self.drive(now, ch),
-            // A client accepts no connections.
-            Received::Incoming(incoming) => self.core.endpoint.ignore(*incoming),
-            Received::Nothing => {}
-        }
-    }
-
-    /// Runs everything due at `now` (call when the deadline from `poll_timeout` passes).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for ch in self.core.handle_timeout(now) {
-            self.drive(now, ch);
-        }
-        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
-            self.on_deadline(now, deadline);
-        }
-    }
 
     /// Connects to the miner at `addr` and authenticates each of `hotkeys` on that one
     /// connection (PROTOCOL §8.2). Hotkeys already authenticated there are left alone.
@@ -518,10 +487,10 @@ impl Client {
             .get(&addr)
             .and_then(|p| p.conn.filter(|_| p.connected))
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
+        let timestamp = self.core.clock.unix_secs(now);
         let conn = self
             .core
-            .conns
-            .get_mut(&ch)
+            .conn_mut(ch)
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let stream = conn
             .streams()
@@ -529,7 +498,7 @@ impl Client {
             .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
         let mut out = OutQueue::default();
         out.push(
-            encode_synapse_packet(synapse_type, &data, self.core.clock.unix_secs(now))
+            encode_synapse_packet(synapse_type, &data, timestamp)
                 .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?,
         );
         out.finish_after_drain();
@@ -556,34 +525,10 @@ impl Client {
             },
         );
         self.streams.insert((ch, stream), StreamRole::Request(id));
-        self.core.touch(ch);
         Ok(id)
     }
 
     // ----- outputs ------------------------------------------------------------------------
-
-    /// Next datagram to send, written into `buf` (cleared first). Call until `None`.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.core.poll_transmit(now, buf)
-    }
-
-    /// When `handle_timeout` must run next.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.next_deadline().map(|(at, _)| at)
-    }
-
-    /// Like [`poll_timeout`](Self::poll_timeout), with what the deadline is for.
-    pub fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
-        super::earliest(
-            self.core.poll_timeout(),
-            self.deadlines.next().map(|(t, _)| t),
-        )
-    }
-
-    /// Next application event. Call until `None` after every input.
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
-    }
 
     // ----- inspection ---------------------------------------------------------------------
 
@@ -625,7 +570,7 @@ impl Client {
     /// QUIC statistics of the connection to `addr`.
     pub fn connection_stats(&self, addr: SocketAddr) -> Option<quinn_proto::ConnectionStats> {
         let ch = self.peers.get(&addr)?.conn?;
-        Some(self.core.conns.get(&ch)?.stats())
+        Some(self.core.conn(ch)?.stats())
     }
 
     // ----- internals ----------------------------------------------------------------------
@@ -679,7 +624,6 @@ impl Client {
                 }
             }
         }
-        self.core.touch(ch);
     }
 
     fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
@@ -690,8 +634,7 @@ impl Client {
                 };
                 let fp = self
                     .core
-                    .conns
-                    .get(&ch)
+                    .conn(ch)
                     .and_then(crate::tls::peer_leaf_der)
                     .map(|der| handshake::cert_fingerprint(&der));
                 match fp {
@@ -806,13 +749,12 @@ impl Client {
     }
 
     fn close_conn(&mut self, now: Instant, ch: ConnectionHandle, reason: &str) {
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             conn.close(
                 now,
                 VarInt::from_u32(0),
                 Bytes::copy_from_slice(reason.as_bytes()),
             );
-            self.core.touch(ch);
         }
     }
 
@@ -825,13 +767,12 @@ impl Client {
         if let Some(ch) = peer.conn.take() {
             self.conn_addr.remove(&ch);
             self.conn_serial.remove(&ch);
-            if let Some(conn) = self.core.conns.get_mut(&ch) {
+            if let Some(conn) = self.core.conn_mut(ch) {
                 conn.close(
                     now,
                     VarInt::from_u32(0),
                     Bytes::from_static(b"connect_failed"),
                 );
-                self.core.touch(ch);
             }
         }
         peer.connected = false;
@@ -874,7 +815,7 @@ impl Client {
             .map(|(hk, _)| hk.clone())
             .collect();
         for hotkey in idle {
-            let Some(conn) = self.core.conns.get_mut(&ch) else {
+            let Some(conn) = self.core.conn_mut(ch) else {
                 return;
             };
             let Some(stream) = conn.streams().open(Dir::Bi) else {
@@ -883,6 +824,9 @@ impl Client {
             };
             let nonce = handshake::generate_nonce(&mut self.rng);
             let timestamp = self.core.clock.unix_secs(now);
+            let Some(conn) = self.core.conn_mut(ch) else {
+                return;
+            };
             let message = handshake::request_message(&self.hotkey, timestamp, &nonce, &fp);
             let signature = match self.signer.sign(message.as_bytes()) {
                 Ok(sig) => handshake::encode_signature(&sig),
@@ -936,11 +880,10 @@ impl Client {
                 Deadline::Handshake(ch, serial, stream),
             );
         }
-        self.core.touch(ch);
     }
 
     fn read_handshake(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conns.get_mut(&ch) else {
+        let Some(conn) = self.core.conn_mut(ch) else {
             return;
         };
         let Some(hs) = self.handshakes.get_mut(&(ch, stream)) else {
@@ -1006,7 +949,7 @@ impl Client {
         let Some(hs) = self.handshakes.remove(&(ch, stream)) else {
             return;
         };
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
         }
         let addr = hs.addr;
@@ -1062,7 +1005,6 @@ impl Client {
                 }
             }
         }
-        self.core.touch(ch);
     }
 
     /// Puts waiting requests of `addr` on streams where their hotkey is authenticated.
@@ -1074,7 +1016,6 @@ impl Client {
             return;
         };
         let mut still = VecDeque::new();
-        let mut touched = false;
         while let Some(id) = peer.waiting.pop_front() {
             let Some(req) = self.requests.get_mut(&id) else {
                 continue;
@@ -1083,7 +1024,7 @@ impl Client {
                 still.push_back(id);
                 continue;
             }
-            let Some(conn) = self.core.conns.get_mut(&ch) else {
+            let Some(conn) = self.core.conn_mut(ch) else {
                 still.push_back(id);
                 break;
             };
@@ -1112,16 +1053,12 @@ impl Client {
                 let _ = out.flush(conn.send_stream(stream));
             }
             self.streams.insert((ch, stream), StreamRole::Request(id));
-            touched = true;
         }
         peer.waiting = still;
-        if touched {
-            self.core.touch(ch);
-        }
     }
 
     fn flush_stream(&mut self, _now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conns.get_mut(&ch) else {
+        let Some(conn) = self.core.conn_mut(ch) else {
             return;
         };
         match self.streams.get(&(ch, stream)) {
@@ -1144,7 +1081,6 @@ impl Client {
             }
             None => {}
         }
-        self.core.touch(ch);
     }
 
     fn read_request(
@@ -1217,7 +1153,7 @@ impl Client {
                 self.complete_request(now, id, Err(ClientError::Transport(err.to_string())));
                 return;
             }
-            let Some(conn) = self.core.conns.get_mut(&ch) else {
+            let Some(conn) = self.core.conn_mut(ch) else {
                 return;
             };
             let before = decoder.buffered_len();
@@ -1228,7 +1164,6 @@ impl Client {
                     return;
                 }
             }
-            self.core.touch(ch);
             let Some(Request {
                 state: ReqState::Open { decoder, fin, .. },
                 ..
@@ -1271,12 +1206,11 @@ impl Client {
         } = &req.state
         {
             self.streams.remove(&(*ch, *stream));
-            if let Some(conn) = self.core.conns.get_mut(ch) {
+            if let Some(conn) = self.core.conn_mut(*ch) {
                 if !*fin {
                     let _ = conn.recv_stream(*stream).stop(VarInt::from_u32(0));
                 }
             }
-            self.core.touch(*ch);
         }
     }
 
@@ -1287,13 +1221,12 @@ impl Client {
                 ch, stream, fin, ..
             } => {
                 self.streams.remove(&(*ch, *stream));
-                if let Some(conn) = self.core.conns.get_mut(ch) {
+                if let Some(conn) = self.core.conn_mut(*ch) {
                     let _ = conn.send_stream(*stream).reset(VarInt::from_u32(code));
                     if !*fin {
                         let _ = conn.recv_stream(*stream).stop(VarInt::from_u32(code));
                     }
                 }
-                self.core.touch(*ch);
             }
             ReqState::Waiting(_) => {}
         }
@@ -1475,8 +1408,7 @@ impl Client {
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let conn = self
             .core
-            .conns
-            .get_mut(&ch)
+            .conn_mut(ch)
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let stream = conn
             .streams()
@@ -1495,7 +1427,6 @@ impl Client {
         }
         if written < bytes.len() {
             let _ = send.reset(VarInt::from_u32(0));
-            self.core.touch(ch);
             return Err(ClientError::Local(format!(
                 "only {written} of {} raw bytes fit the stream's send credit",
                 bytes.len()
@@ -1525,7 +1456,47 @@ impl Client {
             },
         );
         self.streams.insert((ch, stream), StreamRole::Request(id));
-        self.core.touch(ch);
         Ok(id)
+    }
+}
+
+impl SansIo for Client {
+    type Event = ClientEvent;
+
+    fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        match self.core.handle_datagram(now, datagram) {
+            Received::Conn(ch) => self.drive(now, ch),
+            // A client accepts no connections.
+            Received::Incoming(incoming) => self.core.endpoint.ignore(*incoming),
+            Received::Nothing => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for ch in self.core.handle_timeout(now) {
+            self.drive(now, ch);
+        }
+        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
+            self.on_deadline(now, deadline);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.core.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        super::earliest(
+            self.core.poll_timeout(),
+            self.deadlines.next().map(|(t, _)| t),
+        )
+    }
+
+    fn set_max_gso_segments(&mut self, n: usize) {
+        self.core.set_max_gso_segments(n);
     }
 }

@@ -6,17 +6,14 @@
 //! see "this connection produced this application event".
 
 use std::collections::{BTreeSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-use quinn_proto::{
-    ConnectionHandle, DatagramEvent, EcnCodepoint, EndpointConfig, Incoming, Transmit,
-};
+use quinn_proto::{ConnectionHandle, DatagramEvent, EndpointConfig, Incoming, Transmit};
 use rand_core::RngCore;
 
 use super::clock::WallClock;
+use super::surface::Datagram;
 use crate::idhash::{IdMap, IdSet};
 
 /// Result of feeding one datagram to the endpoint.
@@ -46,7 +43,9 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
 
 pub(crate) struct Core {
     pub(crate) endpoint: quinn_proto::Endpoint,
-    pub(crate) conns: IdMap<ConnectionHandle, quinn_proto::Connection>,
+    /// Reached only through [`Core::conn_mut`] (or the core's own methods), which marks
+    /// the connection dirty: whatever changed, its transmits and timer are looked at again.
+    conns: IdMap<ConnectionHandle, quinn_proto::Connection>,
     pub(crate) clock: WallClock,
     /// Stateless datagrams (Retry, refusal, version negotiation, reset).
     responses: VecDeque<(Transmit, Vec<u8>)>,
@@ -94,20 +93,17 @@ impl Core {
         self.max_gso_segments = n.clamp(1, MAX_GSO_SEGMENTS);
     }
 
-    pub(crate) fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) -> Received {
+    pub(crate) fn handle_datagram(&mut self, now: Instant, d: Datagram) -> Received {
         self.clock.observe(now);
         self.scratch.clear();
-        match self
-            .endpoint
-            .handle(now, remote, local_ip, ecn, data, &mut self.scratch)
-        {
+        match self.endpoint.handle(
+            now,
+            d.remote,
+            d.local_ip,
+            d.ecn,
+            d.payload,
+            &mut self.scratch,
+        ) {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => match self.conns.get_mut(&ch) {
                 Some(conn) => {
                     conn.handle_event(event);
@@ -137,8 +133,26 @@ impl Core {
         self.touch(ch);
     }
 
+    /// The connection, for reading.
+    pub(crate) fn conn(&self, ch: ConnectionHandle) -> Option<&quinn_proto::Connection> {
+        self.conns.get(&ch)
+    }
+
+    /// The connection, for changing. Marks it dirty first, so nobody has to remember
+    /// to: any change may leave datagrams to send or move its timer.
+    pub(crate) fn conn_mut(
+        &mut self,
+        ch: ConnectionHandle,
+    ) -> Option<&mut quinn_proto::Connection> {
+        if !self.conns.contains_key(&ch) {
+            return None;
+        }
+        self.touch(ch);
+        self.conns.get_mut(&ch)
+    }
+
     /// Marks a connection as possibly having datagrams to send and a new deadline.
-    pub(crate) fn touch(&mut self, ch: ConnectionHandle) {
+    fn touch(&mut self, ch: ConnectionHandle) {
         if self.in_send_queue.insert(ch) {
             self.send_queue.push_back(ch);
         }
@@ -147,6 +161,11 @@ impl Core {
 
     /// Shuttles endpoint events, then returns the connection's next application event.
     pub(crate) fn poll_conn(&mut self, ch: ConnectionHandle) -> ConnPoll {
+        if !self.conns.contains_key(&ch) {
+            return ConnPoll::Drained;
+        }
+        // Handling endpoint events and polling may queue datagrams or move the timer.
+        self.touch(ch);
         let Some(conn) = self.conns.get_mut(&ch) else {
             return ConnPoll::Drained;
         };

@@ -1,28 +1,19 @@
 //! The sans-IO endpoints: [`Client`] (validator) and [`Server`] (miner).
 //!
 //! Each owns a quinn-proto endpoint with all of its connections, runs the Lightning
-//! handshake and the request/stream flows, and exposes one small surface:
+//! handshake and the request/stream flows, and is driven through one small surface,
+//! [`SansIo`]:
 //!
 //! | inputs | outputs |
 //! |---|---|
-//! | `handle_datagram(now, remote, local_ip, ecn, bytes)` | `poll_transmit(now, buf)` → datagram(s) to send |
+//! | `handle_datagram(now, Datagram)` | `poll_transmit(now, buf)` → datagram(s) to send |
 //! | `handle_timeout(now)` | `poll_timeout()` → when to call `handle_timeout` next |
-//! | commands (`connect`, `request`, `respond`, …) | `poll_event()` → application events |
+//! | the role's commands (`connect`, `request`, `respond`, …) | `poll_event()` → application events |
 //!
-//! # The drive loop
-//!
-//! After **every** input or command, drain the outputs in this order:
-//!
-//! 1. `poll_transmit` until `None`, sending each datagram (with GSO, a transmit holds
-//!    `size / segment_size` datagrams);
-//! 2. `poll_event` until `None`, acting on each event (which may issue more commands —
-//!    then drain again);
-//! 3. `poll_timeout`, and arm your single timer for it.
-//!
-//! When the timer fires, call `handle_timeout(now)` and drain again. Nothing happens
-//! between calls: the endpoint never reads a clock, so `now` is whatever you say it is
-//! (a virtual clock in tests, `Instant::now()` in production).
-//! `examples/std_event_loop.rs` is a complete loop over `std::net::UdpSocket`.
+//! The order of those calls (the drive contract) is written down once, in [`SansIo`]'s
+//! module. Nothing happens between calls: the endpoint never reads a clock, so `now` is
+//! whatever you say it is. `examples/std_event_loop.rs` is a complete loop over
+//! `std::net::UdpSocket`.
 
 mod budget;
 mod client;
@@ -33,7 +24,7 @@ mod error;
 mod outq;
 mod parking;
 mod server;
-mod sim_node;
+mod surface;
 mod timers;
 
 pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
@@ -44,6 +35,7 @@ pub use server::{
     wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,
     ServerStats, SynapseKind, BUSY_ERROR_CODE,
 };
+pub use surface::{Datagram, SansIo};
 
 pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};
 

@@ -5,10 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{
-    ConnectionHandle, Dir, EcnCodepoint, Event, Incoming, ReadError, StreamEvent, StreamId,
-    Transmit, VarInt,
+    ConnectionHandle, Dir, Event, Incoming, ReadError, StreamEvent, StreamId, Transmit, VarInt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -19,6 +18,7 @@ use super::config::{ConfigError, RetryPolicy, ServerConfig};
 use super::core::{ConnPoll, Core, Received};
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
+use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
 use super::{RequestId, TimeoutReason};
 use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
@@ -482,11 +482,6 @@ impl Server {
         &self.config
     }
 
-    /// How many datagrams one transmit may carry (GSO). Defaults to 1.
-    pub fn set_max_gso_segments(&mut self, n: usize) {
-        self.core.set_max_gso_segments(n);
-    }
-
     /// Registers (or re-registers) a synapse name.
     pub fn register_synapse(&mut self, name: impl Into<String>, kind: SynapseKind) {
         self.synapses.insert(name.into(), kind);
@@ -519,36 +514,6 @@ impl Server {
     }
 
     // ----- inputs -------------------------------------------------------------------------
-
-    /// Feeds one received UDP datagram.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) {
-        self.now = now;
-        match self.core.handle_datagram(now, remote, local_ip, ecn, data) {
-            Received::Conn(ch) => self.drive(now, ch),
-            Received::Incoming(incoming) => self.admit(now, *incoming),
-            Received::Nothing => {}
-        }
-        self.resume_parked(now);
-    }
-
-    /// Runs everything due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
-        for ch in self.core.handle_timeout(now) {
-            self.drive(now, ch);
-        }
-        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
-            self.on_deadline(now, deadline);
-        }
-        self.resume_parked(now);
-    }
 
     /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
     /// message stays local, as in the reference; see [`Self::refuse`] for one the peer
@@ -678,13 +643,12 @@ impl Server {
     pub fn close(&mut self, now: Instant) {
         let chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for ch in chs {
-            if let Some(conn) = self.core.conns.get_mut(&ch) {
+            if let Some(conn) = self.core.conn_mut(ch) {
                 conn.close(
                     now,
                     VarInt::from_u32(0),
                     Bytes::from_static(b"server_shutdown"),
                 );
-                self.core.touch(ch);
             }
         }
     }
@@ -692,41 +656,17 @@ impl Server {
     /// Closes connections whose validators sent no request for `max_idle` (reason `cleanup`).
     pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: &str) {
         if let Some(ch) = self.handle_of(conn) {
-            if let Some(c) = self.core.conns.get_mut(&ch) {
+            if let Some(c) = self.core.conn_mut(ch) {
                 c.close(
                     now,
                     VarInt::from_u32(0),
                     Bytes::copy_from_slice(reason.as_bytes()),
                 );
-                self.core.touch(ch);
             }
         }
     }
 
     // ----- outputs ------------------------------------------------------------------------
-
-    /// Next datagram to send, written into `buf` (cleared first). Call until `None`.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.core.poll_transmit(now, buf)
-    }
-
-    /// When `handle_timeout` must run next.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.next_deadline().map(|(at, _)| at)
-    }
-
-    /// Like [`poll_timeout`](Self::poll_timeout), with what the deadline is for.
-    pub fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
-        super::earliest(
-            self.core.poll_timeout(),
-            self.deadlines.next().map(|(t, _)| t),
-        )
-    }
-
-    /// Next application event. Call until `None` after every input.
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
 
     // ----- inspection ---------------------------------------------------------------------
 
@@ -950,7 +890,7 @@ impl Server {
 
     /// Lifts the unauthenticated limits of a connection that has just authenticated.
     fn raise_limits(&mut self, ch: ConnectionHandle) {
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             conn.set_max_concurrent_streams(
                 Dir::Bi,
                 VarInt::from_u32(self.config.max_concurrent_bidi_streams),
@@ -978,9 +918,8 @@ impl Server {
                 .window_extensions
                 .saturating_mul(u64::from(self.config.transport.stream_receive_window)),
         );
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             conn.set_receive_window(VarInt::from_u64(window).unwrap_or(VarInt::MAX));
-            self.core.touch(ch);
         }
     }
 
@@ -1112,12 +1051,11 @@ impl Server {
     /// `max_concurrent_bidi_streams` slots until the connection closes.
     fn abandon_stream(&mut self, ch: ConnectionHandle, stream: StreamId) -> Option<SStream> {
         let removed = self.remove_stream(ch, stream);
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             // Either half may be closed already (stopped after the first frame, reset by
             // the peer, finished): quinn then answers `ClosedStream`, which is fine.
             let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
             let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
-            self.core.touch(ch);
         }
         removed
     }
@@ -1200,14 +1138,13 @@ impl Server {
         {
             tracing::debug!(?stream, "too many requests waiting for budget: refused");
             self.remove_stream(ch, stream);
-            if let Some(conn) = self.core.conns.get_mut(&ch) {
+            if let Some(conn) = self.core.conn_mut(ch) {
                 let _ = conn
                     .recv_stream(stream)
                     .stop(VarInt::from_u32(BUSY_ERROR_CODE));
                 let _ = conn
                     .send_stream(stream)
                     .reset(VarInt::from_u32(BUSY_ERROR_CODE));
-                self.core.touch(ch);
             }
             return;
         }
@@ -1236,7 +1173,6 @@ impl Server {
                 }
             }
         }
-        self.core.touch(ch);
     }
 
     fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
@@ -1253,7 +1189,7 @@ impl Server {
                         .min(UNAUTHENTICATED_MAX_FRAME)
                 };
                 let mut opened = Vec::new();
-                if let Some(conn) = self.core.conns.get_mut(&ch) {
+                if let Some(conn) = self.core.conn_mut(ch) {
                     while let Some(stream) = conn.streams().accept(Dir::Bi) {
                         opened.push(stream);
                     }
@@ -1315,9 +1251,8 @@ impl Server {
 
     /// Closes a QUIC connection with an application close carrying `reason`.
     fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
-        if let Some(conn) = self.core.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.conn_mut(ch) {
             conn.close(now, VarInt::from_u32(0), Bytes::from_static(reason));
-            self.core.touch(ch);
         }
     }
 
@@ -1349,7 +1284,7 @@ impl Server {
     }
 
     fn read(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conns.get_mut(&ch) else {
+        let Some(conn) = self.core.conn_mut(ch) else {
             return;
         };
         let Some(sconn) = self.conns.get_mut(&ch) else {
@@ -1463,7 +1398,6 @@ impl Server {
             // Only the first frame counts (PROTOCOL §2); drop the rest of the stream.
             let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
         }
-        self.core.touch(ch);
         if reset {
             self.abandon_stream(ch, stream);
             return;
@@ -1740,7 +1674,7 @@ impl Server {
     }
 
     fn flush(&mut self, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conns.get_mut(&ch) else {
+        let Some(conn) = self.core.conn_mut(ch) else {
             return;
         };
         let Some(s) = self.streams.get_mut(&(ch, stream)) else {
@@ -1749,7 +1683,6 @@ impl Server {
         let before = s.out.bytes();
         let result = s.out.flush(conn.send_stream(stream));
         let after = s.out.bytes();
-        self.core.touch(ch);
         let now = self.now;
         if after < before {
             s.last_send_progress = now;
@@ -1954,6 +1887,50 @@ fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> 
         && (out.frames() >= config.streaming_channel_buffer
             || out.bytes() as u64 >= config.max_queued_chunk_bytes);
     own || conn_queued >= config.max_queued_response_bytes_per_connection
+}
+
+impl SansIo for Server {
+    type Event = ServerEvent;
+
+    fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        self.now = now;
+        match self.core.handle_datagram(now, datagram) {
+            Received::Conn(ch) => self.drive(now, ch),
+            Received::Incoming(incoming) => self.admit(now, *incoming),
+            Received::Nothing => {}
+        }
+        self.resume_parked(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        for ch in self.core.handle_timeout(now) {
+            self.drive(now, ch);
+        }
+        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
+            self.on_deadline(now, deadline);
+        }
+        self.resume_parked(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.core.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        super::earliest(
+            self.core.poll_timeout(),
+            self.deadlines.next().map(|(t, _)| t),
+        )
+    }
+
+    fn set_max_gso_segments(&mut self, n: usize) {
+        self.core.set_max_gso_segments(n);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! A deterministic network simulator for sans-IO nodes.
 //!
-//! Nodes (endpoints, or small test doubles) are owned by a [`Simulator`] and
+//! Nodes are anything driven through the endpoints' one surface, [`SansIo`]:
+//! [`Client`](crate::endpoint::Client) and [`Server`](crate::endpoint::Server) as they are,
+//! or small test doubles. The simulator never polls their events: those belong to
+//! whoever drives the nodes, through [`Simulator::node_mut`]. Nodes are owned by a [`Simulator`] and
 //! addressed by `SocketAddr`. The simulator keeps a virtual clock that jumps
 //! from one event to the next -- a datagram arrival or a node timeout -- so a
 //! minute of protocol time costs only the work done in it. Links between
@@ -11,7 +14,8 @@
 //! lets a test assert, and [`run_seeds`] turns into a replayable failing seed.
 //!
 //! After every event, and before the clock moves, every node's
-//! [`Node::poll_transmit`] is drained, so a driver may mutate a node through
+//! [`SansIo::poll_transmit`] is drained and only then its [`SansIo::poll_timeout`] read,
+//! the drain contract of [`crate::endpoint`]; so a driver may mutate a node through
 //! [`Simulator::node_mut`] and rely on its output leaving at the current instant.
 
 mod link;
@@ -26,53 +30,13 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use link::Fate;
 
-/// A datagram on the wire, as a node receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Datagram {
-    /// Address of the sending node.
-    pub src: SocketAddr,
-    /// Address of the receiving node.
-    pub dst: SocketAddr,
-    /// ECN codepoint (the two low bits of the IP TOS byte), if any.
-    pub ecn: Option<u8>,
-    /// The UDP payload; mutable so a receiver can decrypt in place.
-    pub payload: BytesMut,
-}
-
-/// A datagram, or a GSO batch of them, that a node wants to send.
-///
-/// The source address is the node's registered address; the simulator fills
-/// it in so a node cannot send from an address it does not own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to send.
-    pub dst: SocketAddr,
-    /// ECN codepoint to mark the datagram(s) with.
-    pub ecn: Option<u8>,
-    /// One datagram, or with `segment_size` several back to back.
-    pub payload: Bytes,
-    /// `Some(s)`: the payload is datagrams of `s` bytes each, the last possibly
-    /// shorter (UDP GSO).
-    pub segment_size: Option<usize>,
-}
-
-/// A participant in the simulation: anything driven by datagrams and timers.
-pub trait Node {
-    /// A datagram arrives at this node.
-    fn handle_datagram(&mut self, now: Instant, datagram: Datagram);
-    /// The next datagram this node wants to send, `None` when it has nothing.
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit>;
-    /// Earliest instant at which `handle_timeout` must run.
-    fn poll_timeout(&mut self) -> Option<Instant>;
-    /// The clock reached a deadline previously returned by `poll_timeout`.
-    fn handle_timeout(&mut self, now: Instant);
-}
+use crate::endpoint::{Datagram, SansIo};
 
 /// Handle to a node in a [`Simulator`]; never reused after removal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,6 +82,7 @@ struct Slot<N> {
 struct InFlight {
     at: Instant,
     seq: u64,
+    dst: SocketAddr,
     datagram: Datagram,
 }
 
@@ -147,7 +112,7 @@ enum Event {
 }
 
 /// The simulated network and the nodes attached to it.
-pub struct Simulator<N: Node> {
+pub struct Simulator<N: SansIo> {
     start: Instant,
     now: Instant,
     rng: ChaCha20Rng,
@@ -163,12 +128,14 @@ pub struct Simulator<N: Node> {
     per_link: BTreeMap<Link, LinkStats>,
     digest: u64,
     events_at_now: u64,
+    /// Where nodes write their transmits, reused.
+    tx_buf: Vec<u8>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-impl<N: Node> Simulator<N> {
+impl<N: SansIo> Simulator<N> {
     /// An empty network with perfect links, its clock at `start`.
     pub fn new(seed: u64, start: Instant) -> Self {
         Self {
@@ -187,6 +154,7 @@ impl<N: Node> Simulator<N> {
             per_link: BTreeMap::new(),
             digest: FNV_OFFSET,
             events_at_now: 0,
+            tx_buf: Vec::new(),
         }
     }
 
@@ -436,9 +404,9 @@ impl<N: Node> Simulator<N> {
                     return;
                 };
                 let datagram = packet.datagram;
-                let link = (datagram.src, datagram.dst);
+                let link = (datagram.remote, packet.dst);
                 let len = datagram.payload.len();
-                match self.by_addr.get(&datagram.dst).copied() {
+                match self.by_addr.get(&packet.dst).copied() {
                     Some(id) => {
                         self.record(link, len, Fate::Delivered, now);
                         self.slot_mut(id).node.handle_datagram(now, datagram);
@@ -453,22 +421,25 @@ impl<N: Node> Simulator<N> {
 
     fn drain_all(&mut self) {
         let now = self.now;
+        let mut buf = std::mem::take(&mut self.tx_buf);
         for index in 0..self.nodes.len() {
             while let Some(slot) = self.nodes[index].as_mut() {
-                let Some(transmit) = slot.node.poll_transmit(now) else {
+                let Some(transmit) = slot.node.poll_transmit(now, &mut buf) else {
                     break;
                 };
                 let src = slot.addr;
-                self.route(src, transmit);
+                let size = transmit.size.min(buf.len());
+                self.route(src, &transmit, &buf[..size]);
             }
         }
+        self.tx_buf = buf;
     }
 
     /// Splits a GSO batch and puts each datagram on its link.
-    fn route(&mut self, src: SocketAddr, transmit: Transmit) {
-        // Zero-copy when the node handed over the only reference; each split
-        // segment then stays uniquely owned and mutable for the receiver.
-        let mut rest = BytesMut::from(transmit.payload);
+    fn route(&mut self, src: SocketAddr, transmit: &quinn_proto::Transmit, bytes: &[u8]) {
+        // One copy out of the node's buffer; each split segment then stays uniquely
+        // owned and mutable for the receiver.
+        let mut rest = BytesMut::from(bytes);
         let segment = transmit.segment_size.filter(|s| *s > 0);
         loop {
             let payload = match segment {
@@ -477,20 +448,20 @@ impl<N: Node> Simulator<N> {
             };
             let last = rest.is_empty();
             let datagram = Datagram {
-                src,
-                dst: transmit.dst,
+                remote: src,
+                local_ip: Some(transmit.destination.ip()),
                 ecn: transmit.ecn,
                 payload,
             };
-            self.send_one(datagram);
+            self.send_one(transmit.destination, datagram);
             if last {
                 break;
             }
         }
     }
 
-    fn send_one(&mut self, datagram: Datagram) {
-        let link = (datagram.src, datagram.dst);
+    fn send_one(&mut self, dst: SocketAddr, datagram: Datagram) {
+        let link = (datagram.remote, dst);
         let len = datagram.payload.len();
         let now = self.now;
         let cond = *self.links.get(&link).unwrap_or(&self.default_link);
@@ -509,10 +480,10 @@ impl<N: Node> Simulator<N> {
             return self.record(link, len, Fate::DroppedQueue, now);
         };
         let copy = link::chance(&mut self.rng, cond.duplicate).then(|| datagram.clone());
-        self.schedule(departure, datagram, &cond);
+        self.schedule(departure, dst, datagram, &cond);
         if let Some(copy) = copy {
             self.record(link, len, Fate::Duplicated, now);
-            self.schedule(departure, copy, &cond);
+            self.schedule(departure, dst, copy, &cond);
         }
     }
 
@@ -537,8 +508,14 @@ impl<N: Node> Simulator<N> {
         Some(departure)
     }
 
-    fn schedule(&mut self, departure: Instant, datagram: Datagram, cond: &LinkConditions) {
-        let link = (datagram.src, datagram.dst);
+    fn schedule(
+        &mut self,
+        departure: Instant,
+        dst: SocketAddr,
+        datagram: Datagram,
+        cond: &LinkConditions,
+    ) {
+        let link = (datagram.remote, dst);
         let len = datagram.payload.len();
         let mut at = departure + cond.latency + link::up_to(&mut self.rng, cond.jitter);
         let fate = if link::chance(&mut self.rng, cond.reorder) {
@@ -550,7 +527,12 @@ impl<N: Node> Simulator<N> {
         self.record(link, len, fate, at);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.in_flight.push(InFlight { at, seq, datagram });
+        self.in_flight.push(InFlight {
+            at,
+            seq,
+            dst,
+            datagram,
+        });
     }
 
     fn record(&mut self, link: Link, len: usize, fate: Fate, at: Instant) {

@@ -10,18 +10,23 @@
     clippy::expect_used
 )]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lightning_proto::endpoint::{
-    Client, ClientConfig, ClientEvent, RequestId, Server, ServerConfig, ServerEvent, SynapseKind,
+    Client, ClientConfig, ClientEvent, Datagram, RequestId, SansIo, Server, ServerConfig,
+    ServerEvent, SynapseKind, TimeoutReason, Transmit,
 };
 use lightning_proto::identity::{Keypair, KeypairSigner, Signer};
 use lightning_proto::message::DataMap;
-use lightning_proto::sim::{Datagram, Node, NodeId, Simulator, Transmit};
+use lightning_proto::sim::{NodeId, Simulator};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+// Tests drive endpoints through their one surface.
+pub use lightning_proto::endpoint::SansIo as _;
 
 pub const MINER_SEED: [u8; 32] = [1; 32];
 pub const VALIDATOR_SEED: [u8; 32] = [2; 32];
@@ -44,49 +49,126 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-pub enum Peer {
+/// A real endpoint in the simulator, optionally drained in a random legal order.
+pub struct Peer {
+    ep: Endpoint,
+    /// Set by [`World::shuffle_drains`]: drives the random interleaving.
+    shuffle: Option<ChaCha20Rng>,
+    /// Events already taken from the endpoint but not yet handed to the application.
+    stash: VecDeque<PeerEvent>,
+}
+
+/// Either role.
+pub enum Endpoint {
     Client(Box<Client>),
     Server(Box<Server>),
 }
 
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
-        match self {
-            Peer::Client(c) => Node::handle_datagram(c.as_mut(), now, d),
-            Peer::Server(s) => Node::handle_datagram(s.as_mut(), now, d),
+/// An event of either role.
+pub enum PeerEvent {
+    Client(ClientEvent),
+    Server(ServerEvent),
+}
+
+impl Peer {
+    pub fn client_node(client: Client) -> Self {
+        Self::new(Endpoint::Client(Box::new(client)))
+    }
+
+    pub fn server_node(server: Server) -> Self {
+        Self::new(Endpoint::Server(Box::new(server)))
+    }
+
+    fn new(ep: Endpoint) -> Self {
+        Self {
+            ep,
+            shuffle: None,
+            stash: VecDeque::new(),
         }
     }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        match self {
-            Peer::Client(c) => Node::poll_transmit(c.as_mut(), now),
-            Peer::Server(s) => Node::poll_transmit(s.as_mut(), now),
+
+    pub fn client(&mut self) -> &mut Client {
+        match &mut self.ep {
+            Endpoint::Client(c) => c,
+            Endpoint::Server(_) => panic!("not a client"),
         }
     }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        match self {
-            Peer::Client(c) => Node::poll_timeout(c.as_mut()),
-            Peer::Server(s) => Node::poll_timeout(s.as_mut()),
+
+    pub fn server(&mut self) -> &mut Server {
+        match &mut self.ep {
+            Endpoint::Server(s) => s,
+            Endpoint::Client(_) => panic!("not a server"),
         }
     }
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Peer::Client(c) => Node::handle_timeout(c.as_mut(), now),
-            Peer::Server(s) => Node::handle_timeout(s.as_mut(), now),
+
+    fn endpoint_event(&mut self) -> Option<PeerEvent> {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.poll_event().map(PeerEvent::Client),
+            Endpoint::Server(s) => s.poll_event().map(PeerEvent::Server),
+        }
+    }
+
+    /// In shuffled mode, does some of the other legal calls at a random point of a drain:
+    /// takes events early (kept for the application, in order) and reads the deadline
+    /// before transmits are drained (the contract only requires a *last* read after them).
+    fn shuffle_step(&mut self) {
+        while let Some(choice) = self.shuffle.as_mut().map(|rng| rng.next_u32() % 4) {
+            match choice {
+                0 => {
+                    if let Some(ev) = self.endpoint_event() {
+                        self.stash.push_back(ev);
+                    }
+                }
+                1 => {
+                    let _ = self.next_deadline_of_endpoint();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn next_deadline_of_endpoint(&mut self) -> Option<(Instant, TimeoutReason)> {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.next_deadline(),
+            Endpoint::Server(s) => s.next_deadline(),
         }
     }
 }
 
-impl Peer {
-    pub fn client(&mut self) -> &mut Client {
-        match self {
-            Peer::Client(c) => c,
-            Peer::Server(_) => panic!("not a client"),
+impl SansIo for Peer {
+    type Event = PeerEvent;
+
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.handle_datagram(now, d),
+            Endpoint::Server(s) => s.handle_datagram(now, d),
+        }
+        self.shuffle_step();
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.handle_timeout(now),
+            Endpoint::Server(s) => s.handle_timeout(now),
+        }
+        self.shuffle_step();
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.shuffle_step();
+        match &mut self.ep {
+            Endpoint::Client(c) => c.poll_transmit(now, buf),
+            Endpoint::Server(s) => s.poll_transmit(now, buf),
         }
     }
-    pub fn server(&mut self) -> &mut Server {
-        match self {
-            Peer::Server(s) => s,
-            Peer::Client(_) => panic!("not a server"),
+    fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.stash.pop_front().or_else(|| self.endpoint_event())
+    }
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        self.next_deadline_of_endpoint()
+    }
+    fn set_max_gso_segments(&mut self, n: usize) {
+        match &mut self.ep {
+            Endpoint::Client(c) => c.set_max_gso_segments(n),
+            Endpoint::Server(s) => s.set_max_gso_segments(n),
         }
     }
 }
@@ -111,6 +193,8 @@ pub struct World {
     pub responder: Responder,
     /// Client events by client node.
     pub client_events: HashMap<NodeId, Vec<ClientEvent>>,
+    /// Seed of the random drain order, when shuffled.
+    shuffle: Option<u64>,
 }
 
 impl World {
@@ -123,7 +207,34 @@ impl World {
             clients: Vec::new(),
             responder: Responder::default(),
             client_events: HashMap::new(),
+            shuffle: None,
         }
+    }
+
+    /// From now on, every node (present and future) is drained in a random legal order
+    /// drawn from `seed`: see `Peer::shuffle_step`.
+    pub fn shuffle_drains(&mut self, seed: u64) {
+        self.shuffle = Some(seed);
+        for (n, id) in self
+            .servers
+            .clone()
+            .into_iter()
+            .chain(self.clients.clone())
+            .enumerate()
+        {
+            if self.sim.node_at(self.sim.addr(id)) == Some(id) {
+                self.sim.node_mut(id).shuffle = Some(ChaCha20Rng::seed_from_u64(seed ^ n as u64));
+            }
+        }
+    }
+
+    /// A node for the simulator, shuffled if [`World::shuffle_drains`] was called.
+    fn node(&self, mut peer: Peer) -> Peer {
+        if let Some(seed) = self.shuffle {
+            let n = (self.servers.len() + self.clients.len()) as u64;
+            peer.shuffle = Some(ChaCha20Rng::seed_from_u64(seed ^ n));
+        }
+        peer
     }
 
     pub fn unix_ms(&self) -> u64 {
@@ -155,7 +266,8 @@ impl World {
 
     pub fn add_server(&mut self, at: &str, config: ServerConfig, miner_seed: [u8; 32]) -> NodeId {
         let s = self.make_server(config, miner_seed);
-        let id = self.sim.add_node(addr(at), Peer::Server(Box::new(s)));
+        let peer = self.node(Peer::server_node(s));
+        let id = self.sim.add_node(addr(at), peer);
         self.servers.push(id);
         id
     }
@@ -192,7 +304,8 @@ impl World {
     }
 
     pub fn add_client(&mut self, at: &str, client: Client) -> NodeId {
-        let id = self.sim.add_node(addr(at), Peer::Client(Box::new(client)));
+        let peer = self.node(Peer::client_node(client));
+        let id = self.sim.add_node(addr(at), peer);
         self.clients.push(id);
         self.client_events.insert(id, Vec::new());
         id
@@ -247,8 +360,8 @@ impl World {
     pub fn pump(&mut self) {
         let now = self.sim.now();
         for &id in &self.clients.clone() {
-            let c = self.sim.node_mut(id).client();
-            while let Some(ev) = c.poll_event() {
+            let peer = self.sim.node_mut(id);
+            while let Some(PeerEvent::Client(ev)) = peer.poll_event() {
                 self.client_events.entry(id).or_default().push(ev);
             }
         }
@@ -256,9 +369,10 @@ impl World {
             if self.sim.node_at(self.sim.addr(sid)) != Some(sid) {
                 continue;
             }
-            let server = self.sim.node_mut(sid).server();
+            let peer = self.sim.node_mut(sid);
             let r = &mut self.responder;
-            while let Some(ev) = server.poll_event() {
+            while let Some(PeerEvent::Server(ev)) = peer.poll_event() {
+                let server = peer.server();
                 match &ev {
                     ServerEvent::Request(req) => {
                         if !r.seen.insert((sid, req.id)) {
@@ -292,6 +406,7 @@ impl World {
                 }
                 r.events.push(ev);
             }
+            let server = peer.server();
             // Push stream chunks until the queue is full.
             let ids: Vec<RequestId> = r.streams.keys().copied().collect();
             for id in ids {
