@@ -18,5 +18,6 @@ pub mod idhash;
 pub mod message;
 mod msgpack;
 pub mod reconnect;
+#[cfg(feature = "testing")]
 pub mod sim;
 pub mod tls;

@@ -1,0 +1,213 @@
+//! The validator's side of the sr25519 handshake (PROTOCOL §8.2): one stream per hotkey
+//! at a miner's address, the miner's signed answer checked against its TLS certificate.
+
+use super::*;
+
+impl Client {
+    pub(super) fn start_handshakes(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let (Some(ch), true, Some(fp)) = (peer.conn, peer.connected, peer.fingerprint.clone())
+        else {
+            return;
+        };
+        let idle: Vec<String> = peer
+            .hotkeys
+            .iter()
+            .filter(|(_, s)| **s == HotkeyStatus::Idle)
+            .map(|(hk, _)| hk.clone())
+            .collect();
+        for hotkey in idle {
+            let Some(conn) = self.core.conn_mut(ch) else {
+                return;
+            };
+            let Some(stream) = conn.streams().open(Dir::Bi) else {
+                // Out of stream credit: `Available` will call us again.
+                break;
+            };
+            let nonce = handshake::generate_nonce(&mut self.rng);
+            let timestamp = self.core.clock.unix_secs(now);
+            let Some(conn) = self.core.conn_mut(ch) else {
+                return;
+            };
+            let message = handshake::request_message(&self.hotkey, timestamp, &nonce, &fp);
+            let signature = match self.signer.sign(message.as_bytes()) {
+                Ok(sig) => handshake::encode_signature(&sig),
+                Err(e) => {
+                    let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
+                    if let Some(peer) = self.peers.get_mut(&addr) {
+                        peer.hotkeys.insert(hotkey.clone(), HotkeyStatus::Failed);
+                    }
+                    self.events.push_back(ClientEvent::HandshakeFailed {
+                        addr,
+                        hotkey,
+                        error: ClientError::Handshake(HandshakeError::Signing(e)),
+                    });
+                    continue;
+                }
+            };
+            let request = HandshakeRequest {
+                validator_hotkey: self.hotkey.clone(),
+                timestamp,
+                nonce: nonce.clone(),
+                signature,
+            };
+            let mut out = OutQueue::default();
+            match request.encode() {
+                Ok(frame) => out.push(frame),
+                Err(e) => {
+                    tracing::warn!(%e, "handshake request cannot be encoded");
+                    continue;
+                }
+            }
+            out.finish_after_drain();
+            let _ = out.flush(conn.send_stream(stream));
+            self.streams.insert((ch, stream), StreamRole::Handshake);
+            self.handshakes.insert(
+                (ch, stream),
+                HandshakeStream {
+                    addr,
+                    hotkey: hotkey.clone(),
+                    nonce,
+                    fingerprint: fp.clone(),
+                    out,
+                    decoder: FrameDecoder::new(self.config.max_frame_payload_bytes),
+                },
+            );
+            if let Some(peer) = self.peers.get_mut(&addr) {
+                peer.hotkeys.insert(hotkey, HotkeyStatus::Pending);
+            }
+            let serial = self.conn_serial.get(&ch).copied().unwrap_or(0);
+            self.deadlines.schedule(
+                now + self.config.connect_timeout,
+                Deadline::Handshake(ch, serial, stream),
+            );
+        }
+    }
+
+    pub(super) fn read_handshake(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.core.conn_mut(ch) else {
+            return;
+        };
+        let Some(hs) = self.handshakes.get_mut(&(ch, stream)) else {
+            return;
+        };
+        let fin = match pull(conn, stream, &mut hs.decoder) {
+            Ok(fin) => fin,
+            Err(e) => {
+                let msg = e;
+                self.finish_handshake(now, ch, stream, Err(ClientError::Transport(msg)));
+                return;
+            }
+        };
+        let outcome = match hs.decoder.next_frame() {
+            Ok(Some(frame)) => {
+                if frame.ty != MessageType::HandshakeResponse {
+                    Some(Err(ClientError::HandshakeProtocol(format!(
+                        "Expected HandshakeResponse, got {:?}",
+                        frame.ty
+                    ))))
+                } else {
+                    Some(match HandshakeResponse::decode(&frame.payload) {
+                        Ok(resp) => handshake::verify_response(
+                            &(&resp).into(),
+                            &hs.hotkey,
+                            &self.hotkey,
+                            &hs.nonce,
+                            &hs.fingerprint,
+                        )
+                        .map_err(ClientError::Handshake),
+                        Err(e) => Err(ClientError::HandshakeProtocol(format!(
+                            "Failed to parse HandshakeResponse: {e}"
+                        ))),
+                    })
+                }
+            }
+            Ok(None) if fin => Some(Err(ClientError::Transport(
+                hs.decoder
+                    .finish()
+                    .err()
+                    .unwrap_or(FrameError::Truncated {
+                        received: 0,
+                        expected: FRAME_HEADER_LEN,
+                    })
+                    .to_string(),
+            ))),
+            Ok(None) => None,
+            Err(e) => Some(Err(ClientError::Transport(e.to_string()))),
+        };
+        if let Some(result) = outcome {
+            self.finish_handshake(now, ch, stream, result);
+        }
+    }
+
+    pub(super) fn finish_handshake(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        result: Result<(), ClientError>,
+    ) {
+        self.streams.remove(&(ch, stream));
+        let Some(hs) = self.handshakes.remove(&(ch, stream)) else {
+            return;
+        };
+        if let Some(conn) = self.core.conn_mut(ch) {
+            let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
+        }
+        let addr = hs.addr;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer.conn != Some(ch) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                peer.hotkeys
+                    .insert(hs.hotkey.clone(), HotkeyStatus::Authenticated);
+                peer.authenticated_once = true;
+                peer.reconnect.on_success();
+                self.events.push_back(ClientEvent::Authenticated {
+                    addr,
+                    hotkey: hs.hotkey,
+                });
+                self.pump_waiting(now, addr);
+            }
+            Err(error) => {
+                if peer.hotkeys.contains_key(&hs.hotkey) {
+                    peer.hotkeys.insert(hs.hotkey.clone(), HotkeyStatus::Failed);
+                }
+                // Requests for this hotkey cannot be served on this connection.
+                let mut failed = Vec::new();
+                peer.waiting.retain(|id| match self.requests.get(id) {
+                    Some(r) if r.hotkey == hs.hotkey => {
+                        failed.push(*id);
+                        false
+                    }
+                    _ => true,
+                });
+                let none_left = peer.hotkeys.values().all(|s| *s == HotkeyStatus::Failed);
+                self.events.push_back(ClientEvent::HandshakeFailed {
+                    addr,
+                    hotkey: hs.hotkey,
+                    error: error.clone(),
+                });
+                for id in failed {
+                    self.requests.remove(&id);
+                    self.events.push_back(ClientEvent::RequestFailed {
+                        id,
+                        error: error.clone(),
+                    });
+                }
+                if none_left && !peer.authenticated_once {
+                    let policy = self.config.reconnect;
+                    peer.reconnect.on_failure(now, &policy);
+                    peer.authenticated_once = true; // failure already counted
+                    self.close_conn(now, ch, "no_authenticated_hotkeys");
+                }
+            }
+        }
+    }
+}

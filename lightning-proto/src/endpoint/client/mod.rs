@@ -1,0 +1,386 @@
+//! The validator side: connections to miners, handshakes, requests and streams.
+
+mod auth;
+mod connections;
+mod deadlines;
+mod requests;
+mod responses;
+#[cfg(feature = "testing")]
+mod testing;
+
+use responses::pull;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn_proto::{
+    ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, Transmit, VarInt,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::clock::WallClock;
+use super::config::ClientConfig;
+use super::core::{ConnPoll, Core, Received};
+use super::error::ClientError;
+use super::outq::{Flush, OutQueue};
+use super::surface::{Datagram, SansIo};
+use super::timers::Timers;
+use super::{RequestId, TimeoutReason};
+use crate::frame::{FrameDecoder, FrameError, MessageType, FRAME_HEADER_LEN};
+use crate::handshake::{self, HandshakeError};
+use crate::identity::Signer;
+use crate::idhash::IdMap;
+use crate::message::{
+    encode_synapse_packet, DataMap, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk,
+    StreamEnd, SynapseResponse, WireMessage,
+};
+use crate::reconnect::ReconnectState;
+
+/// Something the client wants the application to know.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// A miner hotkey completed the handshake on the connection to `addr`.
+    Authenticated {
+        /// Miner address.
+        addr: SocketAddr,
+        /// Miner hotkey now usable for requests.
+        hotkey: String,
+    },
+    /// A miner hotkey could not be authenticated at `addr`.
+    HandshakeFailed {
+        /// Miner address.
+        addr: SocketAddr,
+        /// Hotkey that failed.
+        hotkey: String,
+        /// Why.
+        error: ClientError,
+    },
+    /// The QUIC connection to `addr` closed; its hotkeys need a new handshake.
+    ConnectionLost {
+        /// Miner address.
+        addr: SocketAddr,
+        /// Close reason as reported by QUIC.
+        reason: String,
+    },
+    /// A unary response arrived.
+    Response {
+        /// The request it answers.
+        id: RequestId,
+        /// The miner's response (`success == false` is an application-level error).
+        response: SynapseResponse,
+        /// From writing the request to receiving the response frame.
+        latency: Duration,
+    },
+    /// One chunk of a streaming response, in order. Call [`Client::consume_chunks`] when the
+    /// application has taken it, so that reading continues.
+    Chunk {
+        /// The streaming request.
+        id: RequestId,
+        /// Chunk bytes.
+        data: Bytes,
+    },
+    /// A streaming response ended successfully.
+    StreamEnd {
+        /// The streaming request.
+        id: RequestId,
+        /// From writing the request to receiving the end frame.
+        latency: Duration,
+    },
+    /// A request failed; no further events follow for it.
+    RequestFailed {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        error: ClientError,
+    },
+}
+
+/// Options for one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOptions {
+    /// Fail with [`ClientError::Timeout`] (and reset the stream) if no complete answer by
+    /// then. `None` waits as long as the connection lives, like the reference's plain query.
+    pub timeout: Option<Duration>,
+    /// Read the answer as a stream of chunks (the miner's handler must be a streaming one).
+    pub streaming: bool,
+}
+
+/// State of one miner hotkey at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotkeyStatus {
+    /// Waiting for the connection before its handshake starts.
+    Idle,
+    /// Handshake in flight.
+    Pending,
+    /// Usable for requests.
+    Authenticated,
+    /// The last handshake failed; a reconnect or a new `connect` retries it.
+    Failed,
+}
+
+#[derive(Debug)]
+struct Peer {
+    conn: Option<ConnectionHandle>,
+    connected: bool,
+    fingerprint: Option<String>,
+    hotkeys: BTreeMap<String, HotkeyStatus>,
+    reconnect: ReconnectState,
+    /// Requests waiting for this peer to authenticate their hotkey or for stream credit.
+    waiting: VecDeque<RequestId>,
+    /// Whether the current connection ever authenticated a hotkey (for backoff accounting).
+    authenticated_once: bool,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Self {
+            conn: None,
+            connected: false,
+            fingerprint: None,
+            hotkeys: BTreeMap::new(),
+            reconnect: ReconnectState::default(),
+            waiting: VecDeque::new(),
+            authenticated_once: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HandshakeStream {
+    addr: SocketAddr,
+    hotkey: String,
+    nonce: String,
+    fingerprint: String,
+    out: OutQueue,
+    decoder: FrameDecoder,
+}
+
+#[derive(Debug)]
+enum ReqState {
+    /// Not yet on a stream: the frame waits for authentication or stream credit.
+    Waiting(EncodedFrame),
+    Open {
+        ch: ConnectionHandle,
+        stream: StreamId,
+        out: OutQueue,
+        decoder: FrameDecoder,
+        fin: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Request {
+    addr: SocketAddr,
+    hotkey: String,
+    streaming: bool,
+    state: ReqState,
+    started: Instant,
+    timeout: Option<Duration>,
+    /// Chunks delivered and not yet consumed by the application.
+    outstanding: usize,
+    stream_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamRole {
+    Handshake,
+    Request(RequestId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Connection deadlines carry the connection's serial as well as its handle: quinn hands
+/// a closed connection's handle to the next one, and a deadline left over from the old
+/// connection must not fire on the new one.
+enum Deadline {
+    Dial(ConnectionHandle, u64),
+    Handshake(ConnectionHandle, u64, StreamId),
+    Request(RequestId),
+}
+
+/// The validator-side endpoint: a sans-IO state machine.
+///
+/// See the [crate documentation](crate) for the drive loop.
+pub struct Client {
+    core: Core,
+    config: ClientConfig,
+    hotkey: String,
+    signer: Arc<dyn Signer>,
+    rng: ChaCha20Rng,
+    quic: quinn_proto::ClientConfig,
+    peers: HashMap<SocketAddr, Peer>,
+    conn_addr: IdMap<ConnectionHandle, SocketAddr>,
+    /// Serial of the connection holding each handle now (see [`Deadline`]).
+    conn_serial: IdMap<ConnectionHandle, u64>,
+    next_conn_serial: u64,
+    streams: HashMap<(ConnectionHandle, StreamId), StreamRole>,
+    handshakes: HashMap<(ConnectionHandle, StreamId), HandshakeStream>,
+    requests: IdMap<RequestId, Request>,
+    deadlines: Timers<Deadline>,
+    events: VecDeque<ClientEvent>,
+    next_request: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("hotkey", &self.hotkey)
+            .field("peers", &self.peers.len())
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Creates a client endpoint.
+    ///
+    /// * `hotkey` is the validator's SS58 hotkey, used verbatim in handshakes; if the signer
+    ///   knows its public key, the two must match (the reference never checks, §13.7).
+    /// * `seed` drives every random choice the core makes (nonces, connection IDs).
+    /// * `now` and `unix_ms` anchor the wall clock used for handshake timestamps.
+    pub fn new(
+        config: ClientConfig,
+        hotkey: impl Into<String>,
+        signer: Arc<dyn Signer>,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<Self, super::config::ConfigError> {
+        config.validate()?;
+        let hotkey = hotkey.into();
+        super::check_signer_matches(&hotkey, signer.as_ref())?;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let crypto = crate::tls::client_crypto()
+            .map_err(|e| super::config::ConfigError(format!("TLS: {e}")))?;
+        let mut quic = quinn_proto::ClientConfig::new(crypto);
+        // The server never opens streams towards us.
+        quic.transport_config(config.transport.build(0));
+        let core = Core::new(
+            &mut rng,
+            None,
+            WallClock::new(now, unix_ms),
+            config.transport.mtu_discovery,
+        );
+        Ok(Self {
+            core,
+            config,
+            hotkey,
+            signer,
+            rng,
+            quic,
+            peers: HashMap::new(),
+            conn_addr: IdMap::default(),
+            conn_serial: IdMap::default(),
+            next_conn_serial: 0,
+            streams: HashMap::new(),
+            handshakes: HashMap::new(),
+            requests: IdMap::default(),
+            deadlines: Timers::default(),
+            events: VecDeque::new(),
+            next_request: 0,
+        })
+    }
+
+    /// The validator hotkey this client authenticates as.
+    pub fn hotkey(&self) -> &str {
+        &self.hotkey
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    // ----- inspection ---------------------------------------------------------------------
+
+    /// Status of `hotkey` at `addr`, if the client knows that pair.
+    pub fn hotkey_status(&self, addr: SocketAddr, hotkey: &str) -> Option<HotkeyStatus> {
+        self.peers.get(&addr)?.hotkeys.get(hotkey).copied()
+    }
+
+    /// Every (address, hotkey) pair that is authenticated now.
+    pub fn authenticated(&self) -> impl Iterator<Item = (SocketAddr, &str)> + '_ {
+        self.peers.iter().flat_map(|(addr, p)| {
+            p.hotkeys
+                .iter()
+                .filter(|(_, s)| **s == HotkeyStatus::Authenticated)
+                .map(move |(hk, _)| (*addr, hk.as_str()))
+        })
+    }
+
+    /// Addresses the client knows, with whether a QUIC connection is up.
+    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
+        self.peers
+            .iter()
+            .map(|(a, p)| (*a, p.conn.is_some() && p.connected))
+    }
+
+    /// Hotkeys registered at `addr` (any status).
+    pub fn peer_hotkeys(&self, addr: SocketAddr) -> Vec<String> {
+        self.peers
+            .get(&addr)
+            .map(|p| p.hotkeys.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Requests in flight.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// QUIC statistics of the connection to `addr`.
+    pub fn connection_stats(&self, addr: SocketAddr) -> Option<quinn_proto::ConnectionStats> {
+        let ch = self.peers.get(&addr)?.conn?;
+        Some(self.core.conn(ch)?.stats())
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+}
+
+impl SansIo for Client {
+    type Event = ClientEvent;
+
+    fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        match self.core.handle_datagram(now, datagram) {
+            Received::Conn(ch) => self.drive(now, ch),
+            // A client accepts no connections.
+            Received::Incoming(incoming) => self.core.endpoint.ignore(*incoming),
+            Received::Nothing => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for ch in self.core.handle_timeout(now) {
+            self.drive(now, ch);
+        }
+        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
+            self.on_deadline(now, deadline);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.core.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        super::earliest(
+            self.core.poll_timeout(),
+            self.deadlines.next().map(|(t, _)| t),
+        )
+    }
+
+    fn set_max_gso_segments(&mut self, n: usize) {
+        self.core.set_max_gso_segments(n);
+    }
+}

@@ -1,0 +1,324 @@
+//! Answers: unary responses, refusals, stream chunks and stream ends, queued per stream
+//! under the per-connection and global byte caps, flushed as flow control allows, and
+//! the send-progress deadline for peers that stop reading.
+
+use super::*;
+
+impl Server {
+    /// Answers unary request `id`. `Err` sends `request processing failed` (the handler's
+    /// message stays local, as in the reference; see [`Self::refuse`] for one the peer
+    /// should read).
+    pub fn respond<E>(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<DataMap, E>,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let (ch, stream) = self.handling(id, SynapseKind::Unary)?;
+        let response = match result {
+            Ok(data) => SynapseResponse {
+                success: true,
+                data,
+                timestamp: self.core.clock.unix_secs(now),
+                error: None,
+            },
+            Err(_) => error_response(
+                self.core.clock.unix_secs(now),
+                wire_errors::REQUEST_PROCESSING_FAILED,
+            ),
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, response.encode());
+        Ok(())
+    }
+
+    /// Refuses request `id` (unary or streaming) with `message` in `error`, sent as is (cut
+    /// at [`wire_errors::MAX_PEER_MESSAGE`] bytes): a refusal the handler chose to explain,
+    /// such as a blacklist's reason. A unary request gets `success: false` with empty data;
+    /// a stream ends with `success: false`.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        message: &str,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let message = wire_errors::truncate(message);
+        let (ch, stream, frame) = match self.handling(id, SynapseKind::Unary) {
+            Ok((ch, stream)) => {
+                let response = error_response(self.core.clock.unix_secs(now), message);
+                (ch, stream, response.encode())
+            }
+            Err(AnswerError::WrongKind) => {
+                let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+                let end = StreamEnd {
+                    success: false,
+                    error: Some(message.into()),
+                };
+                (ch, stream, end.encode())
+            }
+            Err(e) => return Err(e),
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, frame);
+        Ok(())
+    }
+
+    /// Queues one chunk of streaming request `id`.
+    ///
+    /// The queue is full (wait for [`ServerEvent::StreamWritable`]) at
+    /// `streaming_channel_buffer` chunks, at `max_queued_chunk_bytes` (a chunk of any size
+    /// is taken into an empty queue), or while the connection's queued responses are at
+    /// `max_queued_response_bytes_per_connection`.
+    pub fn send_chunk(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        data: Bytes,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        if chunk_queue_full(&self.config, &s.out, conn_queued) {
+            s.notify_writable = true;
+            if s.out.frames() == 0 {
+                // Only the connection's backlog holds it: no flush of its own will come.
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.writable_waiters.push(stream);
+                }
+            }
+            return Err(AnswerError::Full);
+        }
+        let before = s.out.bytes();
+        match (StreamChunk { data }).encode() {
+            Ok(frame) => s.out.push(frame),
+            Err(_) => return Err(AnswerError::TooLarge),
+        }
+        let after = s.out.bytes();
+        self.account_queued(ch, before, after);
+        self.flush(ch, stream);
+        Ok(())
+    }
+
+    /// Ends streaming request `id`: `Ok` sends a successful `StreamEnd`, `Err` sends
+    /// `stream processing failed`.
+    pub fn end_stream<E>(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<(), E>,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let end = match result {
+            Ok(()) => StreamEnd {
+                success: true,
+                error: None,
+            },
+            Err(_) => StreamEnd {
+                success: false,
+                error: Some(wire_errors::STREAM_PROCESSING_FAILED.into()),
+            },
+        };
+        self.requests.remove(&id);
+        self.answer(ch, stream, end.encode());
+        Ok(())
+    }
+
+    /// Records a change of a stream's queued response bytes from `before` to `after`. A
+    /// drop may let waiting requests in (`max_queued_response_bytes_*`).
+    pub(super) fn account_queued(&mut self, ch: ConnectionHandle, before: usize, after: usize) {
+        let (before, after) = (before as u64, after as u64);
+        if after == before {
+            return;
+        }
+        self.queued_out_total = (self.queued_out_total + after).saturating_sub(before);
+        let cap = self.config.max_queued_response_bytes_per_connection;
+        let mut waiters = Vec::new();
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.queued_out = (c.queued_out + after).saturating_sub(before);
+            // Waiters are woken together once the backlog is half drained, not at every
+            // byte below the cap: one chunk refills it, and waking every waiter each time
+            // (over a hundred on a connection that reads slowly) costs the endpoint task
+            // more than the bytes that moved.
+            if c.queued_out < cap / 2 {
+                waiters = std::mem::take(&mut c.writable_waiters);
+            }
+        }
+        for stream in waiters {
+            if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+                if let (true, Phase::Handling { id, .. }) =
+                    (std::mem::take(&mut s.notify_writable), &s.phase)
+                {
+                    self.events
+                        .push_back(ServerEvent::StreamWritable { id: *id });
+                }
+            }
+        }
+        if after < before {
+            self.released.push(ch);
+        }
+    }
+
+    /// Whether queued responses keep `ch` from starting another request frame now.
+    pub(super) fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
+        let conn = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        answer_backlog(&self.config, conn, self.queued_out_total)
+    }
+
+    /// A response stream's send-progress deadline: when quinn took none of its bytes,
+    /// nor any of its connection's, for `send_progress_timeout`, the validator is not
+    /// reading (a congested path still moves the connection), so the stream is reset
+    /// (its request cancelled) and the connection closed.
+    pub(super) fn check_send_progress(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        stream: StreamId,
+    ) {
+        let timeout = self.config.send_progress_timeout;
+        let conn_progress = self.conns.get(&ch).map(|c| c.last_send_progress);
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
+        s.send_deadline = false;
+        if matches!(s.phase, Phase::Reading(_)) {
+            return;
+        }
+        let last = conn_progress.map_or(s.last_send_progress, |c| c.max(s.last_send_progress));
+        let expires = last + timeout;
+        if expires > now {
+            s.send_deadline = true;
+            self.deadlines.schedule(expires, Deadline::Send(ch, stream));
+            return;
+        }
+        self.stats.send_timeouts += 1;
+        let removed = self.abandon_stream(ch, stream);
+        self.cancel_request_of(removed, CancelReason::PeerStalled);
+        let stalled = self
+            .conns
+            .get(&ch)
+            .is_some_and(|c| c.last_send_progress + timeout <= now);
+        if stalled {
+            self.close_quic(now, ch, b"no_read_progress");
+        }
+    }
+
+    /// Queues the final frame of a stream, then FIN.
+    ///
+    /// A frame that cannot be encoded (a field over 4 GiB) is replaced by the reference's
+    /// `internal serialization error` response.
+    pub(super) fn answer(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        frame: Result<EncodedFrame, EncodeError>,
+    ) {
+        let frame = frame.or_else(|e| {
+            tracing::warn!(%e, "response could not be encoded");
+            error_response(0, wire_errors::INTERNAL_SERIALIZATION_ERROR).encode()
+        });
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.phase = Phase::Answered;
+            let before = s.out.bytes();
+            if let Ok(frame) = frame {
+                s.out.push(frame);
+            }
+            s.out.finish_after_drain();
+            let after = s.out.bytes();
+            self.account_queued(ch, before, after);
+        }
+        self.flush(ch, stream);
+    }
+
+    pub(super) fn flush(&mut self, ch: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.core.conn_mut(ch) else {
+            return;
+        };
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
+        let before = s.out.bytes();
+        let result = s.out.flush(conn.send_stream(stream));
+        let after = s.out.bytes();
+        let now = self.now;
+        if after < before {
+            s.last_send_progress = now;
+        }
+        // Waiting on the peer's flow control: a peer that never reads must not hold the
+        // response forever (`send_progress_timeout`).
+        let schedule = result == Flush::Blocked && !std::mem::replace(&mut s.send_deadline, true);
+        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        let writable = s.notify_writable && !chunk_queue_full(&self.config, &s.out, conn_queued);
+        if schedule {
+            self.deadlines.schedule(
+                now + self.config.send_progress_timeout,
+                Deadline::Send(ch, stream),
+            );
+        }
+        if after < before {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.last_send_progress = now;
+            }
+        }
+        self.account_queued(ch, before, after);
+        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+            return;
+        };
+        match result {
+            Flush::Drained if s.out.is_finished() => {
+                self.remove_stream(ch, stream);
+            }
+            Flush::Closed => {
+                let removed = self.abandon_stream(ch, stream);
+                self.cancel_request_of(removed, CancelReason::PeerCancelled);
+            }
+            _ => {
+                if writable {
+                    s.notify_writable = false;
+                    if let Phase::Handling { id, .. } = s.phase {
+                        self.events.push_back(ServerEvent::StreamWritable { id });
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn error_response(timestamp: u64, error: &str) -> SynapseResponse {
+    SynapseResponse {
+        success: false,
+        data: DataMap::default(),
+        timestamp,
+        error: Some(error.to_string()),
+    }
+}
+
+/// Which cap on queued answers, if any, keeps a connection with `conn_queued` bytes queued
+/// (and `total` over all connections) from starting another request frame.
+pub(super) fn answer_backlog(
+    config: &ServerConfig,
+    conn_queued: u64,
+    total: u64,
+) -> Option<Shortfall> {
+    if conn_queued >= config.max_queued_response_bytes_per_connection {
+        Some(Shortfall::Connection)
+    } else if total >= config.max_queued_response_bytes_total {
+        Some(Shortfall::Total)
+    } else {
+        None
+    }
+}
+
+/// Whether a streaming response's chunk queue takes no more chunks now (see
+/// [`Server::send_chunk`]).
+pub(super) fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> bool {
+    let own = out.frames() > 0
+        && (out.frames() >= config.streaming_channel_buffer
+            || out.bytes() as u64 >= config.max_queued_chunk_bytes);
+    own || conn_queued >= config.max_queued_response_bytes_per_connection
+}

@@ -1,0 +1,167 @@
+//! The miner's side of the sr25519 handshake (PROTOCOL §8): the first frame on a
+//! connection, its checks (timestamp window, nonce replay, signature, fingerprint) and
+//! the signed answer.
+
+use super::*;
+
+impl Server {
+    pub(super) fn on_first_frame(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        frame: Frame,
+    ) {
+        match frame.ty {
+            MessageType::HandshakeRequest => {
+                let response = self.handshake(now, ch, &frame.payload);
+                self.answer(ch, stream, response.encode());
+            }
+            MessageType::SynapsePacket => self.on_request(now, ch, stream, &frame.payload),
+            // Any other valid type: finish without writing anything (PROTOCOL §2).
+            _ => self.finish_empty(ch, stream),
+        }
+    }
+
+    /// PROTOCOL §5.7, steps 1–12, with authorization recorded per connection.
+    pub(super) fn handshake(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        payload: &Bytes,
+    ) -> HandshakeResponse {
+        let now_secs = self.core.clock.unix_secs(now);
+        let Some(remote) = self.conns.get(&ch).map(|c| c.remote) else {
+            return pre_auth_rejection(now_secs);
+        };
+        if let Err(error) = self.rate.check_and_record(remote.ip(), now_secs) {
+            self.reject(remote, None, error);
+            return pre_auth_rejection(now_secs);
+        }
+        let request = match HandshakeRequest::decode(payload) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.handshakes_rejected += 1;
+                return pre_auth_rejection(now_secs);
+            }
+        };
+        match self.check_handshake(now, ch, &request) {
+            Ok(response) => {
+                self.stats.handshakes_ok += 1;
+                response
+            }
+            Err(error) => {
+                self.reject(remote, Some(request.validator_hotkey.clone()), error);
+                HandshakeResponse {
+                    miner_hotkey: self.miner_hotkey.clone(),
+                    timestamp: now_secs,
+                    signature: String::new(),
+                    accepted: false,
+                    connection_id: String::new(),
+                    cert_fingerprint: None,
+                }
+            }
+        }
+    }
+
+    pub(super) fn reject(
+        &mut self,
+        remote: SocketAddr,
+        validator_hotkey: Option<String>,
+        error: HandshakeError,
+    ) {
+        self.stats.handshakes_rejected += 1;
+        tracing::debug!(%remote, ?validator_hotkey, %error, "handshake rejected");
+        self.events.push_back(ServerEvent::HandshakeRejected {
+            remote,
+            validator_hotkey,
+            error,
+        });
+    }
+
+    pub(super) fn check_handshake(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        request: &HandshakeRequest,
+    ) -> Result<HandshakeResponse, HandshakeError> {
+        let now_secs = self.core.clock.unix_secs(now);
+        handshake::verify_request(
+            &request.into(),
+            &self.fingerprint,
+            now_secs,
+            self.config.max_signature_age_secs,
+        )?;
+        self.nonces
+            .check_and_insert_signed_at(&request.nonce, now_secs, request.timestamp)?;
+        let hotkey = &request.validator_hotkey;
+        if self.config.require_validator_permit && !self.permits.contains(hotkey) {
+            return Err(HandshakeError::NotPermitted);
+        }
+        let message = handshake::response_message(
+            hotkey,
+            &self.miner_hotkey,
+            now_secs,
+            &request.nonce,
+            &self.fingerprint,
+        );
+        let signature = self
+            .signer
+            .sign(message.as_bytes())
+            .map_err(HandshakeError::Signing)?;
+        let connection_id = handshake::connection_id(hotkey, self.core.clock.unix_ms(now));
+        let existing = self.by_hotkey.get(hotkey).copied();
+        if existing.is_none() && self.by_hotkey.len() >= self.config.max_connections {
+            let victim = self
+                .eviction_candidate(now, Some(ch))
+                .ok_or(HandshakeError::ConnectionLimit)?;
+            self.evict(now, victim);
+        }
+        // Register on this connection; a different connection holding the hotkey is replaced.
+        if let Some(old) = existing {
+            if old != ch {
+                self.close_quic(now, old, b"replaced");
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.hotkeys.retain(|h| h != hotkey);
+                }
+            }
+        }
+        self.by_hotkey.insert(hotkey.clone(), ch);
+        if self.conns.get(&ch).is_some_and(|c| c.hotkeys.is_empty()) {
+            self.raise_limits(ch);
+        }
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.hotkeys.retain(|h| h != hotkey);
+            conn.hotkeys.push(hotkey.clone());
+            self.events.push_back(ServerEvent::Authenticated {
+                conn: conn.id,
+                validator_hotkey: hotkey.clone(),
+                remote: conn.remote,
+            });
+        }
+        Ok(HandshakeResponse {
+            miner_hotkey: self.miner_hotkey.clone(),
+            timestamp: now_secs,
+            signature: handshake::encode_signature(&signature),
+            accepted: true,
+            connection_id,
+            cert_fingerprint: Some(
+                self.advertised_fingerprint
+                    .clone()
+                    .unwrap_or_else(|| self.fingerprint.clone()),
+            ),
+        })
+    }
+}
+
+/// The rejection sent before a request could be attributed to anyone (PROTOCOL §5.7).
+pub(super) fn pre_auth_rejection(timestamp: u64) -> HandshakeResponse {
+    HandshakeResponse {
+        miner_hotkey: String::new(),
+        timestamp,
+        signature: String::new(),
+        accepted: false,
+        connection_id: String::new(),
+        cert_fingerprint: None,
+    }
+}

@@ -1,0 +1,652 @@
+//! The miner side: admission, handshakes, request dispatch and responses.
+
+mod admission;
+mod answers;
+mod auth;
+mod deadlines;
+mod lifecycle;
+mod requests;
+mod waiting;
+
+use answers::{answer_backlog, error_response};
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn_proto::{
+    ConnectionHandle, Dir, Event, Incoming, ReadError, StreamEvent, StreamId, Transmit, VarInt,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::budget::{ReadBudget, Reservation, Shortfall};
+use super::clock::WallClock;
+use super::config::{ConfigError, RetryPolicy, ServerConfig};
+use super::core::{ConnPoll, Core, Received};
+use super::outq::{Flush, OutQueue};
+use super::parking::ParkingLot;
+use super::surface::{Datagram, SansIo};
+use super::timers::Timers;
+use super::{RequestId, TimeoutReason};
+use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
+use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
+use crate::identity::Signer;
+use crate::idhash::IdMap;
+use crate::message::{
+    DataMap, EncodeError, EncodedFrame, HandshakeRequest, HandshakeResponse, StreamChunk,
+    StreamEnd, SynapsePacket, SynapseResponse, WireMessage,
+};
+use crate::tls::TlsIdentity;
+
+/// Exact error strings the reference puts in `SynapseResponse.error` (PROTOCOL §6.3).
+pub mod wire_errors {
+    /// The payload did not decode as a SynapsePacket.
+    pub const INVALID_REQUEST_FORMAT: &str = "invalid request format";
+    /// The connection has not authenticated.
+    pub const AUTHENTICATION_FAILED: &str = "authentication failed";
+    /// No handler under that synapse name.
+    pub const UNRECOGNIZED_SYNAPSE: &str = "unrecognized synapse type";
+    /// The handler failed; its own message is never sent.
+    pub const REQUEST_PROCESSING_FAILED: &str = "request processing failed";
+    /// The handler did not answer within `handler_timeout`.
+    pub const HANDLER_TIMED_OUT: &str = "handler timed out";
+    /// The response could not be encoded.
+    pub const INTERNAL_SERIALIZATION_ERROR: &str = "internal serialization error";
+    /// A streaming handler failed.
+    pub const STREAM_PROCESSING_FAILED: &str = "stream processing failed";
+    /// Writing a chunk failed.
+    pub const STREAM_WRITE_FAILED: &str = "stream write failed";
+
+    /// Longest error text [`Server::refuse`](super::Server::refuse) sends (in bytes);
+    /// longer texts are cut at a character boundary, so a handler cannot make us send an
+    /// unbounded error.
+    pub const MAX_PEER_MESSAGE: usize = 1024;
+
+    /// `message` cut to at most [`MAX_PEER_MESSAGE`] bytes, on a character boundary.
+    pub fn truncate(message: &str) -> &str {
+        let mut end = message.len().min(MAX_PEER_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        &message[..end]
+    }
+}
+
+/// Largest frame accepted on a connection that has not authenticated. A handshake request
+/// is about 200 bytes; anything else is answered `authentication failed` regardless.
+const UNAUTHENTICATED_MAX_FRAME: u32 = 64 * 1024;
+
+/// Connection-wide QUIC receive window until the connection authenticates: with the
+/// stream limit below, all an unauthenticated peer can make us buffer. Raised to
+/// `transport.receive_window` by a successful handshake.
+const UNAUTHENTICATED_RECEIVE_WINDOW: u64 = 256 * 1024;
+
+/// Concurrent bidirectional streams a peer may open before it authenticates (a handshake
+/// per validator hotkey needs one each). Raised to `max_concurrent_bidi_streams` by a
+/// successful handshake.
+const UNAUTHENTICATED_BIDI_STREAMS: u32 = 8;
+
+/// Request bytes all unauthenticated connections together may be receiving at once. Kept
+/// apart from validators' budget so that a flood cannot starve their requests.
+const UNAUTHENTICATED_READ_TOTAL: u64 = 16 * 1024 * 1024;
+
+/// Application error code of a stream reset because the miner can hold no more requests
+/// waiting for budget (`max_waiting_requests`); the validator may try again later.
+pub const BUSY_ERROR_CODE: u32 = 0x4c42;
+
+/// Identifies one accepted QUIC connection for the server's lifetime (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// How a synapse is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynapseKind {
+    /// One `SynapseResponse`.
+    Unary,
+    /// `StreamChunk`s then a `StreamEnd`.
+    Streaming,
+}
+
+/// A request the application must answer with [`Server::respond`] (unary) or
+/// [`Server::send_chunk`] / [`Server::end_stream`] (streaming).
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Handle for the answer.
+    pub id: RequestId,
+    /// Connection it arrived on.
+    pub conn: ConnId,
+    /// The validator hotkey authenticated on that connection (the latest, if several).
+    pub validator_hotkey: String,
+    /// The validator's address.
+    pub remote: SocketAddr,
+    /// Handler name.
+    pub synapse_type: String,
+    /// Request data, undecoded.
+    pub data: DataMap,
+    /// Whether the synapse is registered as streaming.
+    pub kind: SynapseKind,
+    /// When the server answers `handler timed out` on its own.
+    pub deadline: Instant,
+}
+
+/// Why a request ended without the application's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `handler_timeout` passed; the validator was told `handler timed out`.
+    TimedOut,
+    /// The validator reset or stopped the stream (it dropped the query).
+    PeerCancelled,
+    /// The connection closed.
+    ConnectionLost,
+    /// The validator read none of the response for `send_progress_timeout`.
+    PeerStalled,
+}
+
+/// Something the server wants the application to know.
+#[derive(Debug, Clone)]
+pub enum ServerEvent {
+    /// A validator hotkey authenticated on a connection.
+    Authenticated {
+        /// The connection.
+        conn: ConnId,
+        /// The validator.
+        validator_hotkey: String,
+        /// Its address.
+        remote: SocketAddr,
+    },
+    /// A handshake was refused; the wire carries no reason (as in the reference), this does.
+    HandshakeRejected {
+        /// Where it came from.
+        remote: SocketAddr,
+        /// The claimed validator hotkey, when the request decoded.
+        validator_hotkey: Option<String>,
+        /// Why.
+        error: HandshakeError,
+    },
+    /// A request to handle.
+    Request(IncomingRequest),
+    /// A request will not be answered by the application any more: stop working on it.
+    RequestCancelled {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// A streaming request whose chunk queue was full can take chunks again.
+    StreamWritable {
+        /// The request.
+        id: RequestId,
+    },
+    /// A connection closed.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// Its address.
+        remote: SocketAddr,
+        /// QUIC's close reason.
+        reason: String,
+    },
+}
+
+/// Why an answer could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The request already ended (answered, timed out, cancelled).
+    UnknownRequest,
+    /// The streaming queue holds `streaming_channel_buffer` chunks; wait for
+    /// [`ServerEvent::StreamWritable`].
+    Full,
+    /// A unary answer for a streaming request or the reverse.
+    WrongKind,
+    /// The chunk is larger than a frame can carry (4 GiB).
+    TooLarge,
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownRequest => f.write_str("request is no longer active"),
+            Self::Full => f.write_str("stream queue is full"),
+            Self::WrongKind => f.write_str("answer kind does not match the synapse kind"),
+            Self::TooLarge => f.write_str("chunk exceeds the frame size limit"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// Counters for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connection attempts refused (caps).
+    pub refused: u64,
+    /// Retry packets sent.
+    pub retried: u64,
+    /// Initials dropped by the source allow-list.
+    pub ignored: u64,
+    /// Handshakes accepted.
+    pub handshakes_ok: u64,
+    /// Handshakes rejected.
+    pub handshakes_rejected: u64,
+    /// Requests delivered to the application.
+    pub requests: u64,
+    /// Requests answered by the server itself with an error string.
+    pub request_errors: u64,
+    /// Connections closed for not authenticating in time.
+    pub auth_timeouts: u64,
+    /// Streams reset for not delivering a request in time.
+    pub read_timeouts: u64,
+    /// Idle validators' connections closed to admit a new validator at `max_connections`.
+    pub evicted: u64,
+    /// Response streams reset because the validator read none of them in time.
+    pub send_timeouts: u64,
+}
+
+#[derive(Debug)]
+struct SConn {
+    id: ConnId,
+    remote: SocketAddr,
+    /// Validator hotkeys authenticated on this connection, latest last.
+    hotkeys: Vec<String>,
+    /// Last time any request bytes arrived on this connection.
+    last_progress: Instant,
+    /// Request bytes received since `rate_window_start`.
+    rate_window_bytes: u64,
+    /// Start of the current window over which the request rate is measured.
+    rate_window_start: Instant,
+    /// End of the last window in which the connection delivered request bytes at
+    /// `min_request_rate` or faster.
+    last_rate_ok: Instant,
+    /// The peer has proven its address (Retry token or completed QUIC handshake).
+    validated: bool,
+    /// Request bytes reserved by this connection's streams (see `budget`).
+    reserved: u64,
+    /// The same, from the small-frame reserve.
+    reserved_small: u64,
+    /// Waiting streams for which the connection's receive window was widened.
+    window_extensions: u64,
+    /// Request streams open on this connection (in any phase).
+    open_streams: u32,
+    /// Response bytes queued on its streams that quinn has not taken yet.
+    queued_out: u64,
+    /// Last time quinn took response bytes from any of its streams.
+    last_send_progress: Instant,
+    /// Streaming responses told `Full` because of the connection's queued bytes: each
+    /// gets `StreamWritable` once they fall below half the cap.
+    writable_waiters: Vec<StreamId>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the first frame.
+    Reading(FrameDecoder),
+    /// The application owns the request.
+    Handling { id: RequestId, kind: SynapseKind },
+    /// Nothing more to do but drain `out`.
+    Answered,
+}
+
+#[derive(Debug)]
+struct SStream {
+    phase: Phase,
+    /// When the stream started waiting for the peer's bytes (opened, or admitted after
+    /// waiting for budget); the read deadline counts from here or from the connection's
+    /// last window at the minimum rate, whichever is later.
+    last_progress: Instant,
+    out: OutQueue,
+    /// The application asked for more chunk room while the queue was full.
+    notify_writable: bool,
+    /// Budget held for the frame being read; given back when reading ends.
+    reservation: Option<Reservation>,
+    /// Its frame's header is in but its length does not fit the budget yet, so the stream
+    /// is not read until some budget is released.
+    parked: bool,
+    /// While it waits, its connection's receive window is one stream window wider.
+    window_extended: bool,
+    /// Last time quinn took bytes of its response (or when it was queued).
+    last_send_progress: Instant,
+    /// A send-progress deadline is scheduled for it.
+    send_deadline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Auth(ConnectionHandle, ConnId),
+    Read(ConnectionHandle, StreamId),
+    Send(ConnectionHandle, StreamId),
+    Handler(RequestId),
+    Cleanup,
+}
+
+/// The miner-side endpoint: a sans-IO state machine.
+///
+/// See the [crate documentation](crate) for the drive loop.
+pub struct Server {
+    core: Core,
+    config: ServerConfig,
+    miner_hotkey: String,
+    signer: Arc<dyn Signer>,
+    fingerprint: String,
+    /// Test hook: a fingerprint to claim in responses instead of the real one.
+    advertised_fingerprint: Option<String>,
+    synapses: HashMap<String, SynapseKind>,
+    conns: IdMap<ConnectionHandle, SConn>,
+    by_hotkey: HashMap<String, ConnectionHandle>,
+    nonces: NonceCache,
+    rate: HandshakeRateLimiter,
+    permits: HashSet<String>,
+    allowlist: Option<HashSet<IpAddr>>,
+    streams: HashMap<(ConnectionHandle, StreamId), SStream>,
+    requests: IdMap<RequestId, (ConnectionHandle, StreamId)>,
+    deadlines: Timers<Deadline>,
+    events: VecDeque<ServerEvent>,
+    next_conn: u64,
+    next_request: u64,
+    stats: ServerStats,
+    scratch: Vec<u8>,
+    budget: ReadBudget,
+    /// Streams waiting for budget.
+    parking: ParkingLot,
+    /// Connections that released budget since waiting streams were last tried.
+    released: Vec<ConnectionHandle>,
+    /// Response bytes queued over all connections (see `SConn::queued_out`).
+    queued_out_total: u64,
+    /// The time of the latest input: what internal steps that take no `now` use.
+    now: Instant,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("miner_hotkey", &self.miner_hotkey)
+            .field("connections", &self.conns.len())
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Creates a server endpoint.
+    ///
+    /// * `miner_hotkey` is the SS58 hotkey answered in handshakes; if the signer knows its
+    ///   public key, the two must match (the reference never checks, §13.7).
+    /// * `identity`: the TLS certificate; `None` generates a fresh self-signed one from `seed`.
+    /// * `seed` drives every random choice the core makes.
+    /// * `now` and `unix_ms` anchor the wall clock for handshake timestamps.
+    pub fn new(
+        config: ServerConfig,
+        miner_hotkey: impl Into<String>,
+        signer: Arc<dyn Signer>,
+        identity: Option<TlsIdentity>,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let miner_hotkey = miner_hotkey.into();
+        super::check_signer_matches(&miner_hotkey, signer.as_ref())?;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let identity = identity.unwrap_or_else(|| {
+            let mut key_seed = [0u8; 32];
+            rng.fill_bytes(&mut key_seed);
+            TlsIdentity::self_signed(key_seed)
+        });
+        let fingerprint = handshake::cert_fingerprint(identity.cert_der());
+        let crypto =
+            crate::tls::server_crypto(&identity).map_err(|e| ConfigError(format!("TLS: {e}")))?;
+        let mut token_master = [0u8; 64];
+        rng.fill_bytes(&mut token_master);
+        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
+        let clock = WallClock::new(now, unix_ms);
+        let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
+        // quinn-proto's NEW_TOKEN default follows its `bloom` feature, which any crate in the
+        // build can switch on (btlightning does, in the workspace); pin the feature-less
+        // behaviour so the endpoint, and a simulator seed, behave the same in every build.
+        let mut tokens = quinn_proto::ValidationTokenConfig::default();
+        tokens.sent(0).log(Arc::new(quinn_proto::NoneTokenLog));
+        quic.validation_token_config(tokens);
+        // Every connection starts with the small unauthenticated limits; a successful
+        // handshake raises them (`raise_limits`).
+        quic.transport_config(
+            config.transport.build_with(
+                config
+                    .max_concurrent_bidi_streams
+                    .min(UNAUTHENTICATED_BIDI_STREAMS),
+                config
+                    .transport
+                    .receive_window
+                    .min(UNAUTHENTICATED_RECEIVE_WINDOW),
+            ),
+        );
+        quic.time_source(clock.time_source());
+        // Authorization is per connection, so migration no longer breaks it (§13.2); but
+        // a validator that moves keeps its session, which is what it expects.
+        quic.migration(true);
+        let core = Core::new(
+            &mut rng,
+            Some(Arc::new(quic)),
+            clock,
+            config.transport.mtu_discovery,
+        );
+        let mut deadlines = Timers::default();
+        deadlines.schedule(now + config.nonce_cleanup_interval, Deadline::Cleanup);
+        Ok(Self {
+            budget: ReadBudget::new(
+                config.max_request_bytes_per_connection,
+                config.max_request_bytes_total,
+                u64::from(UNAUTHENTICATED_MAX_FRAME),
+                UNAUTHENTICATED_READ_TOTAL,
+                config.small_request_reserve_bytes,
+            ),
+            parking: ParkingLot::new(
+                config.max_waiting_requests,
+                config.max_waiting_requests_per_connection,
+            ),
+            released: Vec::new(),
+            queued_out_total: 0,
+            now,
+            nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
+            rate: HandshakeRateLimiter::new(
+                config.max_handshake_attempts_per_minute as usize,
+                config.max_tracked_rate_ips,
+            ),
+            core,
+            config,
+            miner_hotkey,
+            signer,
+            fingerprint,
+            advertised_fingerprint: None,
+            synapses: HashMap::new(),
+            conns: IdMap::default(),
+            by_hotkey: HashMap::new(),
+            permits: HashSet::new(),
+            allowlist: None,
+            streams: HashMap::new(),
+            requests: IdMap::default(),
+            deadlines,
+            events: VecDeque::new(),
+            next_conn: 0,
+            next_request: 0,
+            stats: ServerStats::default(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The miner hotkey this server answers as.
+    pub fn miner_hotkey(&self) -> &str {
+        &self.miner_hotkey
+    }
+
+    /// Base64 BLAKE2b-256 fingerprint of the TLS certificate (PROTOCOL §5.3).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Registers (or re-registers) a synapse name.
+    pub fn register_synapse(&mut self, name: impl Into<String>, kind: SynapseKind) {
+        self.synapses.insert(name.into(), kind);
+    }
+
+    /// Removes a synapse name; later requests get `unrecognized synapse type`.
+    pub fn unregister_synapse(&mut self, name: &str) {
+        self.synapses.remove(name);
+    }
+
+    /// Replaces the set of validator hotkeys allowed to authenticate when
+    /// `require_validator_permit` is on (exact string match, PROTOCOL §5.7 step 7).
+    pub fn set_permitted_validators(&mut self, permitted: HashSet<String>) {
+        self.permits = permitted;
+    }
+
+    /// `Some(ips)`: only Initials from these IPs are answered (others are dropped silently).
+    /// `None`: no source filtering.
+    pub fn set_source_allowlist(&mut self, allowlist: Option<HashSet<IpAddr>>) {
+        self.allowlist = allowlist;
+    }
+
+    /// Makes accepted handshake responses claim `fingerprint` instead of the certificate's.
+    ///
+    /// Exists only so tests can show that clients reject a fingerprint that does not belong
+    /// to the TLS session (what a relaying attacker would produce).
+    #[cfg(feature = "testing")]
+    pub fn override_advertised_fingerprint_for_testing(&mut self, fingerprint: &str) {
+        self.advertised_fingerprint = Some(fingerprint.to_string());
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    // ----- inspection ---------------------------------------------------------------------
+
+    /// Counters since start.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Open QUIC connections (authenticated or not).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections with no authenticated validator yet.
+    pub fn unauthenticated_count(&self) -> usize {
+        self.conns.values().filter(|c| c.hotkeys.is_empty()).count()
+    }
+
+    /// Authenticated validator hotkeys and their connections.
+    pub fn validators(&self) -> impl Iterator<Item = (&str, ConnId)> + '_ {
+        self.by_hotkey
+            .iter()
+            .filter_map(|(hk, ch)| self.conns.get(ch).map(|c| (hk.as_str(), c.id)))
+    }
+
+    /// Nonces held by the replay cache.
+    pub fn active_nonce_count(&self) -> usize {
+        self.nonces.len()
+    }
+
+    /// Requests the application has not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Request bytes reserved by frames being received now (see
+    /// [`ServerConfig::max_request_bytes_total`](super::ServerConfig)).
+    pub fn reserved_request_bytes(&self) -> u64 {
+        self.budget.in_use()
+    }
+
+    /// Request streams waiting, unread, for request-byte budget.
+    pub fn parked_streams(&self) -> usize {
+        self.parking.len()
+    }
+
+    /// Bytes queued for sending but not yet accepted by QUIC, over all streams.
+    pub fn queued_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.out.bytes()).sum()
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn handle_of(&self, conn: ConnId) -> Option<ConnectionHandle> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.id == conn)
+            .map(|(ch, _)| *ch)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: &Server) {}
+
+/// The window over which a connection's request rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl SansIo for Server {
+    type Event = ServerEvent;
+
+    fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        self.now = now;
+        match self.core.handle_datagram(now, datagram) {
+            Received::Conn(ch) => self.drive(now, ch),
+            Received::Incoming(incoming) => self.admit(now, *incoming),
+            Received::Nothing => {}
+        }
+        self.resume_parked(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        for ch in self.core.handle_timeout(now) {
+            self.drive(now, ch);
+        }
+        while let Some((_, deadline)) = self.deadlines.pop_due(now) {
+            self.on_deadline(now, deadline);
+        }
+        self.resume_parked(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.core.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
+        super::earliest(
+            self.core.poll_timeout(),
+            self.deadlines.next().map(|(t, _)| t),
+        )
+    }
+
+    fn set_max_gso_segments(&mut self, n: usize) {
+        self.core.set_max_gso_segments(n);
+    }
+}
+
+#[cfg(test)]
+mod peer_message_tests {
+    use super::wire_errors::{truncate, MAX_PEER_MESSAGE};
+
+    #[test]
+    fn long_peer_messages_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate("403 blacklisted"), "403 blacklisted");
+        let long = "é".repeat(MAX_PEER_MESSAGE);
+        let sent = truncate(&long);
+        assert!(sent.len() <= MAX_PEER_MESSAGE && sent.len() >= MAX_PEER_MESSAGE - 1);
+        assert!(sent.chars().all(|c| c == 'é'));
+    }
+}

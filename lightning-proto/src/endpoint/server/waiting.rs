@@ -1,0 +1,208 @@
+//! Requests that wait for read budget: the connection's receive window widened for
+//! each, the parking lot they wait in, resumption as budget frees up, and the one way
+//! every stream leaves the tables (abandoned streams give their credit back).
+
+use super::*;
+
+impl Server {
+    /// Sets an authenticated connection's receive window: the configured one, plus one
+    /// stream window per stream waiting for budget.
+    ///
+    /// A waiting stream is not read, so QUIC holds up to a stream window of its bytes,
+    /// and unread bytes keep using the connection's window. Without the extra room,
+    /// waiting streams could fill the whole window and the streams that hold budget could
+    /// never receive the rest of their frames: every large request would stall until the
+    /// read timeout. With it, the streams being read always have the configured window.
+    /// quinn shrinks a window by holding back credit the peer has not used yet, so the
+    /// room given to a stream is taken back as its own bytes are read.
+    pub(super) fn apply_window(&mut self, ch: ConnectionHandle) {
+        let Some(sconn) = self.conns.get(&ch) else {
+            return;
+        };
+        let window = self.config.transport.receive_window.saturating_add(
+            sconn
+                .window_extensions
+                .saturating_mul(u64::from(self.config.transport.stream_receive_window)),
+        );
+        if let Some(conn) = self.core.conn_mut(ch) {
+            conn.set_receive_window(VarInt::from_u64(window).unwrap_or(VarInt::MAX));
+        }
+    }
+
+    /// Removes a stream, giving back any budget or waiting place it held.
+    pub(super) fn remove_stream(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+    ) -> Option<SStream> {
+        let mut s = self.streams.remove(&(ch, stream))?;
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.open_streams = c.open_streams.saturating_sub(1);
+        }
+        self.account_queued(ch, s.out.bytes(), 0);
+        if let Some(r) = s.reservation.take() {
+            let conn = self
+                .conns
+                .get_mut(&ch)
+                .map(|c| (&mut c.reserved, &mut c.reserved_small));
+            self.budget.release(conn, r);
+            self.released.push(ch);
+        }
+        if std::mem::take(&mut s.parked) {
+            self.parking.remove(ch, stream);
+        }
+        if std::mem::take(&mut s.window_extended) {
+            self.narrow_window(ch);
+        }
+        Some(s)
+    }
+
+    /// A stream that was taken out of the tables while its request was with the
+    /// application: the application is told to stop working on it.
+    pub(super) fn cancel_request_of(&mut self, removed: Option<SStream>, reason: CancelReason) {
+        if let Some(SStream {
+            phase: Phase::Handling { id, .. },
+            ..
+        }) = removed
+        {
+            if self.requests.remove(&id).is_some() {
+                self.events
+                    .push_back(ServerEvent::RequestCancelled { id, reason });
+            }
+        }
+    }
+
+    /// Takes back the window room of one stream that no longer waits.
+    pub(super) fn narrow_window(&mut self, ch: ConnectionHandle) {
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.window_extensions = c.window_extensions.saturating_sub(1);
+            self.apply_window(ch);
+        }
+    }
+
+    /// Removes a stream that ends without its answer having been delivered (the peer reset
+    /// or stopped it, it stalled, or its send side closed): both halves are closed in
+    /// quinn too, because quinn returns a stream's credit to the peer only once both halves
+    /// are done, and an abandoned stream would otherwise hold one of the peer's
+    /// `max_concurrent_bidi_streams` slots until the connection closes.
+    pub(super) fn abandon_stream(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+    ) -> Option<SStream> {
+        let removed = self.remove_stream(ch, stream);
+        if let Some(conn) = self.core.conn_mut(ch) {
+            // Either half may be closed already (stopped after the first frame, reset by
+            // the peer, finished): quinn then answers `ClosedStream`, which is fine.
+            let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
+            let _ = conn.send_stream(stream).reset(VarInt::from_u32(0));
+        }
+        removed
+    }
+
+    /// Admits waiting streams after budget was released: first the connections waiting
+    /// for the pool's total, in order, then those that released (whose own heads may have
+    /// waited for their connection's share). Each try admits a stream or ends its queue's
+    /// turn, so the cost is O(1) per admitted stream.
+    pub(super) fn resume_parked(&mut self, now: Instant) {
+        while !self.released.is_empty() {
+            let released = std::mem::take(&mut self.released);
+            while let Some(ch) = self.parking.pop_global() {
+                if self.admit_waiting(now, ch) == Some(Shortfall::Total) {
+                    self.parking.requeue_front(ch);
+                    break;
+                }
+            }
+            for ch in released {
+                if self.admit_waiting(now, ch) == Some(Shortfall::Total) {
+                    self.parking.wait_for_total(ch);
+                }
+            }
+        }
+    }
+
+    /// Admits `ch`'s waiting streams in order while they fit; the limit that stopped it.
+    pub(super) fn admit_waiting(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+    ) -> Option<Shortfall> {
+        while let Some(stream) = self.parking.head(ch) {
+            let Some(authenticated) = self.conns.get(&ch).map(|c| !c.hotkeys.is_empty()) else {
+                self.parking.remove_conn(ch);
+                return None;
+            };
+            let declared = match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+                Some(Phase::Reading(decoder)) => decoder.declared_len(),
+                _ => None,
+            };
+            let Some(len) = declared else {
+                // Gone or no longer reading: nothing to admit.
+                self.parking.pop_head(ch);
+                if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+                    s.parked = false;
+                }
+                continue;
+            };
+            if let Some(shortfall) = self.response_backlog(ch) {
+                return Some(shortfall);
+            }
+            let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
+            let sconn = self.conns.get_mut(&ch)?;
+            let reservation = match self.budget.try_reserve(
+                &mut sconn.reserved,
+                &mut sconn.reserved_small,
+                authenticated,
+                bytes,
+            ) {
+                Ok(r) => r,
+                Err(shortfall) => return Some(shortfall),
+            };
+            self.parking.pop_head(ch);
+            let s = self.streams.get_mut(&(ch, stream))?;
+            s.reservation = Some(reservation);
+            s.parked = false;
+            s.last_progress = now;
+            if std::mem::take(&mut s.window_extended) {
+                self.narrow_window(ch);
+            }
+            self.read(now, ch, stream);
+        }
+        None
+    }
+
+    /// Makes a stream whose frame does not fit the budget now wait, unread; refuses it
+    /// with [`BUSY_ERROR_CODE`] when `max_waiting_requests` streams already wait, or
+    /// `max_waiting_requests_per_connection` of its connection's.
+    pub(super) fn park(&mut self, ch: ConnectionHandle, stream: StreamId, shortfall: Shortfall) {
+        if self
+            .parking
+            .park(ch, stream, shortfall == Shortfall::Total)
+            .is_err()
+        {
+            tracing::debug!(?stream, "too many requests waiting for budget: refused");
+            self.remove_stream(ch, stream);
+            if let Some(conn) = self.core.conn_mut(ch) {
+                let _ = conn
+                    .recv_stream(stream)
+                    .stop(VarInt::from_u32(BUSY_ERROR_CODE));
+                let _ = conn
+                    .send_stream(stream)
+                    .reset(VarInt::from_u32(BUSY_ERROR_CODE));
+            }
+            return;
+        }
+        let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
+        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            s.parked = true;
+            // Unauthenticated frames are small and their connections' windows stay small.
+            s.window_extended = authenticated;
+        }
+        if authenticated {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.window_extensions += 1;
+            }
+            self.apply_window(ch);
+        }
+    }
+}
