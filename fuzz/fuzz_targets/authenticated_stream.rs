@@ -21,7 +21,7 @@ use lightning_proto::endpoint::{ClientConfig, RequestOptions, ServerConfig};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn echo(w: &mut World, tag: u8) -> lightning_proto::endpoint::RequestId {
+fn echo(w: &mut World, tag: u8) -> lightning_proto::endpoint::QueryId {
     let d = data(&[("tag", rmpv::Value::from(tag))]);
     let sent = d.raw().clone();
     w.request("echo", d, RequestOptions::default(), Expect::Echo(sent))

@@ -20,10 +20,10 @@ use lightning_fuzz::world::{
     addr, data, make_client, make_server, miner_hotkey, CLIENT_ADDR, SERVER_ADDR, UNIX_START_MS,
 };
 use lightning_fuzz::Cursor;
-use lightning_proto::endpoint::{Datagram, SansIo};
 use lightning_proto::endpoint::{
     Client, ClientConfig, RequestOptions, RetryPolicy, Server, ServerConfig, ServerEvent,
 };
+use lightning_proto::endpoint::{Datagram, SansIo};
 
 const MAX_UNAUTH: usize = 4;
 const MAX_VALIDATORS: usize = 2;
@@ -68,16 +68,15 @@ struct Harness {
 impl Harness {
     fn send_to_server(&mut self, from: SocketAddr, bytes: &[u8]) {
         let local = Some(addr(SERVER_ADDR).ip());
-        self.server
-            .handle_datagram(
-                self.now,
-                Datagram {
-                    remote: from,
-                    local_ip: local,
-                    ecn: None,
-                    payload: BytesMut::from(bytes),
-                },
-            );
+        self.server.handle_datagram(
+            self.now,
+            Datagram {
+                remote: from,
+                local_ip: local,
+                ecn: None,
+                payload: BytesMut::from(bytes),
+            },
+        );
     }
 
     /// Moves datagrams both ways until neither side has anything to send, applying the

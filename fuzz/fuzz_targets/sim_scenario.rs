@@ -16,7 +16,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use lightning_fuzz::world::{addr, data, Expect, Outcome, World, CLIENT_ADDR, SERVER_ADDR};
 use lightning_fuzz::Cursor;
-use lightning_proto::endpoint::{ClientConfig, RequestId, RequestOptions, ServerConfig};
+use lightning_proto::endpoint::{ClientConfig, QueryId, RequestOptions, ServerConfig};
 use lightning_proto::sim::LinkConditions;
 
 const MAX_OPS: usize = 48;
@@ -50,7 +50,7 @@ fuzz_target!(|input: &[u8]| {
     let seed = u64::from(c.u8());
     let mut w = World::new(seed, ServerConfig::default(), ClientConfig::default());
     let (client, server) = (addr(CLIENT_ADDR), addr(SERVER_ADDR));
-    let mut issued: Vec<RequestId> = Vec::new();
+    let mut issued: Vec<QueryId> = Vec::new();
 
     let mut ops = 0;
     while !c.is_empty() && ops < MAX_OPS {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lightning_proto::endpoint::{
-    AnswerError, Client, ClientConfig, ClientError, ClientEvent, Datagram, RequestId,
+    AnswerError, Client, ClientConfig, ClientError, ClientEvent, Datagram, QueryId, RequestId,
     RequestOptions, SansIo, Server, ServerConfig, ServerEvent, SynapseKind, TimeoutReason,
     Transmit,
 };
@@ -270,7 +270,7 @@ pub struct World {
     pub server: NodeId,
     /// The client's node.
     pub client: NodeId,
-    requests: HashMap<RequestId, Tracked>,
+    requests: HashMap<QueryId, Tracked>,
     /// Server side: streams still being produced (chunks left, chunk size).
     streams: HashMap<RequestId, (u64, usize)>,
     /// Server side: request ids delivered, to catch a double delivery.
@@ -349,7 +349,7 @@ impl World {
         data: DataMap,
         opts: RequestOptions,
         expect: Expect,
-    ) -> Result<RequestId, ClientError> {
+    ) -> Result<QueryId, ClientError> {
         let now = self.sim.now();
         let hk = miner_hotkey();
         let id = self
@@ -360,7 +360,7 @@ impl World {
     }
 
     /// Starts tracking a request issued directly on the client.
-    pub fn track(&mut self, id: RequestId, expect: Expect) {
+    pub fn track(&mut self, id: QueryId, expect: Expect) {
         let previous = self.requests.insert(
             id,
             Tracked {
@@ -374,7 +374,7 @@ impl World {
     }
 
     /// Cancels a tracked request; no event may follow for it.
-    pub fn cancel(&mut self, id: RequestId) {
+    pub fn cancel(&mut self, id: QueryId) {
         self.pump();
         let now = self.sim.now();
         self.client().cancel(now, id);
@@ -384,20 +384,20 @@ impl World {
     }
 
     /// Ids of tracked requests, in issue order.
-    pub fn request_ids(&self) -> Vec<RequestId> {
-        let mut ids: Vec<RequestId> = self.requests.keys().copied().collect();
+    pub fn request_ids(&self) -> Vec<QueryId> {
+        let mut ids: Vec<QueryId> = self.requests.keys().copied().collect();
         ids.sort();
         ids
     }
 
     /// How request `id` ended, if it did.
-    pub fn outcome(&self, id: RequestId) -> Option<&Outcome> {
+    pub fn outcome(&self, id: QueryId) -> Option<&Outcome> {
         self.requests.get(&id).and_then(|t| t.outcome.as_ref())
     }
 
     /// Requests neither cancelled nor ended.
-    pub fn open_requests(&self) -> Vec<RequestId> {
-        let mut open: Vec<RequestId> = self
+    pub fn open_requests(&self) -> Vec<QueryId> {
+        let mut open: Vec<QueryId> = self
             .requests
             .iter()
             .filter(|(_, t)| !t.cancelled && t.outcome.is_none())
@@ -606,7 +606,7 @@ fn gone_before_answer(
     }
 }
 
-fn tracked(requests: &mut HashMap<RequestId, Tracked>, id: RequestId) -> &mut Tracked {
+fn tracked(requests: &mut HashMap<QueryId, Tracked>, id: QueryId) -> &mut Tracked {
     let t = requests
         .get_mut(&id)
         .unwrap_or_else(|| panic!("event for request {id:?} that was never issued"));

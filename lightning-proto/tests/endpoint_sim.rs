@@ -73,7 +73,7 @@ fn request(
     synapse: &str,
     data: DataMap,
     opts: RequestOptions,
-) -> lightning_proto::endpoint::RequestId {
+) -> lightning_proto::endpoint::QueryId {
     let now = w.sim.now();
     let hk = miner_hotkey();
     w.client(c)
@@ -84,7 +84,7 @@ fn request(
 fn wait_outcome(
     w: &mut World,
     c: lightning_proto::sim::NodeId,
-    id: lightning_proto::endpoint::RequestId,
+    id: lightning_proto::endpoint::QueryId,
     limit: Duration,
 ) -> ClientEvent {
     w.run_until(limit, |w| w.outcome(c, id).is_some());
@@ -366,7 +366,7 @@ fn ten_thousand_requests_under_loss_reordering_and_duplication_each_answered_onc
             ..LinkConditions::perfect()
         });
         let mut rng = w.sim.derive_rng();
-        let mut expected: HashMap<lightning_proto::endpoint::RequestId, Vec<u8>> = HashMap::new();
+        let mut expected: HashMap<lightning_proto::endpoint::QueryId, Vec<u8>> = HashMap::new();
         let total = 10_000usize;
         let mut sent = 0usize;
         let mut answered = 0usize;
@@ -1121,9 +1121,9 @@ fn every_request_is_answered_once_whatever_the_drain_order() {
         });
         let mut rng = w.sim.derive_rng();
         // What each request must end with: an echo's body, or a stream's chunk count.
-        let mut expected: HashMap<lightning_proto::endpoint::RequestId, Result<Vec<u8>, u64>> =
+        let mut expected: HashMap<lightning_proto::endpoint::QueryId, Result<Vec<u8>, u64>> =
             HashMap::new();
-        let mut chunks: HashMap<lightning_proto::endpoint::RequestId, u64> = HashMap::new();
+        let mut chunks: HashMap<lightning_proto::endpoint::QueryId, u64> = HashMap::new();
         let total = 300usize;
         let (mut sent, mut ended) = (0usize, 0usize);
         while ended < total {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lightning_proto::endpoint::{
-    AnswerError, CancelReason, ClientConfig, ClientError, ClientEvent, RequestId, RequestOptions,
+    AnswerError, CancelReason, ClientConfig, ClientError, ClientEvent, QueryId, RequestOptions,
     ServerConfig, ServerEvent,
 };
 use lightning_proto::sim::NodeId;
@@ -48,14 +48,14 @@ fn frame(ty: u8, payload: &[u8]) -> Vec<u8> {
 /// PROTOCOL.md §4.5: SynapsePacket "echo" with `{"prompt": "hi"}`.
 const ECHO_PACKET: &str = "93a46563686f81a670726f6d7074a26869ce6553f100";
 
-fn send_raw(w: &mut World, c: NodeId, bytes: Vec<u8>) -> RequestId {
+fn send_raw(w: &mut World, c: NodeId, bytes: Vec<u8>) -> QueryId {
     let now = w.sim.now();
     w.client(c)
         .send_raw_stream_for_testing(now, addr(SERVER), Bytes::from(bytes))
         .unwrap()
 }
 
-fn outcome(w: &mut World, c: NodeId, id: RequestId) -> ClientEvent {
+fn outcome(w: &mut World, c: NodeId, id: QueryId) -> ClientEvent {
     w.run_until(45 * SECOND, |w| w.outcome(c, id).is_some());
     w.outcome(c, id).unwrap()
 }

@@ -41,7 +41,12 @@ pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};
 
 use crate::identity::{ss58, Signer};
 
-/// Identifies a request within one endpoint (client-side and server-side ids are unrelated).
+/// A request this validator sent, as its [`Client`] numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u64);
+
+/// A request this miner received, as its [`Server`] numbers them. Unrelated to the
+/// sender's [`QueryId`]: neither travels on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 

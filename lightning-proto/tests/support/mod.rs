@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lightning_proto::endpoint::{
-    Client, ClientConfig, ClientEvent, Datagram, RequestId, SansIo, Server, ServerConfig,
+    Client, ClientConfig, ClientEvent, Datagram, QueryId, RequestId, SansIo, Server, ServerConfig,
     ServerEvent, SynapseKind, TimeoutReason, Transmit,
 };
 use lightning_proto::identity::{Keypair, KeypairSigner, Signer};
@@ -461,7 +461,7 @@ impl World {
     }
 
     /// The outcome of request `id`, if it has one.
-    pub fn outcome(&mut self, client: NodeId, id: RequestId) -> Option<ClientEvent> {
+    pub fn outcome(&mut self, client: NodeId, id: QueryId) -> Option<ClientEvent> {
         self.events(client)
             .iter()
             .find(|e| match e {

@@ -222,7 +222,7 @@ impl Client {
                     }
                 }
                 // Requests that never reached a stream cannot be sent any more.
-                let waiting: Vec<RequestId> = peer.waiting.drain(..).collect();
+                let waiting: Vec<QueryId> = peer.waiting.drain(..).collect();
                 for id in waiting {
                     if self.requests.remove(&id).is_some() {
                         self.events.push_back(ClientEvent::RequestFailed {
@@ -242,7 +242,7 @@ impl Client {
                 }
             }
         }
-        let lost: Vec<RequestId> = self
+        let lost: Vec<QueryId> = self
             .requests
             .iter()
             .filter(|(_, r)| matches!(r.state, ReqState::Open { ch: c, .. } if c == ch))
@@ -299,7 +299,7 @@ impl Client {
                 });
             }
         }
-        let waiting: Vec<RequestId> = peer.waiting.drain(..).collect();
+        let waiting: Vec<QueryId> = peer.waiting.drain(..).collect();
         for id in waiting {
             if self.requests.remove(&id).is_some() {
                 events.push(ClientEvent::RequestFailed {

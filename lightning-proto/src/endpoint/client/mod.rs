@@ -29,7 +29,7 @@ use super::error::ClientError;
 use super::outq::{Flush, OutQueue};
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
-use super::{RequestId, TimeoutReason};
+use super::{QueryId, TimeoutReason};
 use crate::frame::{FrameDecoder, FrameError, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError};
 use crate::identity::Signer;
@@ -69,7 +69,7 @@ pub enum ClientEvent {
     /// A unary response arrived.
     Response {
         /// The request it answers.
-        id: RequestId,
+        id: QueryId,
         /// The miner's response (`success == false` is an application-level error).
         response: SynapseResponse,
         /// From writing the request to receiving the response frame.
@@ -79,21 +79,21 @@ pub enum ClientEvent {
     /// application has taken it, so that reading continues.
     Chunk {
         /// The streaming request.
-        id: RequestId,
+        id: QueryId,
         /// Chunk bytes.
         data: Bytes,
     },
     /// A streaming response ended successfully.
     StreamEnd {
         /// The streaming request.
-        id: RequestId,
+        id: QueryId,
         /// From writing the request to receiving the end frame.
         latency: Duration,
     },
     /// A request failed; no further events follow for it.
     RequestFailed {
         /// The request.
-        id: RequestId,
+        id: QueryId,
         /// Why.
         error: ClientError,
     },
@@ -130,7 +130,7 @@ struct Peer {
     hotkeys: BTreeMap<String, HotkeyStatus>,
     reconnect: ReconnectState,
     /// Requests waiting for this peer to authenticate their hotkey or for stream credit.
-    waiting: VecDeque<RequestId>,
+    waiting: VecDeque<QueryId>,
     /// Whether the current connection ever authenticated a hotkey (for backoff accounting).
     authenticated_once: bool,
 }
@@ -188,7 +188,7 @@ struct Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamRole {
     Handshake,
-    Request(RequestId),
+    Request(QueryId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -198,7 +198,7 @@ enum StreamRole {
 enum Deadline {
     Dial(ConnectionHandle, u64),
     Handshake(ConnectionHandle, u64, StreamId),
-    Request(RequestId),
+    Request(QueryId),
 }
 
 /// The validator-side endpoint: a sans-IO state machine.
@@ -218,7 +218,7 @@ pub struct Client {
     next_conn_serial: u64,
     streams: HashMap<(ConnectionHandle, StreamId), StreamRole>,
     handshakes: HashMap<(ConnectionHandle, StreamId), HandshakeStream>,
-    requests: IdMap<RequestId, Request>,
+    requests: IdMap<QueryId, Request>,
     deadlines: Timers<Deadline>,
     events: VecDeque<ClientEvent>,
     next_request: u64,

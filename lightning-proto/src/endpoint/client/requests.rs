@@ -17,7 +17,7 @@ impl Client {
         synapse_type: &str,
         data: DataMap,
         opts: RequestOptions,
-    ) -> Result<RequestId, ClientError> {
+    ) -> Result<QueryId, ClientError> {
         let frame = encode_synapse_packet(synapse_type, &data, self.core.clock.unix_secs(now))
             .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?;
 
@@ -62,7 +62,7 @@ impl Client {
         }
 
         self.next_request += 1;
-        let id = RequestId(self.next_request);
+        let id = QueryId(self.next_request);
         self.requests.insert(
             id,
             Request {
@@ -88,7 +88,7 @@ impl Client {
 
     /// Abandons a request: its stream is reset and stopped, so the miner sees the
     /// cancellation and can stop working. No further events are emitted for it.
-    pub fn cancel(&mut self, now: Instant, id: RequestId) {
+    pub fn cancel(&mut self, now: Instant, id: QueryId) {
         if let Some(req) = self.requests.remove(&id) {
             self.abort_stream(now, &req, 0);
         }
@@ -204,7 +204,7 @@ impl Client {
         let addr = req.addr;
         if let Some(peer) = self.peers.get_mut(&addr) {
             // Drop it from the waiting line if it never got a stream.
-            let alive: Vec<RequestId> = peer
+            let alive: Vec<QueryId> = peer
                 .waiting
                 .iter()
                 .copied()

@@ -6,7 +6,7 @@ use super::*;
 impl Client {
     /// The application consumed `n` chunks of streaming request `id`; reading resumes when
     /// fewer than `stream_read_ahead_chunks` are outstanding.
-    pub fn consume_chunks(&mut self, now: Instant, id: RequestId, n: usize) {
+    pub fn consume_chunks(&mut self, now: Instant, id: QueryId, n: usize) {
         let Some(req) = self.requests.get_mut(&id) else {
             return;
         };
@@ -21,7 +21,7 @@ impl Client {
         now: Instant,
         ch: ConnectionHandle,
         stream: StreamId,
-        id: RequestId,
+        id: QueryId,
     ) {
         let read_ahead = self.config.stream_read_ahead_chunks;
         let max_stream = self.config.max_stream_payload_bytes;
@@ -113,7 +113,7 @@ impl Client {
     pub(super) fn complete_request(
         &mut self,
         now: Instant,
-        id: RequestId,
+        id: QueryId,
         result: Result<ClientEvent, ClientError>,
     ) {
         let Some(req) = self.requests.remove(&id) else {
@@ -173,7 +173,7 @@ pub(super) fn pull(
 /// or the final outcome.
 pub(super) fn handle_response_frame(
     now: Instant,
-    id: RequestId,
+    id: QueryId,
     streaming: bool,
     started: Instant,
     stream_bytes: &mut u64,

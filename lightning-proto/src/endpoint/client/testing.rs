@@ -14,7 +14,7 @@ impl Client {
         addr: SocketAddr,
         synapse_type: &str,
         data: DataMap,
-    ) -> Result<RequestId, ClientError> {
+    ) -> Result<QueryId, ClientError> {
         let ch = self
             .peers
             .get(&addr)
@@ -37,7 +37,7 @@ impl Client {
         out.finish_after_drain();
         let _ = out.flush(conn.send_stream(stream));
         self.next_request += 1;
-        let id = RequestId(self.next_request);
+        let id = QueryId(self.next_request);
         self.requests.insert(
             id,
             Request {
@@ -72,7 +72,7 @@ impl Client {
         now: Instant,
         addr: SocketAddr,
         bytes: Bytes,
-    ) -> Result<RequestId, ClientError> {
+    ) -> Result<QueryId, ClientError> {
         let ch = self
             .peers
             .get(&addr)
@@ -107,7 +107,7 @@ impl Client {
         let _ = send.finish();
         let out = OutQueue::default();
         self.next_request += 1;
-        let id = RequestId(self.next_request);
+        let id = QueryId(self.next_request);
         self.requests.insert(
             id,
             Request {

@@ -1,0 +1,376 @@
+//! The endpoint task's side of the client: commands from handles, queries waiting for
+//! their answers, and the events of the sans-IO client turned into replies.
+
+use super::*;
+
+pub(super) struct UnaryOutcome(pub(super) Result<QuicResponse>);
+
+pub(super) enum Reply {
+    Unary(oneshot::Sender<UnaryOutcome>),
+    Stream(async_channel::Sender<StreamMsg>),
+}
+
+pub(super) struct Query {
+    pub(super) ticket: u64,
+    pub(super) addr: SocketAddr,
+    pub(super) hotkey: String,
+    pub(super) request: QuicRequest,
+    pub(super) timeout: Option<Duration>,
+    pub(super) reply: Reply,
+}
+
+pub(super) enum Command {
+    Query(Query),
+    Cancel(u64),
+    Consumed {
+        ticket: u64,
+        n: usize,
+    },
+    Connect {
+        targets: Vec<(SocketAddr, QuicAxonInfo)>,
+        reconcile: bool,
+        reply: async_channel::Sender<ConnectReport>,
+    },
+    Authenticated(async_channel::Sender<HashSet<String>>),
+    Stats(async_channel::Sender<ClientStats>),
+    CloseAll(async_channel::Sender<()>),
+}
+
+pub(super) struct Waiter {
+    pub(super) ticket: u64,
+    pub(super) reply: Reply,
+}
+
+impl Waiter {
+    pub(super) fn fail(self, error: LightningError) {
+        match self.reply {
+            Reply::Unary(tx) => {
+                let _ = tx.send(UnaryOutcome(Err(error)));
+            }
+            Reply::Stream(tx) => {
+                let _ = tx.try_send(StreamMsg::Failed(error));
+            }
+        }
+    }
+}
+
+/// A pending `initialize_connections` / `update_miner_registry` call.
+pub(super) struct ConnectWait {
+    pub(super) remaining: HashMap<(SocketAddr, String), QuicAxonInfo>,
+    pub(super) report: ConnectReport,
+    pub(super) reply: async_channel::Sender<ConnectReport>,
+}
+
+impl ConnectWait {
+    pub(super) fn settle(
+        &mut self,
+        addr: SocketAddr,
+        hotkey: &str,
+        outcome: Option<&LightningError>,
+    ) {
+        if let Some(miner) = self.remaining.remove(&(addr, hotkey.to_string())) {
+            match outcome {
+                None => self.report.authenticated.push(miner),
+                Some(e) => self.report.failed.push((miner, e.clone())),
+            }
+        }
+    }
+
+    pub(super) fn finish_if_done(&mut self) -> bool {
+        if self.remaining.is_empty() {
+            let _ = self.reply.try_send(std::mem::take(&mut self.report));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(super) struct ClientRole {
+    pub(super) ep: Client,
+    pub(super) tickets: IdMap<u64, QueryId>,
+    pub(super) waiters: IdMap<QueryId, Waiter>,
+    pub(super) connects: Vec<ConnectWait>,
+}
+
+impl ClientRole {
+    pub(super) fn on_query(&mut self, now: Instant, query: Query) {
+        let Query {
+            ticket,
+            addr,
+            hotkey,
+            request,
+            timeout,
+            reply,
+        } = query;
+        let streaming = matches!(reply, Reply::Stream(_));
+        let opts = RequestOptions { timeout, streaming };
+        match self.ep.request(
+            now,
+            addr,
+            &hotkey,
+            &request.synapse_type,
+            request.data,
+            opts,
+        ) {
+            Ok(id) => {
+                if let Reply::Stream(tx) = &reply {
+                    let _ = tx.try_send(StreamMsg::Accepted);
+                }
+                self.tickets.insert(ticket, id);
+                self.waiters.insert(id, Waiter { ticket, reply });
+            }
+            Err(e) => Waiter { ticket, reply }.fail(e.into()),
+        }
+    }
+
+    pub(super) fn on_connect(
+        &mut self,
+        now: Instant,
+        targets: Vec<(SocketAddr, QuicAxonInfo)>,
+        reconcile: bool,
+        reply: async_channel::Sender<ConnectReport>,
+    ) {
+        let mut by_addr: HashMap<SocketAddr, BTreeSet<String>> = HashMap::new();
+        for (addr, miner) in &targets {
+            by_addr
+                .entry(*addr)
+                .or_default()
+                .insert(miner.hotkey.clone());
+        }
+        if reconcile {
+            self.reconcile(now, &by_addr);
+        }
+        let mut wait = ConnectWait {
+            remaining: targets
+                .into_iter()
+                .map(|(addr, m)| ((addr, m.hotkey.clone()), m))
+                .collect(),
+            report: ConnectReport::default(),
+            reply,
+        };
+        for (addr, hotkeys) in by_addr {
+            match self.ep.connect(now, addr, hotkeys.iter().cloned()) {
+                Ok(()) => {
+                    for hk in &hotkeys {
+                        if self.ep.hotkey_status(addr, hk) == Some(HotkeyStatus::Authenticated) {
+                            wait.settle(addr, hk, None);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = LightningError::from(e);
+                    for hk in &hotkeys {
+                        wait.settle(addr, hk, Some(&e));
+                    }
+                }
+            }
+        }
+        if !wait.finish_if_done() {
+            self.connects.push(wait);
+        }
+    }
+
+    /// Steps 1–4 of PROTOCOL §8.3; step 5 is the connect that follows.
+    pub(super) fn reconcile(
+        &mut self,
+        now: Instant,
+        wanted: &HashMap<SocketAddr, BTreeSet<String>>,
+    ) {
+        let listed: HashSet<&str> = wanted.values().flatten().map(String::as_str).collect();
+        let known: Vec<SocketAddr> = self.ep.peers().map(|(addr, _)| addr).collect();
+        for addr in known {
+            for hk in self.ep.peer_hotkeys(addr) {
+                let keep = wanted.get(&addr).is_some_and(|set| set.contains(&hk));
+                if !keep {
+                    let reason = if listed.contains(hk.as_str()) {
+                        "miner_addr_changed"
+                    } else {
+                        "miner_deregistered"
+                    };
+                    self.ep.forget_hotkey(now, addr, &hk, reason);
+                }
+            }
+        }
+        for addr in wanted.keys() {
+            self.ep.reset_backoff(*addr);
+        }
+    }
+
+    pub(super) fn settle_connects(
+        &mut self,
+        addr: SocketAddr,
+        hotkey: &str,
+        error: Option<&LightningError>,
+    ) {
+        self.connects.retain_mut(|wait| {
+            wait.settle(addr, hotkey, error);
+            !wait.finish_if_done()
+        });
+    }
+
+    pub(super) fn stats(&self) -> ClientStats {
+        let peers: Vec<PeerStats> = self
+            .ep
+            .peers()
+            .map(|(addr, connected)| PeerStats {
+                addr,
+                connected,
+                hotkeys: self
+                    .ep
+                    .peer_hotkeys(addr)
+                    .into_iter()
+                    .map(|hk| {
+                        let status = self
+                            .ep
+                            .hotkey_status(addr, &hk)
+                            .unwrap_or(HotkeyStatus::Idle);
+                        (hk, status)
+                    })
+                    .collect(),
+                quic: self.ep.connection_stats(addr),
+            })
+            .collect();
+        ClientStats {
+            connections: peers.iter().filter(|p| p.connected).count(),
+            requests_in_flight: self.ep.requests_in_flight(),
+            peers,
+        }
+    }
+
+    pub(super) fn finish(&mut self, id: QueryId) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
+        self.tickets.remove(&waiter.ticket);
+        Some(waiter)
+    }
+}
+
+impl Role for ClientRole {
+    type Command = Command;
+
+    type Endpoint = Client;
+
+    fn endpoint(&mut self) -> &mut Client {
+        &mut self.ep
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Query(query) => self.on_query(now, query),
+            Command::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    self.waiters.remove(&id);
+                    self.ep.cancel(now, id);
+                }
+            }
+            Command::Consumed { ticket, n } => {
+                if let Some(id) = self.tickets.get(&ticket) {
+                    self.ep.consume_chunks(now, *id, n);
+                }
+            }
+            Command::Connect {
+                targets,
+                reconcile,
+                reply,
+            } => self.on_connect(now, targets, reconcile, reply),
+            Command::Authenticated(reply) => {
+                let set = self.ep.authenticated().map(|(_, hk)| hk.to_string());
+                let _ = reply.try_send(set.collect());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.try_send(self.stats());
+            }
+            Command::CloseAll(reply) => {
+                self.ep.close_all(now);
+                let _ = reply.try_send(());
+            }
+        }
+    }
+
+    fn dispatch_events(&mut self, _now: Instant) -> usize {
+        let mut events = 0;
+        while let Some(event) = self.ep.poll_event() {
+            events += 1;
+            match event {
+                ClientEvent::Response {
+                    id,
+                    response,
+                    latency,
+                } => {
+                    if let Some(Waiter {
+                        reply: Reply::Unary(tx),
+                        ..
+                    }) = self.finish(id)
+                    {
+                        let _ = tx.send(UnaryOutcome(Ok(QuicResponse {
+                            success: response.success,
+                            data: response.data,
+                            latency,
+                            error: response.error,
+                        })));
+                    }
+                }
+                ClientEvent::Chunk { id, data } => {
+                    if let Some(Waiter {
+                        reply: Reply::Stream(tx),
+                        ..
+                    }) = self.waiters.get(&id)
+                    {
+                        let _ = tx.try_send(StreamMsg::Chunk(data));
+                    }
+                }
+                ClientEvent::StreamEnd { id, .. } => {
+                    if let Some(Waiter {
+                        reply: Reply::Stream(tx),
+                        ..
+                    }) = self.finish(id)
+                    {
+                        let _ = tx.try_send(StreamMsg::End);
+                    }
+                }
+                ClientEvent::RequestFailed { id, error } => {
+                    if let Some(waiter) = self.finish(id) {
+                        waiter.fail(error.into());
+                    }
+                }
+                ClientEvent::Authenticated { addr, hotkey } => {
+                    self.settle_connects(addr, &hotkey, None);
+                }
+                ClientEvent::HandshakeFailed {
+                    addr,
+                    hotkey,
+                    error,
+                } => {
+                    tracing::debug!(%addr, %hotkey, "handshake failed: {error}");
+                    self.settle_connects(addr, &hotkey, Some(&error.into()));
+                }
+                ClientEvent::ConnectionLost { addr, reason } => {
+                    tracing::debug!(%addr, "connection lost: {reason}");
+                }
+            }
+        }
+        events
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.ep.close_all(now);
+        for (_, waiter) in self.waiters.drain() {
+            waiter.fail(LightningError::Closed);
+        }
+        self.tickets.clear();
+        self.connects.clear();
+    }
+
+    fn shutdown_complete(&mut self, _now: Instant) -> bool {
+        // The close frames have been flushed; peers that miss them time out idle.
+        true
+    }
+
+    fn stop_requested(&self) -> bool {
+        false
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiters.len()
+    }
+}

@@ -1,0 +1,392 @@
+//! `ServerBuilder`: configures and starts a `LightningServer`.
+
+use super::*;
+
+/// Configures and starts a [`LightningServer`].
+pub struct ServerBuilder<R: Runtime> {
+    pub(super) runtime: R,
+    pub(super) config: ServerConfig,
+    pub(super) identity: Option<Result<Identity>>,
+    pub(super) tls: Option<TlsIdentity>,
+    pub(super) bind: SocketAddr,
+    pub(super) socket_buffer: usize,
+    pub(super) rng_seed: Option<[u8; 32]>,
+    pub(super) handlers: HashMap<String, Handler>,
+    pub(super) permitted: Option<HashSet<String>>,
+    pub(super) permit_resolver: Option<(PermitResolver, Duration)>,
+    pub(super) allowlist: Option<HashSet<IpAddr>>,
+    pub(super) source_resolver: Option<(SourceResolver, Duration)>,
+    pub(super) observer: Option<HandshakeObserver>,
+}
+
+impl<R: Runtime> std::fmt::Debug for ServerBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("bind", &self.bind)
+            .field("config", &self.config)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Default for ServerBuilder<R> {
+    fn default() -> Self {
+        Self::with_runtime(R::default())
+    }
+}
+
+impl<R: Runtime + Default> ServerBuilder<R> {
+    /// A builder on the adapter's default runtime handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<R: Runtime> ServerBuilder<R> {
+    /// A builder on an explicit runtime handle.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self {
+            runtime,
+            config: ServerConfig::default(),
+            identity: None,
+            tls: None,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
+            rng_seed: None,
+            handlers: HashMap::new(),
+            permitted: None,
+            permit_resolver: None,
+            allowlist: None,
+            source_resolver: None,
+            observer: None,
+        }
+    }
+
+    /// Signs as the miner whose key derives from `seed`.
+    pub fn seed(self, seed: [u8; 32]) -> Self {
+        self.identity(Identity::from_seed(&seed))
+    }
+
+    /// Signs as a hotkey from a bittensor wallet directory.
+    pub fn wallet(mut self, wallets_dir: impl AsRef<Path>, wallet: &str, hotkey: &str) -> Self {
+        self.identity = Some(Identity::from_wallet(wallets_dir.as_ref(), wallet, hotkey));
+        self
+    }
+
+    /// Signs with any [`Signer`] for `hotkey`.
+    pub fn signer(self, hotkey: impl Into<String>, signer: Arc<dyn Signer>) -> Self {
+        self.identity(Identity::from_signer(hotkey, signer))
+    }
+
+    /// Signs as `identity`.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(Ok(identity));
+        self
+    }
+
+    /// The TLS certificate to present (a fresh self-signed one by default).
+    pub fn tls_identity(mut self, tls: TlsIdentity) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Replaces the whole endpoint configuration (PROTOCOL §9.2 plus our limits).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Edits the configuration in place.
+    pub fn configure(mut self, edit: impl FnOnce(&mut ServerConfig)) -> Self {
+        edit(&mut self.config);
+        self
+    }
+
+    /// Address to listen on (`0.0.0.0:8091` by default; port 0 picks a free one).
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// UDP socket buffers asked from the kernel (4 MiB).
+    pub fn socket_buffer_bytes(mut self, n: usize) -> Self {
+        self.socket_buffer = n;
+        self
+    }
+
+    /// Seeds the core's random choices (certificate key, nonces, connection IDs).
+    pub fn rng_seed(mut self, seed: [u8; 32]) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    /// A synchronous handler. It runs inline on the endpoint task, which makes it the
+    /// fastest kind for quick work (echo, lookups); anything slow belongs in
+    /// [`async_handler`](Self::async_handler). A panic answers `request processing failed`.
+    pub fn handler<F, E>(mut self, synapse: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(DataMap, RequestContext) -> std::result::Result<DataMap, E> + Send + Sync + 'static,
+        E: Display,
+    {
+        self.handlers.insert(synapse.into(), handler::sync(f));
+        self
+    }
+
+    /// An async handler. Its future is polled once on the endpoint task: if it finishes
+    /// without waiting, it is answered there at once; otherwise it continues as its own task,
+    /// dropped if the request is cancelled. As with any async code, long computation before
+    /// the first `.await` blocks the thread it runs on (here, the endpoint): move it to a
+    /// blocking pool.
+    pub fn async_handler<F, Fut, E>(mut self, synapse: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(DataMap, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<DataMap, E>> + Send + 'static,
+        E: Display,
+    {
+        self.handlers
+            .insert(synapse.into(), handler::asynchronous(f));
+        self
+    }
+
+    /// A streaming handler: writes chunks to the [`ChunkSink`]; `Ok` ends the stream with
+    /// success, `Err` with `stream processing failed`.
+    pub fn streaming_handler<F, Fut, E>(mut self, synapse: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(DataMap, RequestContext, ChunkSink) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        self.handlers.insert(synapse.into(), handler::streaming(f));
+        self
+    }
+
+    /// A synchronous handler on typed values: the data map is decoded into `Req` by field
+    /// names and `Resp` encoded back the same way.
+    pub fn typed_handler<Req, Resp, F, E>(mut self, synapse: impl Into<String>, f: F) -> Self
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        F: Fn(Req, RequestContext) -> std::result::Result<Resp, E> + Send + Sync + 'static,
+        E: Display,
+    {
+        self.handlers.insert(synapse.into(), handler::typed(f));
+        self
+    }
+
+    /// An async handler on typed values.
+    pub fn typed_async_handler<Req, Resp, F, Fut, E>(
+        mut self,
+        synapse: impl Into<String>,
+        f: F,
+    ) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + 'static,
+        F: Fn(Req, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Resp, E>> + Send + 'static,
+        E: Display,
+    {
+        self.handlers
+            .insert(synapse.into(), handler::typed_async(f));
+        self
+    }
+
+    /// Only these validator hotkeys may authenticate (turns on `require_validator_permit`).
+    pub fn permitted_validators(mut self, hotkeys: impl IntoIterator<Item = String>) -> Self {
+        self.config.require_validator_permit = true;
+        self.permitted = Some(hotkeys.into_iter().collect());
+        self
+    }
+
+    /// Resolves the permitted validator set before serving and then every `refresh`
+    /// (turns on `require_validator_permit`). A failed resolution keeps the previous set.
+    pub fn permit_resolver<F, Fut, E>(mut self, refresh: Duration, resolve: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<HashSet<String>, E>> + Send + 'static,
+        E: Display,
+    {
+        self.config.require_validator_permit = true;
+        let resolve = Arc::new(resolve);
+        self.permit_resolver = Some((
+            Arc::new(move || {
+                let fut = resolve();
+                Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            }),
+            refresh,
+        ));
+        self
+    }
+
+    /// Only these source IPs may open connections (others are dropped silently).
+    pub fn source_allowlist(mut self, ips: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.allowlist = Some(ips.into_iter().collect());
+        self
+    }
+
+    /// Resolves the source allow-list before serving and then every `refresh`. `Ok(None)`
+    /// means "no enforcement" (btlightning's `Bypass`); a failure keeps the previous policy.
+    pub fn source_resolver<F, Fut, E>(mut self, refresh: Duration, resolve: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Option<HashSet<IpAddr>>, E>> + Send + 'static,
+        E: Display,
+    {
+        let resolve = Arc::new(resolve);
+        self.source_resolver = Some((
+            Arc::new(move || {
+                let fut = resolve();
+                Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            }),
+            refresh,
+        ));
+        self
+    }
+
+    /// Called on the endpoint task after each successful validator handshake.
+    pub fn on_handshake(
+        mut self,
+        observe: impl Fn(&str, SocketAddr) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observe));
+        self
+    }
+
+    /// Resolves permits and the allow-list once, binds, and starts serving.
+    pub async fn start(self) -> Result<LightningServer> {
+        let identity = self
+            .identity
+            .ok_or_else(|| LightningError::Config("No signer configured".into()))??;
+        if self.config.require_validator_permit
+            && self.permitted.is_none()
+            && self.permit_resolver.is_none()
+        {
+            return Err(LightningError::Config(
+                "require_validator_permit needs a permitted set or a permit resolver".into(),
+            ));
+        }
+        let mut permitted = self.permitted.clone().unwrap_or_default();
+        if let Some((resolve, _)) = &self.permit_resolver {
+            match resolve().await {
+                Ok(set) => permitted.extend(set),
+                Err(e) => tracing::warn!("validator permit resolution failed: {e}"),
+            }
+        }
+        let mut allowlist = self.allowlist.clone();
+        if let Some((resolve, _)) = &self.source_resolver {
+            match resolve().await {
+                Ok(policy) => allowlist = policy,
+                // Fail closed, as the reference does, until a resolution succeeds.
+                Err(e) => {
+                    tracing::warn!("source allow-list resolution failed: {e}");
+                    allowlist = Some(allowlist.unwrap_or_default());
+                }
+            }
+        }
+
+        let now = Instant::now();
+        let mut endpoint = Server::new(
+            self.config.clone(),
+            identity.hotkey.clone(),
+            identity.signer.clone(),
+            self.tls,
+            self.rng_seed.unwrap_or_else(os_seed),
+            now,
+            unix_ms(),
+        )?;
+        for (name, h) in &self.handlers {
+            endpoint.register_synapse(name.clone(), synapse_kind(h));
+        }
+        if self.config.require_validator_permit {
+            endpoint.set_permitted_validators(permitted);
+        }
+        endpoint.set_source_allowlist(allowlist);
+        let fingerprint = endpoint.fingerprint().to_string();
+
+        let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
+            .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| LightningError::Local(e.to_string()))?;
+        let (tx, rx) = async_channel::unbounded();
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let role = ServerRole {
+            ep: endpoint,
+            runtime: self.runtime.clone(),
+            handlers: self.handlers,
+            commands: tx.downgrade(),
+            inflight: IdMap::default(),
+            observer: self.observer,
+            stop: false,
+            stop_deadline: None,
+            stop_replies: Vec::new(),
+            _done: done_tx,
+        };
+        let driver = Driver::new(&self.runtime, role, socket, rx);
+        self.runtime.spawn(driver);
+
+        if let Some((resolve, every)) = self.permit_resolver {
+            let commands = tx.downgrade();
+            spawn_refresh(&self.runtime, every, commands, move || {
+                let resolve = resolve.clone();
+                async move { resolve().await.map(Command::SetPermitted) }
+            });
+        }
+        if let Some((resolve, every)) = self.source_resolver {
+            let commands = tx.downgrade();
+            spawn_refresh(&self.runtime, every, commands, move || {
+                let resolve = resolve.clone();
+                async move { resolve().await.map(Command::SetAllowlist) }
+            });
+        }
+
+        Ok(LightningServer {
+            commands: tx,
+            done: done_rx,
+            local_addr,
+            hotkey: identity.hotkey,
+            fingerprint,
+            buffers,
+        })
+    }
+}
+
+/// How the core frames a handler's answers.
+pub(super) fn synapse_kind(handler: &Handler) -> SynapseKind {
+    match handler {
+        Handler::Streaming(_) => SynapseKind::Streaming,
+        _ => SynapseKind::Unary,
+    }
+}
+
+/// Runs `resolve` every `every` and forwards the result, until the server is gone.
+pub(super) fn spawn_refresh<R, F, Fut>(
+    runtime: &R,
+    every: Duration,
+    commands: async_channel::WeakSender<Command>,
+    resolve: F,
+) where
+    R: Runtime,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<Command, String>> + Send + 'static,
+{
+    let mut timer = runtime.timer(Instant::now() + every);
+    runtime.spawn(async move {
+        loop {
+            futures_lite::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
+            if commands.upgrade().is_none() {
+                return;
+            }
+            match resolve().await {
+                Ok(command) => match commands.upgrade() {
+                    Some(tx) => {
+                        let _ = tx.try_send(command);
+                    }
+                    None => return,
+                },
+                Err(e) => tracing::warn!("policy refresh failed, keeping the previous one: {e}"),
+            }
+            timer.reset(Instant::now() + every);
+        }
+    });
+}

@@ -1,0 +1,455 @@
+//! The endpoint task's side of the server: requests from the sans-IO server handed to
+//! handler tasks, their answers and chunks fed back, commands from handles.
+
+use super::*;
+
+pub(crate) enum Command {
+    Respond {
+        id: RequestId,
+        result: std::result::Result<DataMap, String>,
+    },
+    Chunk {
+        id: RequestId,
+        data: Bytes,
+    },
+    EndStream {
+        id: RequestId,
+        result: std::result::Result<(), String>,
+    },
+    SetPermitted(HashSet<String>),
+    SetAllowlist(Option<HashSet<IpAddr>>),
+    /// Adds, replaces (`Some`) or removes (`None`) a handler on the running server; the
+    /// reply says whether the name was registered before.
+    SetHandler {
+        synapse: String,
+        handler: Option<Handler>,
+        reply: async_channel::Sender<bool>,
+    },
+    Stats(async_channel::Sender<ServerSnapshot>),
+    Stop(async_channel::Sender<()>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Respond { .. } => "Respond",
+            Self::Chunk { .. } => "Chunk",
+            Self::EndStream { .. } => "EndStream",
+            Self::SetPermitted(_) => "SetPermitted",
+            Self::SetAllowlist(_) => "SetAllowlist",
+            Self::SetHandler { .. } => "SetHandler",
+            Self::Stats(_) => "Stats",
+            Self::Stop(_) => "Stop",
+        })
+    }
+}
+
+/// Chunks a streaming handler sent that the core's queue could not take yet.
+pub(super) struct StreamOut {
+    pub(super) credits: Option<async_channel::Sender<()>>,
+    /// Shared with the handler's sink: bytes sent and not yet in the core's queue.
+    pub(super) ahead: Arc<BytesAhead>,
+    pub(super) overflow: VecDeque<Bytes>,
+    pub(super) end: Option<std::result::Result<(), String>>,
+}
+
+impl Drop for StreamOut {
+    fn drop(&mut self) {
+        // The stream is gone: a handler waiting for room must see its sink closed.
+        self.credits = None;
+        self.ahead.wake();
+    }
+}
+
+/// A request handed to an async or streaming handler.
+pub(super) struct Inflight {
+    /// Dropping it tells the handler task to stop.
+    pub(super) _cancel: CancelGuard,
+    pub(super) stream: Option<StreamOut>,
+}
+
+pub(super) struct ServerRole<R: Runtime> {
+    pub(super) ep: Server,
+    pub(super) runtime: R,
+    pub(super) handlers: HashMap<String, Handler>,
+    /// Weak, so that handler tasks do not keep a dropped server alive.
+    pub(super) commands: async_channel::WeakSender<Command>,
+    pub(super) inflight: IdMap<RequestId, Inflight>,
+    pub(super) observer: Option<HandshakeObserver>,
+    pub(super) stop: bool,
+    pub(super) stop_deadline: Option<Instant>,
+    pub(super) stop_replies: Vec<async_channel::Sender<()>>,
+    /// Dropped when the task ends, which is what `stop` and `serve_forever` wait for.
+    pub(super) _done: async_channel::Sender<()>,
+}
+
+impl<R: Runtime> ServerRole<R> {
+    /// Installs or removes one handler, keeping the core's synapse table (which answers
+    /// `unrecognized synapse type` on its own) in step with ours. Requests already running
+    /// keep the handler they started with.
+    pub(super) fn set_handler(&mut self, synapse: String, handler: Option<Handler>) -> bool {
+        match handler {
+            Some(h) => {
+                self.ep.register_synapse(synapse.clone(), synapse_kind(&h));
+                self.handlers.insert(synapse, h).is_some()
+            }
+            None => {
+                self.ep.unregister_synapse(&synapse);
+                self.handlers.remove(&synapse).is_some()
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, now: Instant, req: IncomingRequest) {
+        let Some(handler) = self.handlers.get(&req.synapse_type).cloned() else {
+            // Unregistered names are answered by the core; this is a race with nothing.
+            return;
+        };
+        let id = req.id;
+        let mut ctx = RequestContext {
+            id,
+            conn: req.conn,
+            validator_hotkey: req.validator_hotkey,
+            remote: req.remote,
+            synapse_type: req.synapse_type,
+            deadline: req.deadline,
+            cancel: None,
+        };
+        match handler {
+            Handler::Sync(f) => {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(req.data, ctx)))
+                    .unwrap_or_else(|_| Err("handler panicked".into()));
+                self.answer(now, id, result);
+            }
+            Handler::Async(f) => {
+                let Some(commands) = self.commands.upgrade() else {
+                    return;
+                };
+                let (cancel_tx, cancel_rx) = cancel_pair();
+                ctx.cancel = Some(cancel_rx.clone());
+                let mut fut = f(req.data, ctx);
+                // One inline poll first: a handler that finishes without waiting (an echo, a
+                // lookup) is answered here, with no task spawned and no hop between threads.
+                // One that waits moves to its own task, which polls it again at once, so the
+                // no-op waker used here can lose no wake-up.
+                let mut cx = Context::from_waker(Waker::noop());
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+                        .unwrap_or_else(|_| Poll::Ready(Err("handler panicked".into())));
+                if let Poll::Ready(result) = polled {
+                    self.answer(now, id, result);
+                    return;
+                }
+                self.inflight.insert(
+                    id,
+                    Inflight {
+                        _cancel: cancel_tx,
+                        stream: None,
+                    },
+                );
+                self.runtime.spawn(async move {
+                    let guard = AnswerGuard {
+                        id,
+                        commands,
+                        streaming: false,
+                        armed: true,
+                    };
+                    run_until_cancelled(fut, cancel_rx, guard, |id, result| Command::Respond {
+                        id,
+                        result,
+                    })
+                    .await;
+                });
+            }
+            Handler::Streaming(f) => {
+                let Some(commands) = self.commands.upgrade() else {
+                    return;
+                };
+                let (cancel_tx, cancel_rx) = cancel_pair();
+                // The core queues the chunks (bounded in count and bytes); here a handler
+                // may be `streaming_channel_buffer` chunks and `BytesAhead::LIMIT` bytes
+                // ahead of what the core has taken, so a validator that does not read
+                // holds the handler, not our memory.
+                let capacity = self.ep.config().streaming_channel_buffer;
+                let ahead = Arc::new(BytesAhead::default());
+                let (credit_tx, credit_rx) = async_channel::bounded::<()>(capacity);
+                for _ in 0..capacity {
+                    let _ = credit_tx.try_send(());
+                }
+                ctx.cancel = Some(cancel_rx.clone());
+                self.inflight.insert(
+                    id,
+                    Inflight {
+                        _cancel: cancel_tx,
+                        stream: Some(StreamOut {
+                            credits: Some(credit_tx),
+                            ahead: ahead.clone(),
+                            overflow: VecDeque::new(),
+                            end: None,
+                        }),
+                    },
+                );
+                let sink = ChunkSink {
+                    id,
+                    credits: credit_rx,
+                    ahead,
+                    commands: commands.clone(),
+                };
+                let fut = f(req.data, ctx, sink);
+                self.runtime.spawn(async move {
+                    let guard = AnswerGuard {
+                        id,
+                        commands,
+                        streaming: true,
+                        armed: true,
+                    };
+                    run_until_cancelled(fut, cancel_rx, guard, |id, result| Command::EndStream {
+                        id,
+                        result,
+                    })
+                    .await;
+                });
+            }
+        }
+    }
+
+    /// Answers a unary request whose handler has finished, on the endpoint task or in its
+    /// own (the handler's own error text stays local; the peer gets the reference's
+    /// generic string).
+    pub(super) fn answer(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: std::result::Result<DataMap, String>,
+    ) {
+        if let Err(e) = &result {
+            tracing::debug!(?id, "handler failed: {e}");
+            if let Some(message) = crate::handler::peer_message(e) {
+                let _ = self.ep.refuse(now, id, message);
+                return;
+            }
+        }
+        let _ = self.ep.respond(now, id, result);
+    }
+
+    /// Moves queued chunks into the core while it has room; returns credit to the handler
+    /// for each one taken; sends the end once every chunk is in.
+    pub(super) fn pump_stream(&mut self, now: Instant, id: RequestId) {
+        let Some(inflight) = self.inflight.get_mut(&id) else {
+            return;
+        };
+        let Some(out) = inflight.stream.as_mut() else {
+            return;
+        };
+        while let Some(chunk) = out.overflow.front() {
+            // A clone of `Bytes` is a reference count, so a refused chunk stays queued.
+            match self.ep.send_chunk(now, id, chunk.clone()) {
+                Ok(()) => {
+                    let len = chunk.len() as u64;
+                    out.overflow.pop_front();
+                    out.ahead.taken(len);
+                    if let Some(credits) = &out.credits {
+                        let _ = credits.try_send(());
+                    }
+                }
+                // StreamWritable resumes us.
+                Err(AnswerError::Full) => return,
+                Err(e) => {
+                    tracing::debug!(?id, "chunk dropped: {e}");
+                    self.inflight.remove(&id);
+                    return;
+                }
+            }
+        }
+        if let Some(result) = out.end.take() {
+            self.inflight.remove(&id);
+            if let Err(e) = &result {
+                tracing::debug!(?id, "streaming handler failed: {e}");
+                if let Some(message) = crate::handler::peer_message(e) {
+                    let _ = self.ep.refuse(now, id, message);
+                    return;
+                }
+            }
+            let _ = self.ep.end_stream(now, id, result);
+        }
+    }
+
+    pub(super) fn on_chunk(&mut self, now: Instant, id: RequestId, data: Bytes) {
+        if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
+            out.overflow.push_back(data);
+            self.pump_stream(now, id);
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> ServerSnapshot {
+        ServerSnapshot {
+            stats: self.ep.stats(),
+            connections: self.ep.connection_count(),
+            unauthenticated: self.ep.unauthenticated_count(),
+            validators: self
+                .ep
+                .validators()
+                .map(|(hk, conn)| (hk.to_string(), conn))
+                .collect(),
+            active_nonces: self.ep.active_nonce_count(),
+            requests_in_flight: self.ep.requests_in_flight(),
+            queued_bytes: self.ep.queued_bytes(),
+            reserved_request_bytes: self.ep.reserved_request_bytes(),
+            parked_streams: self.ep.parked_streams(),
+        }
+    }
+}
+
+/// Answers for a handler task that panicked (the task is dropped without finishing).
+pub(super) struct AnswerGuard {
+    pub(super) id: RequestId,
+    pub(super) commands: async_channel::Sender<Command>,
+    pub(super) streaming: bool,
+    pub(super) armed: bool,
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let id = self.id;
+            let error = "handler panicked".to_string();
+            let _ = self.commands.try_send(if self.streaming {
+                Command::EndStream {
+                    id,
+                    result: Err(error),
+                }
+            } else {
+                Command::Respond {
+                    id,
+                    result: Err(error),
+                }
+            });
+        }
+    }
+}
+
+/// Runs a handler future until it finishes or its request is cancelled, then reports.
+async fn run_until_cancelled<T>(
+    fut: handler::BoxFuture<std::result::Result<T, String>>,
+    cancel: CancelSignal,
+    mut guard: AnswerGuard,
+    answer: impl FnOnce(RequestId, std::result::Result<T, String>) -> Command,
+) {
+    let outcome = futures_lite::future::or(async { Some(fut.await) }, async {
+        cancel.cancelled().await;
+        None
+    })
+    .await;
+    guard.armed = false;
+    if let Some(result) = outcome {
+        let _ = guard.commands.try_send(answer(guard.id, result));
+    }
+}
+
+impl<R: Runtime> Role for ServerRole<R> {
+    type Command = Command;
+
+    type Endpoint = Server;
+
+    fn endpoint(&mut self) -> &mut Server {
+        &mut self.ep
+    }
+
+    fn own_deadline(&self) -> Option<Instant> {
+        self.stop_deadline
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Respond { id, result } => {
+                self.inflight.remove(&id);
+                self.answer(now, id, result);
+            }
+            Command::Chunk { id, data } => self.on_chunk(now, id, data),
+            Command::EndStream { id, result } => {
+                if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
+                    out.end = Some(result);
+                    out.credits = None;
+                    self.pump_stream(now, id);
+                }
+            }
+            Command::SetPermitted(set) => self.ep.set_permitted_validators(set),
+            Command::SetAllowlist(list) => self.ep.set_source_allowlist(list),
+            Command::SetHandler {
+                synapse,
+                handler,
+                reply,
+            } => {
+                let existed = self.set_handler(synapse, handler);
+                let _ = reply.try_send(existed);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.try_send(self.snapshot());
+            }
+            Command::Stop(reply) => {
+                self.stop = true;
+                self.stop_replies.push(reply);
+            }
+        }
+    }
+
+    fn dispatch_events(&mut self, now: Instant) -> usize {
+        let mut events = 0;
+        while let Some(event) = self.ep.poll_event() {
+            events += 1;
+            match event {
+                ServerEvent::Request(req) => self.on_request(now, req),
+                ServerEvent::RequestCancelled { id, reason } => {
+                    if reason != CancelReason::ConnectionLost {
+                        tracing::debug!(?id, ?reason, "request cancelled");
+                    }
+                    self.inflight.remove(&id);
+                }
+                ServerEvent::StreamWritable { id } => self.pump_stream(now, id),
+                ServerEvent::Authenticated {
+                    validator_hotkey,
+                    remote,
+                    ..
+                } => {
+                    if let Some(observe) = &self.observer {
+                        observe(&validator_hotkey, remote);
+                    }
+                }
+                ServerEvent::HandshakeRejected {
+                    remote,
+                    validator_hotkey,
+                    error,
+                } => {
+                    tracing::debug!(%remote, ?validator_hotkey, "handshake rejected: {error}");
+                }
+                ServerEvent::ConnectionClosed { .. } => {}
+            }
+        }
+        events
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.ep.close(now);
+        // Dropping the cancel senders stops every handler task.
+        self.inflight.clear();
+        self.stop_deadline = Some(now + STOP_GRACE);
+    }
+
+    fn shutdown_complete(&mut self, now: Instant) -> bool {
+        let done = self.ep.connection_count() == 0 || self.stop_deadline.is_some_and(|d| now >= d);
+        if done {
+            for reply in self.stop_replies.drain(..) {
+                let _ = reply.try_send(());
+            }
+        }
+        done
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+}
