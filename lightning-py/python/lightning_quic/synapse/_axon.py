@@ -34,7 +34,7 @@ from ._errors import (
 )
 from ._keys import identity
 from .._metagraph import permitted_validators
-from ._model import from_wire, terminal, to_wire
+from ._model import from_wire, set_fields, terminal, to_wire
 from ._priority import PriorityGate
 from ._status import encode_refusal
 
@@ -290,11 +290,14 @@ class Axon:
         except Exception as e:  # noqa: BLE001 - pydantic's ValidationError and friends
             raise self._refusal(SynapseParsingError(_parse_summary(e)), None) from None
         remote_ip, remote_port = ctx.remote
-        synapse.dendrite = terminal(synapse, "dendrite", hotkey=ctx.validator_hotkey, ip=remote_ip, port=remote_port)
         info = self.info()
-        synapse.axon = terminal(synapse, "axon", hotkey=self.hotkey, ip=info.ip, port=info.port, status_code=100)
-        # The caller's timeout does not travel; what is left is the server's handler deadline.
-        synapse.timeout = max(0.0, ctx.remaining())
+        # Built (and validated) here, so set without validating the synapse again for each.
+        set_fields(synapse, {
+            "dendrite": terminal(synapse, "dendrite", hotkey=ctx.validator_hotkey, ip=remote_ip, port=remote_port),
+            "axon": terminal(synapse, "axon", hotkey=self.hotkey, ip=info.ip, port=info.port, status_code=100),
+            # The caller's timeout does not travel; what is left is the server's handler deadline.
+            "timeout": max(0.0, float(ctx.remaining())),
+        })
         return synapse
 
     async def _admit(self, entry: _Attached, synapse: Any) -> float:
@@ -354,9 +357,9 @@ class Axon:
         finally:
             if acquired:
                 gate.release()
-        synapse.axon.status_code = 200
-        synapse.axon.status_message = "Success"
-        synapse.axon.process_time = time.perf_counter() - started
+        set_fields(synapse.axon, {
+            "status_code": 200, "status_message": "Success", "process_time": time.perf_counter() - started,
+        })
         return wire
 
     async def _stream(self, entry: _Attached, data: Dict[str, Any], ctx: RequestContext) -> AsyncIterator[bytes]:

@@ -23,6 +23,7 @@ __all__ = [
     "apply_wire",
     "from_wire",
     "own_fields",
+    "set_fields",
     "terminal",
     "to_wire",
 ]
@@ -141,6 +142,14 @@ def terminal(synapse: Any, which: str, **values: Any) -> Any:
     current = getattr(synapse, which, None)
     cls = type(current) if isinstance(current, BaseModel) else TerminalInfo
     return cls(**values)
+
+
+def set_fields(model: Any, values: Dict[str, Any]) -> None:
+    """Sets fields of a pydantic model without validating them again: only for values the
+    caller built of the field's type (a terminal info made by :func:`terminal`, an int
+    status code...). Marks them set, as an assignment does."""
+    model.__dict__.update(values)
+    model.__pydantic_fields_set__.update(values)
 
 
 _own_cache: Dict[type, tuple[str, ...]] = {}
