@@ -628,9 +628,11 @@ def rust_query(env: Env, port: int, size: int, n: int, concurrency: int) -> Dict
         [env.lightning, "query", "--ip", "127.0.0.1", "--port", str(port), "--hotkey", env.miner_hotkey,
          "--seed", VALIDATOR_SEED.hex(), "--size", str(size), "-n", str(n),
          "--concurrency", str(concurrency), "--json"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"lightning query failed: {out.stdout[-1000:]} {out.stderr[-1000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 class RustPlan:
@@ -653,9 +655,15 @@ class RustPlan:
 def run_rust_round(env: Env, miner: Miner, cfg: Dict[str, Any], plan: RustPlan) -> List[Dict[str, Any]]:
     results = []
     setup = []
-    for _ in range(cfg["setup_samples"]):
-        q = rust_query(env, miner.port, SETUP_SIZE, 1, 1)
-        setup.append(q["connect_ms"] + q["p50_us"] / 1e3)
+    # Every `lightning query` is a new connection, and a miner admits 30 handshakes per
+    # validator in a short window: the setup samples get a miner of their own.
+    setup_miner = Miner(env, "rust")
+    try:
+        for _ in range(cfg["setup_samples"]):
+            q = rust_query(env, setup_miner.port, SETUP_SIZE, 1, 1)
+            setup.append(q["connect_ms"] + q["p50_us"] / 1e3)
+    finally:
+        setup_miner.stop()
     results.append({"kind": "setup", "p50_ms": percentile(setup, 50), "n": len(setup)})
     for size in cfg["sizes"]:
         plan.probe(env, miner.port, size, 1)
