@@ -162,7 +162,7 @@ def svg_line_chart(
     names: Dict[str, str],
 ) -> str:
     """A log-scale line chart, one line per series over categorical x positions."""
-    w, h, left, right, top, bottom = 760, 420, 70, 230, 40, 50
+    w, h, left, right, top, bottom = 860, 420, 70, 300, 40, 50
     pw, ph = w - left - right, h - top - bottom
     vals = [v for s in series.values() for v in s if v and v > 0 and not math.isnan(v)]
     if not vals:
@@ -648,7 +648,7 @@ class RustPlan:
     def probe(self, env: "Env", port: int, size: int, concurrency: int) -> None:
         """A first, unrecorded run that sets the rate (once per cell)."""
         if (size, concurrency) not in self.rate:
-            n = 2000 if concurrency > 1 else 200
+            n = (2000 if size <= 10240 else 200 if size <= 102400 else 30) if concurrency > 1 else 100
             self.rate[(size, concurrency)] = rust_query(env, port, size, n, concurrency)["req_per_s"]
 
 
@@ -1076,8 +1076,6 @@ def driver(args: argparse.Namespace) -> int:
                 t = time.time()
                 wire[system] = asyncio.run(measure_bytes(env, system, bp))
                 print(f"bytes {system}: {time.time() - t:.1f} s", file=sys.stderr, flush=True)
-    agg = aggregate(raw, sizes)
-    goal = goals(raw, agg)
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, shared",
@@ -1086,18 +1084,34 @@ def driver(args: argparse.Namespace) -> int:
         "duration_s": time.time() - started, "quick": args.quick,
         "lq_synapse_forward_in_threads": os.environ.get("COMPARE_FORWARD_IN_THREADS", "default"),
     }
-    with open(os.path.join(args.out, "compare.json"), "w") as f:
+    return write_report(args.out, meta, raw, wire)
+
+
+def write_report(out: str, meta: Dict[str, Any], raw: Dict[str, List[List[Dict[str, Any]]]], wire: Dict[str, Any]) -> int:
+    """compare.json, compare.md and the charts from the raw per-round results."""
+    sizes = meta["sizes"]
+    agg = aggregate(raw, sizes)
+    goal = goals(raw, agg)
+    with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump({"meta": meta, "summary": agg, "goal": goal, "wire_bytes": wire, "rounds": raw}, f, indent=1)
     md = markdown(meta, agg, wire, goal, sizes)
-    files = charts(args.out, agg, sizes)
-    wc = wire_chart(args.out, wire, sizes)
+    files = charts(out, agg, sizes)
+    wc = wire_chart(out, wire, sizes)
     if wc:
         files.append(wc)
     md += "\n" + "\n".join(f"![{f}]({f})" for f in files) + "\n"
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
+    with open(os.path.join(out, "compare.md"), "w") as f:
         f.write(md)
     print(md)
     return 0
+
+
+def replot(path: str, out: str) -> int:
+    """Rewrites the report from an earlier run's compare.json (no measuring)."""
+    with open(path) as f:
+        old = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    return write_report(out, old["meta"], old["rounds"], old["wire_bytes"])
 
 
 def main() -> int:
@@ -1120,7 +1134,11 @@ def main() -> int:
     p.add_argument("--btlvenv", default="/tmp/btlvenv")
     p.add_argument("--lightning", default=os.path.join(ROOT, "target", "release", "lightning"))
     p.add_argument("--out", default=os.path.join(ROOT, "lightning-py", "bench-results"))
-    return driver(p.parse_args())
+    p.add_argument("--replot", metavar="JSON", help="only rewrite the report from an earlier compare.json")
+    args = p.parse_args()
+    if args.replot:
+        return replot(args.replot, args.out)
+    return driver(args)
 
 
 if __name__ == "__main__":
