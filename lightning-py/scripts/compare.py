@@ -22,7 +22,7 @@ goes through a counting relay run by this script (UDP for QUIC, TCP for bittenso
 and the bytes both ways between two marks are divided by the requests between them.
 
     python3 lightning-py/scripts/compare.py                # full run
-    python3 lightning-py/scripts/compare.py --quick        # about two minutes
+    python3 lightning-py/scripts/compare.py --quick        # about 30 s
 
 ``--btvenv`` is a venv with bittensor 10.5.0 and lightning_quic, ``--btlvenv`` one with
 btlightning 0.2.15, ``--lightning`` the release ``lightning`` binary. Writes
@@ -958,9 +958,9 @@ def markdown(meta: Dict[str, Any], agg: Dict[str, Any], wire: Dict[str, Any], go
         "",
         f"{meta['when']}; {meta['machine']}; {meta['rounds']} round(s), {meta['seconds']} s per cell; "
         "validator and miner in separate processes on loopback; medians over rounds with the "
-        "min–max spread in brackets. The machine was shared with other builds while this ran, "
-        f"so spreads are wide (load average {meta['load_before']} before, {meta['load_after']} after). "
-        f"Full run took {meta['duration_s']:.0f} s.",
+        f"min–max spread in brackets. Load average {meta['load_before']} before, "
+        f"{meta['load_after']} after. The run took {meta['duration_s']:.0f} s."
+        + (f" {meta['note']}" if meta.get("note") else ""),
         "",
         "## Requests/s at c=32",
         "",
@@ -1078,7 +1078,8 @@ def driver(args: argparse.Namespace) -> int:
                 print(f"bytes {system}: {time.time() - t:.1f} s", file=sys.stderr, flush=True)
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, shared",
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
+        "note": args.note,
         "rounds": rounds, "seconds": seconds, "setup_samples": cfg["setup_samples"],
         "sizes": sizes, "concurrency": CONCURRENCY, "load_before": load_before, "load_after": loadavg(),
         "duration_s": time.time() - started, "quick": args.quick,
@@ -1106,11 +1107,14 @@ def write_report(out: str, meta: Dict[str, Any], raw: Dict[str, List[List[Dict[s
     return 0
 
 
-def replot(path: str, out: str) -> int:
-    """Rewrites the report from an earlier run's compare.json (no measuring)."""
+def replot(path: str, out: str, note: str) -> int:
+    """Rewrites the report from an earlier run's compare.json (no measuring); a non-empty
+    ``note`` replaces the run's note."""
     with open(path) as f:
         old = json.load(f)
     os.makedirs(out, exist_ok=True)
+    if note:
+        old["meta"]["note"] = note
     return write_report(out, old["meta"], old["rounds"], old["wire_bytes"])
 
 
@@ -1134,10 +1138,11 @@ def main() -> int:
     p.add_argument("--btlvenv", default="/tmp/btlvenv")
     p.add_argument("--lightning", default=os.path.join(ROOT, "target", "release", "lightning"))
     p.add_argument("--out", default=os.path.join(ROOT, "lightning-py", "bench-results"))
+    p.add_argument("--note", default="", help="a sentence for the report (what else ran on the machine...)")
     p.add_argument("--replot", metavar="JSON", help="only rewrite the report from an earlier compare.json")
     args = p.parse_args()
     if args.replot:
-        return replot(args.replot, args.out)
+        return replot(args.replot, args.out, args.note)
     return driver(args)
 
 
