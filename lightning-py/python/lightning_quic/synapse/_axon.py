@@ -34,7 +34,7 @@ from ._errors import (
 )
 from ._keys import identity
 from .._metagraph import permitted_validators
-from ._model import from_wire, terminal, to_wire
+from ._model import from_wire, set_fields, terminal_class, to_wire
 from ._priority import PriorityGate
 from ._status import encode_refusal
 
@@ -54,6 +54,7 @@ class _Attached:
     priority: Optional[Callable[..., Any]]
     verify: Optional[Callable[..., Any]]
     streaming: bool
+    forward_is_async: bool
 
 
 def _synapse_class(forward_fn: Callable[..., Any]) -> type:
@@ -152,6 +153,7 @@ class Axon:
         self._thread: Optional[threading.Thread] = None
         self._gate: Optional[PriorityGate] = None
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._addr_cache: Optional[tuple] = None
         self.started = False
 
     # ----------------------------------------------------------------- attach / info
@@ -179,7 +181,10 @@ class Axon:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable")
         cls = _synapse_class(forward_fn)
-        entry = _Attached(cls, forward_fn, blacklist_fn, priority_fn, verify_fn, _is_streaming(cls))
+        entry = _Attached(
+            cls, forward_fn, blacklist_fn, priority_fn, verify_fn, _is_streaming(cls),
+            inspect.iscoroutinefunction(forward_fn),
+        )
         self._attached[cls.__name__] = entry
         if self._loop is not None:
             loop = self._loop
@@ -209,6 +214,7 @@ class Axon:
         if self.started:
             return self
         self._loop = asyncio.get_running_loop()
+        self._addr_cache = None  # the port may differ from the last start
         self._gate = PriorityGate(self.max_workers)
         # Made here, not in __init__: no threads before serving, and a fresh pool after stop().
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -283,19 +289,33 @@ class Axon:
 
             self._server._register_coroutine(self._loop, name, unary, True, False)
 
+    def _public_addr(self) -> tuple:
+        """``info()``'s ip and port, kept while ``external_ip``/``external_port``/``host``
+        stay the same (the bound port is fixed while serving)."""
+        key = (self.external_ip, self.external_port, self.host)
+        cached = self._addr_cache
+        if cached is None or cached[0] != key:
+            info = self.info()
+            cached = (key, (info.ip, info.port))
+            self._addr_cache = cached
+        return cached[1]
+
     def _prepare(self, entry: _Attached, data: Dict[str, Any], ctx: RequestContext) -> Any:
         """The request as a synapse, with the handshake's hotkey as the dendrite's."""
+        remote_ip, remote_port = ctx.remote
+        ip, port = self._public_addr()
+        cls = entry.cls
+        # The terminal infos and timeout go into the one validation of the request.
+        base = {
+            "dendrite": terminal_class(cls, "dendrite")(hotkey=ctx.validator_hotkey, ip=remote_ip, port=remote_port),
+            "axon": terminal_class(cls, "axon")(hotkey=self.hotkey, ip=ip, port=port, status_code=100),
+            # The caller's timeout does not travel; what is left is the server's handler deadline.
+            "timeout": max(0.0, float(ctx.remaining())),
+        }
         try:
-            synapse = from_wire(entry.cls, data)
+            return from_wire(cls, data, base)
         except Exception as e:  # noqa: BLE001 - pydantic's ValidationError and friends
             raise self._refusal(SynapseParsingError(_parse_summary(e)), None) from None
-        remote_ip, remote_port = ctx.remote
-        synapse.dendrite = terminal(synapse, "dendrite", hotkey=ctx.validator_hotkey, ip=remote_ip, port=remote_port)
-        info = self.info()
-        synapse.axon = terminal(synapse, "axon", hotkey=self.hotkey, ip=info.ip, port=info.port, status_code=100)
-        # The caller's timeout does not travel; what is left is the server's handler deadline.
-        synapse.timeout = max(0.0, ctx.remaining())
-        return synapse
 
     async def _admit(self, entry: _Attached, synapse: Any) -> float:
         """verify, blacklist, priority (bittensor's order); returns the priority."""
@@ -312,8 +332,8 @@ class Axon:
             return float(await _call(entry.priority, synapse))
         return 0.0
 
-    async def _forward(self, fn: Callable[..., Any], synapse: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
+    async def _forward(self, fn: Callable[..., Any], synapse: Any, is_async: bool) -> Any:
+        if is_async:
             return await fn(synapse)
         if not self.forward_in_threads:
             # bittensor's way: quick plain functions run on the loop, no thread hop.
@@ -344,7 +364,7 @@ class Axon:
             priority = await self._admit(entry, synapse)
             await gate.acquire(priority)
             acquired = True
-            result = await self._forward(entry.forward, synapse)
+            result = await self._forward(entry.forward, synapse, entry.forward_is_async)
             answer = result if hasattr(result, "model_dump") else synapse
             wire = to_wire(answer)
         except Refusal:
@@ -354,9 +374,9 @@ class Axon:
         finally:
             if acquired:
                 gate.release()
-        synapse.axon.status_code = 200
-        synapse.axon.status_message = "Success"
-        synapse.axon.process_time = time.perf_counter() - started
+        set_fields(synapse.axon, {
+            "status_code": 200, "status_message": "Success", "process_time": time.perf_counter() - started,
+        })
         return wire
 
     async def _stream(self, entry: _Attached, data: Dict[str, Any], ctx: RequestContext) -> AsyncIterator[bytes]:
@@ -373,7 +393,7 @@ class Axon:
             if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
                 produced = fn(synapse)  # creating a generator runs none of its code
             else:
-                produced = await self._forward(fn, synapse)
+                produced = await self._forward(fn, synapse, entry.forward_is_async)
             if hasattr(produced, "__aiter__"):
                 async for item in produced:
                     yield _chunk(item)

@@ -20,7 +20,7 @@ from .._sync import QuicAxonInfo
 from ..errors import LightningConnectionError, QueryTimeout, StreamError
 from ._keys import identity
 from .._metagraph import serving_axons
-from ._model import apply_wire, terminal, to_wire
+from ._model import apply_wire, set_fields, terminal, to_wire
 from ._status import SUCCESS, decode_refusal
 
 __all__ = ["Dendrite"]
@@ -71,25 +71,28 @@ class Dendrite:
 
     def _prepare(self, target: Any, synapse: Any, timeout: float) -> Tuple[Any, dict]:
         local = synapse.model_copy()
-        local.timeout = timeout
-        local.dendrite = terminal(local, "dendrite", hotkey=self.hotkey, ip=self.external_ip)
-        local.axon = terminal(
-            local,
-            "axon",
-            hotkey=getattr(target, "hotkey", None),
-            ip=str(getattr(target, "ip", "")),
-            port=int(getattr(target, "port", 0)),
-        )
+        # The terminal infos are validated when built; setting them (and the float timeout)
+        # through __dict__ skips a second validation of the whole synapse for each (a third
+        # of a call's pydantic time).
+        set_fields(local, {
+            "timeout": float(timeout),
+            "dendrite": terminal(local, "dendrite", hotkey=self.hotkey, ip=self.external_ip),
+            "axon": terminal(
+                local,
+                "axon",
+                hotkey=getattr(target, "hotkey", None),
+                ip=str(getattr(target, "ip", "")),
+                port=int(getattr(target, "port", 0)),
+            ),
+        })
         return local, {"synapse_type": type(local).__name__, "data": to_wire(local)}
 
     @staticmethod
     def _finish(local: Any, code: int, message: str, started: float, from_axon: bool) -> None:
+        status = {"status_code": int(code), "status_message": str(message)}
         if from_axon:
-            local.axon.status_code = code
-            local.axon.status_message = message
-        local.dendrite.status_code = code
-        local.dendrite.status_message = message
-        local.dendrite.process_time = time.perf_counter() - started
+            set_fields(local.axon, status)
+        set_fields(local.dendrite, {**status, "process_time": time.perf_counter() - started})
 
     @staticmethod
     def _failure(local: Any, exc: BaseException, timeout: float) -> Tuple[int, str]:
@@ -180,7 +183,10 @@ class Dendrite:
         if streaming:
             gens = [self.call_stream(a, synapse, timeout, deserialize) for a in targets]
             return gens[0] if single else gens
-        if run_async:
+        if len(targets) == 1:
+            # One axon: await the call itself (no task and gather, two loop turns fewer).
+            results = [await self.call(targets[0], synapse, timeout, deserialize)]
+        elif run_async:
             results = list(await asyncio.gather(*(self.call(a, synapse, timeout, deserialize) for a in targets)))
         else:
             results = [await self.call(a, synapse, timeout, deserialize) for a in targets]

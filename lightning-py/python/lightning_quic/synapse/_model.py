@@ -23,7 +23,9 @@ __all__ = [
     "apply_wire",
     "from_wire",
     "own_fields",
+    "set_fields",
     "terminal",
+    "terminal_class",
     "to_wire",
 ]
 
@@ -135,12 +137,41 @@ BASE_FIELDS: FrozenSet[str] = frozenset(
     }
 )
 
+_terminal_cache: Dict[tuple, type] = {}
+
+
+def terminal_class(cls: type, which: str) -> type:
+    """The terminal info class a synapse class declares for ``dendrite`` or ``axon`` (ours,
+    or bittensor's ``TerminalInfo``), from the field's default or default factory."""
+    key = (cls, which)
+    found = _terminal_cache.get(key)
+    if found is None:
+        found = TerminalInfo
+        field = cls.model_fields.get(which)  # type: ignore[attr-defined]
+        if field is not None:
+            factory = field.default_factory
+            if isinstance(factory, type) and issubclass(factory, BaseModel):
+                found = factory
+            elif isinstance(field.default, BaseModel):
+                found = type(field.default)
+        _terminal_cache[key] = found
+    return found
+
+
 def terminal(synapse: Any, which: str, **values: Any) -> Any:
     """A fresh terminal info for ``synapse.dendrite`` or ``synapse.axon``, of the class the
     synapse uses (ours, or bittensor's ``TerminalInfo`` for a ``bt.Synapse``)."""
     current = getattr(synapse, which, None)
     cls = type(current) if isinstance(current, BaseModel) else TerminalInfo
     return cls(**values)
+
+
+def set_fields(model: Any, values: Dict[str, Any]) -> None:
+    """Sets fields of a pydantic model without validating them again: only for values the
+    caller built of the field's type (a terminal info made by :func:`terminal`, an int
+    status code...). Marks them set, as an assignment does."""
+    model.__dict__.update(values)
+    model.__pydantic_fields_set__.update(values)
 
 
 _own_cache: Dict[type, tuple[str, ...]] = {}
@@ -179,11 +210,16 @@ def to_wire(synapse: BaseModel) -> Dict[str, Any]:
     return {k: _wire_value(v) for k, v in dumped.items()}
 
 
-def from_wire(cls: type, data: Dict[str, Any]) -> Any:
+def from_wire(cls: type, data: Dict[str, Any], base: Optional[Dict[str, Any]] = None) -> Any:
     """Validates a request's ``data`` into a new ``cls``; keys that are not the class's own
-    fields (a claimed ``dendrite``, say) are dropped. Raises pydantic's ``ValidationError``."""
+    fields (a claimed ``dendrite``, say) are dropped. ``base`` gives base fields (the
+    receiver's own terminal infos, timeout) in the same validation. Raises pydantic's
+    ``ValidationError``."""
     fields = own_fields(cls)
-    return cls.model_validate({k: v for k, v in data.items() if k in fields})  # type: ignore[attr-defined]
+    values = {k: v for k, v in data.items() if k in fields}
+    if base:
+        values.update(base)
+    return cls.model_validate(values)  # type: ignore[attr-defined]
 
 
 def apply_wire(synapse: BaseModel, data: Dict[str, Any]) -> None:
@@ -197,6 +233,11 @@ def apply_wire(synapse: BaseModel, data: Dict[str, Any]) -> None:
     # datetime, a UUID string) come back as their declared types whatever the model config.
     current = synapse.model_dump(mode="python", include=set(fields))
     current.update(updates)
+    # The synapse's terminal infos as they are: an instance check, rather than two fresh
+    # defaults built and thrown away.
+    for name in ("dendrite", "axon"):
+        if isinstance(synapse.__dict__.get(name), BaseModel):
+            current[name] = synapse.__dict__[name]
     fresh = type(synapse).model_validate(current)
     for k in updates:
         # Set without validating again: the value was just validated.
