@@ -8,10 +8,10 @@ impl Client {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        let (Some(ch), true, Some(fp)) = (peer.conn, peer.connected, peer.fingerprint.clone())
-        else {
+        let Link::Up { ch, fingerprint } = &peer.link else {
             return;
         };
+        let (ch, fp) = (*ch, fingerprint.clone());
         let idle: Vec<String> = peer
             .hotkeys
             .iter()
@@ -160,14 +160,14 @@ impl Client {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if peer.conn != Some(ch) {
+        if peer.link.handle() != Some(ch) {
             return;
         }
         match result {
             Ok(()) => {
                 peer.hotkeys
                     .insert(hs.hotkey.clone(), HotkeyStatus::Authenticated);
-                peer.authenticated_once = true;
+                peer.settled = Settled::Succeeded;
                 peer.reconnect.on_success();
                 self.events.push_back(ClientEvent::Authenticated {
                     addr,
@@ -201,10 +201,10 @@ impl Client {
                         error: error.clone(),
                     });
                 }
-                if none_left && !peer.authenticated_once {
+                if none_left && peer.settled == Settled::No {
                     let policy = self.config.reconnect;
                     peer.reconnect.on_failure(now, &policy);
-                    peer.authenticated_once = true; // failure already counted
+                    peer.settled = Settled::FailureCounted;
                     self.close_conn(now, ch, "no_authenticated_hotkeys");
                 }
             }

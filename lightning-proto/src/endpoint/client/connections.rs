@@ -29,10 +29,10 @@ impl Client {
                 *status = HotkeyStatus::Idle;
             }
         }
-        if peer.conn.is_none() {
+        if peer.link == Link::Down {
             self.dial(now, addr)
         } else {
-            if peer.connected {
+            if peer.link.up().is_some() {
                 self.start_handshakes(now, addr);
             }
             Ok(())
@@ -42,7 +42,7 @@ impl Client {
     /// Closes the connection to `addr` with `reason` and forgets the peer.
     pub fn disconnect(&mut self, now: Instant, addr: SocketAddr, reason: &str) {
         if let Some(peer) = self.peers.remove(&addr) {
-            if let Some(ch) = peer.conn {
+            if let Some(ch) = peer.link.handle() {
                 self.close_conn(now, ch, reason);
             }
             for id in peer.waiting {
@@ -92,7 +92,7 @@ impl Client {
             .peers
             .get_mut(&addr)
             .ok_or_else(|| ClientError::Local("unknown peer".into()))?;
-        if peer.conn.is_some() {
+        if peer.link != Link::Down {
             return Ok(());
         }
         peer.reconnect
@@ -105,10 +105,8 @@ impl Client {
             .connect(now, self.quic.clone(), addr, &server_name)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         peer.reconnect.begin();
-        peer.conn = Some(ch);
-        peer.connected = false;
-        peer.fingerprint = None;
-        peer.authenticated_once = false;
+        peer.link = Link::Dialing(ch);
+        peer.settled = Settled::No;
         for status in peer.hotkeys.values_mut() {
             *status = HotkeyStatus::Idle;
         }
@@ -151,8 +149,10 @@ impl Client {
                 match fp {
                     Some(fp) => {
                         if let Some(peer) = self.peers.get_mut(&addr) {
-                            peer.connected = true;
-                            peer.fingerprint = Some(fp);
+                            peer.link = Link::Up {
+                                ch,
+                                fingerprint: fp,
+                            };
                         }
                         self.start_handshakes(now, addr);
                     }
@@ -207,10 +207,9 @@ impl Client {
         let policy = self.config.reconnect;
         let mut failed = Vec::new();
         if let Some(peer) = self.peers.get_mut(&addr) {
-            if peer.conn == Some(ch) {
-                peer.conn = None;
-                peer.connected = false;
-                if !peer.authenticated_once {
+            if peer.link.handle() == Some(ch) {
+                peer.link = Link::Down;
+                if peer.settled == Settled::No {
                     peer.reconnect.on_failure(now, &policy);
                 }
                 for (hk, status) in peer.hotkeys.iter_mut() {
@@ -232,7 +231,7 @@ impl Client {
                     }
                 }
             }
-            if !peer.authenticated_once {
+            if peer.settled == Settled::No {
                 for hotkey in failed {
                     self.events.push_back(ClientEvent::HandshakeFailed {
                         addr,
@@ -275,7 +274,7 @@ impl Client {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        if let Some(ch) = peer.conn.take() {
+        if let Some(ch) = std::mem::replace(&mut peer.link, Link::Down).handle() {
             self.conn_addr.remove(&ch);
             self.conn_serial.remove(&ch);
             if let Some(conn) = self.core.conn_mut(ch) {
@@ -286,7 +285,6 @@ impl Client {
                 );
             }
         }
-        peer.connected = false;
         peer.reconnect.on_failure(now, &policy);
         let mut events = Vec::new();
         for (hk, status) in peer.hotkeys.iter_mut() {

@@ -12,7 +12,7 @@ impl Client {
                 let Some(&addr) = self.conn_addr.get(&ch) else {
                     return;
                 };
-                let connected = self.peers.get(&addr).map(|p| p.connected).unwrap_or(true);
+                let connected = self.peers.get(&addr).is_none_or(|p| p.link.up().is_some());
                 if !connected {
                     self.fail_peer(now, addr, ClientError::ConnectTimeout(addr));
                 }

@@ -122,29 +122,72 @@ pub enum HotkeyStatus {
     Failed,
 }
 
+/// A miner's address: its connection, its hotkeys and the requests waiting for them.
 #[derive(Debug)]
 struct Peer {
-    conn: Option<ConnectionHandle>,
-    connected: bool,
-    fingerprint: Option<String>,
+    link: Link,
+    /// What the current connection has told the reconnect backoff.
+    settled: Settled,
     hotkeys: BTreeMap<String, HotkeyStatus>,
     reconnect: ReconnectState,
     /// Requests waiting for this peer to authenticate their hotkey or for stream credit.
     waiting: VecDeque<QueryId>,
-    /// Whether the current connection ever authenticated a hotkey (for backoff accounting).
-    authenticated_once: bool,
+}
+
+/// How far the client has got with the connection to a miner's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Link {
+    /// No connection: never dialed, or the last one ended.
+    Down,
+    /// QUIC and TLS under way.
+    Dialing(ConnectionHandle),
+    /// Established; `fingerprint` is the miner certificate's, which its handshake
+    /// answers must sign (PROTOCOL §8).
+    Up {
+        ch: ConnectionHandle,
+        fingerprint: String,
+    },
+}
+
+impl Link {
+    /// The connection, established or not.
+    fn handle(&self) -> Option<ConnectionHandle> {
+        match self {
+            Link::Down => None,
+            Link::Dialing(ch) | Link::Up { ch, .. } => Some(*ch),
+        }
+    }
+
+    /// The connection, once established.
+    fn up(&self) -> Option<ConnectionHandle> {
+        match self {
+            Link::Up { ch, .. } => Some(*ch),
+            _ => None,
+        }
+    }
+}
+
+/// Each connection settles the reconnect backoff once: a success as soon as one hotkey
+/// authenticates, a failure when it ends (or gives up) before that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Nothing counted yet.
+    No,
+    /// A hotkey authenticated: the backoff was reset.
+    Succeeded,
+    /// Every hotkey failed its handshake: the failure was counted and the connection
+    /// closed; its close must not count it again or report the hotkeys again.
+    FailureCounted,
 }
 
 impl Peer {
     fn new() -> Self {
         Self {
-            conn: None,
-            connected: false,
-            fingerprint: None,
+            link: Link::Down,
+            settled: Settled::No,
             hotkeys: BTreeMap::new(),
             reconnect: ReconnectState::default(),
             waiting: VecDeque::new(),
-            authenticated_once: false,
         }
     }
 }
@@ -317,9 +360,7 @@ impl Client {
 
     /// Addresses the client knows, with whether a QUIC connection is up.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
-        self.peers
-            .iter()
-            .map(|(a, p)| (*a, p.conn.is_some() && p.connected))
+        self.peers.iter().map(|(a, p)| (*a, p.link.up().is_some()))
     }
 
     /// Hotkeys registered at `addr` (any status).
@@ -337,7 +378,7 @@ impl Client {
 
     /// QUIC statistics of the connection to `addr`.
     pub fn connection_stats(&self, addr: SocketAddr) -> Option<quinn_proto::ConnectionStats> {
-        let ch = self.peers.get(&addr)?.conn?;
+        let ch = self.peers.get(&addr)?.link.handle()?;
         Some(self.core.conn(ch)?.stats())
     }
 

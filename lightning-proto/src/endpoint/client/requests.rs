@@ -33,7 +33,7 @@ impl Client {
             }
         };
         let status = peer.hotkeys.get(hotkey).copied();
-        let conn_live = peer.conn.is_some();
+        let conn_live = peer.link != Link::Down;
         match (conn_live, status) {
             (true, None) => {
                 return Err(ClientError::NoRoute {
@@ -99,7 +99,7 @@ impl Client {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        let Some(ch) = peer.conn else {
+        let Some(ch) = peer.link.handle() else {
             return;
         };
         let mut still = VecDeque::new();

@@ -18,7 +18,7 @@ impl Client {
         let ch = self
             .peers
             .get(&addr)
-            .and_then(|p| p.conn.filter(|_| p.connected))
+            .and_then(|p| p.link.up())
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let timestamp = self.core.clock.unix_secs(now);
         let conn = self
@@ -76,7 +76,7 @@ impl Client {
         let ch = self
             .peers
             .get(&addr)
-            .and_then(|p| p.conn.filter(|_| p.connected))
+            .and_then(|p| p.link.up())
             .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let conn = self
             .core
