@@ -41,6 +41,54 @@ pub(crate) enum ConnPoll {
 /// MTU discovery ceiling) is 63,888 bytes.
 pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
 
+/// What a role (client or server) does with its connections; the core's shared loops
+/// call it, so both roles drive connections the same way.
+pub(crate) trait ConnRole {
+    /// Why a connection ended when quinn drained it without a `ConnectionLost` first.
+    const DRAINED: &'static str;
+
+    fn core(&mut self) -> &mut Core;
+    /// One QUIC event of connection `ch`.
+    fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, event: quinn_proto::Event);
+    /// Connection `ch` is gone.
+    fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String);
+
+    /// Delivers every pending event of connection `ch`.
+    fn drive(&mut self, now: Instant, ch: ConnectionHandle) {
+        loop {
+            match self.core().poll_conn(ch) {
+                ConnPoll::Event(ev) => self.on_conn_event(now, ch, ev),
+                ConnPoll::Idle => break,
+                ConnPoll::Drained => {
+                    self.on_conn_closed(now, ch, Self::DRAINED.into());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Fires the QUIC timers due at `now` and drives the connections they belong to.
+    fn drive_timers(&mut self, now: Instant) {
+        for ch in self.core().handle_timeout(now) {
+            self.drive(now, ch);
+        }
+    }
+
+    /// Feeds one datagram; a new connection attempt goes to `incoming`.
+    fn drive_datagram(
+        &mut self,
+        now: Instant,
+        datagram: Datagram,
+        incoming: impl FnOnce(&mut Self, Incoming),
+    ) {
+        match self.core().handle_datagram(now, datagram) {
+            Received::Conn(ch) => self.drive(now, ch),
+            Received::Incoming(attempt) => incoming(self, *attempt),
+            Received::Nothing => {}
+        }
+    }
+}
+
 pub(crate) struct Core {
     pub(crate) endpoint: quinn_proto::Endpoint,
     /// Reached only through [`Core::conn_mut`] (or the core's own methods), which marks

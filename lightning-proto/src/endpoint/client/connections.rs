@@ -121,21 +121,16 @@ impl Client {
         );
         Ok(())
     }
+}
 
-    pub(super) fn drive(&mut self, now: Instant, ch: ConnectionHandle) {
-        loop {
-            match self.core.poll_conn(ch) {
-                ConnPoll::Event(ev) => self.on_conn_event(now, ch, ev),
-                ConnPoll::Idle => break,
-                ConnPoll::Drained => {
-                    self.on_conn_closed(now, ch, "connection drained".into());
-                    break;
-                }
-            }
-        }
+impl ConnRole for Client {
+    const DRAINED: &'static str = "connection drained";
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
     }
 
-    pub(super) fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
+    fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
         match ev {
             Event::Connected => {
                 let Some(&addr) = self.conn_addr.get(&ch) else {
@@ -197,7 +192,7 @@ impl Client {
         }
     }
 
-    pub(super) fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String) {
+    fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String) {
         self.conn_serial.remove(&ch);
         let Some(addr) = self.conn_addr.remove(&ch) else {
             return;
@@ -257,7 +252,9 @@ impl Client {
         self.events
             .push_back(ClientEvent::ConnectionLost { addr, reason });
     }
+}
 
+impl Client {
     pub(super) fn close_conn(&mut self, now: Instant, ch: ConnectionHandle, reason: &str) {
         if let Some(conn) = self.core.conn_mut(ch) {
             conn.close(

@@ -24,7 +24,7 @@ use rand_core::SeedableRng;
 
 use super::clock::WallClock;
 use super::config::ClientConfig;
-use super::core::{ConnPoll, Core, Received};
+use super::core::{ConnRole, Core};
 use super::error::ClientError;
 use super::outq::{Flush, OutQueue};
 use super::surface::{Datagram, SansIo};
@@ -389,18 +389,14 @@ impl SansIo for Client {
     type Event = ClientEvent;
 
     fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
-        match self.core.handle_datagram(now, datagram) {
-            Received::Conn(ch) => self.drive(now, ch),
-            // A client accepts no connections.
-            Received::Incoming(incoming) => self.core.endpoint.ignore(*incoming),
-            Received::Nothing => {}
-        }
+        // A client accepts no connections.
+        self.drive_datagram(now, datagram, |c, incoming| {
+            c.core.endpoint.ignore(incoming)
+        });
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for ch in self.core.handle_timeout(now) {
-            self.drive(now, ch);
-        }
+        self.drive_timers(now);
         while let Some((_, deadline)) = self.deadlines.pop_due(now) {
             self.on_deadline(now, deadline);
         }

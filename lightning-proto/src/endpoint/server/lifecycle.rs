@@ -31,20 +31,39 @@ impl Server {
         }
     }
 
-    pub(super) fn drive(&mut self, now: Instant, ch: ConnectionHandle) {
-        loop {
-            match self.core.poll_conn(ch) {
-                ConnPoll::Event(ev) => self.on_conn_event(now, ch, ev),
-                ConnPoll::Idle => break,
-                ConnPoll::Drained => {
-                    self.on_conn_closed(ch, "drained".into());
-                    break;
-                }
-            }
+    /// The QUIC handshake completed, which proves the peer's address: from now on the
+    /// connection counts against its source's share of unauthenticated slots.
+    pub(super) fn on_connected(&mut self, now: Instant, ch: ConnectionHandle) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let was_validated = std::mem::replace(&mut conn.validated, true);
+        if was_validated || !conn.hotkeys.is_empty() {
+            return;
+        }
+        let ip = conn.remote.ip();
+        if self.unauthenticated_counts(ip).1 > self.config.max_unauthenticated_per_ip {
+            self.stats.refused += 1;
+            self.close_quic(now, ch, b"too many unauthenticated connections");
         }
     }
 
-    pub(super) fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
+    /// Closes a QUIC connection with an application close carrying `reason`.
+    pub(super) fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
+        if let Some(conn) = self.core.conn_mut(ch) {
+            conn.close(now, VarInt::from_u32(0), Bytes::from_static(reason));
+        }
+    }
+}
+
+impl ConnRole for Server {
+    const DRAINED: &'static str = "drained";
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
         match ev {
             Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                 // Before authentication only a handshake is useful; bound what an
@@ -96,36 +115,12 @@ impl Server {
                 self.cancel_request_of(removed, CancelReason::PeerCancelled);
             }
             Event::Connected => self.on_connected(now, ch),
-            Event::ConnectionLost { reason } => self.on_conn_closed(ch, reason.to_string()),
+            Event::ConnectionLost { reason } => self.on_conn_closed(now, ch, reason.to_string()),
             _ => {}
         }
     }
 
-    /// The QUIC handshake completed, which proves the peer's address: from now on the
-    /// connection counts against its source's share of unauthenticated slots.
-    pub(super) fn on_connected(&mut self, now: Instant, ch: ConnectionHandle) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let was_validated = std::mem::replace(&mut conn.validated, true);
-        if was_validated || !conn.hotkeys.is_empty() {
-            return;
-        }
-        let ip = conn.remote.ip();
-        if self.unauthenticated_counts(ip).1 > self.config.max_unauthenticated_per_ip {
-            self.stats.refused += 1;
-            self.close_quic(now, ch, b"too many unauthenticated connections");
-        }
-    }
-
-    /// Closes a QUIC connection with an application close carrying `reason`.
-    pub(super) fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
-        if let Some(conn) = self.core.conn_mut(ch) {
-            conn.close(now, VarInt::from_u32(0), Bytes::from_static(reason));
-        }
-    }
-
-    pub(super) fn on_conn_closed(&mut self, ch: ConnectionHandle, reason: String) {
+    fn on_conn_closed(&mut self, _now: Instant, ch: ConnectionHandle, reason: String) {
         let Some(conn) = self.conns.remove(&ch) else {
             return;
         };

@@ -25,7 +25,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::budget::{ReadBudget, Reservation, Shortfall};
 use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
-use super::core::{ConnPoll, Core, Received};
+use super::core::{ConnRole, Core};
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
 use super::surface::{Datagram, SansIo};
@@ -598,19 +598,13 @@ impl SansIo for Server {
 
     fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         self.now = now;
-        match self.core.handle_datagram(now, datagram) {
-            Received::Conn(ch) => self.drive(now, ch),
-            Received::Incoming(incoming) => self.admit(now, *incoming),
-            Received::Nothing => {}
-        }
+        self.drive_datagram(now, datagram, |s, incoming| s.admit(now, incoming));
         self.resume_parked(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        for ch in self.core.handle_timeout(now) {
-            self.drive(now, ch);
-        }
+        self.drive_timers(now);
         while let Some((_, deadline)) = self.deadlines.pop_due(now) {
             self.on_deadline(now, deadline);
         }
