@@ -294,8 +294,10 @@ impl<R: Runtime> ServerBuilder<R> {
             now,
             unix_ms(),
         )?;
-        for (name, h) in &self.handlers {
-            endpoint.register_synapse(name.clone(), synapse_kind(h));
+        let mut handlers = Vec::new();
+        for (name, h) in self.handlers {
+            let index = endpoint.register_synapse(name, synapse_kind(&h));
+            install(&mut handlers, index, h);
         }
         if self.config.require_validator_permit {
             endpoint.set_permitted_validators(permitted);
@@ -313,7 +315,7 @@ impl<R: Runtime> ServerBuilder<R> {
         let role = ServerRole {
             ep: endpoint,
             runtime: self.runtime.clone(),
-            handlers: self.handlers,
+            handlers,
             commands: tx.downgrade(),
             inflight: IdMap::default(),
             observer: self.observer,

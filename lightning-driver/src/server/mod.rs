@@ -7,7 +7,7 @@ mod task;
 use builder::synapse_kind;
 pub use builder::ServerBuilder;
 pub(crate) use task::Command;
-use task::ServerRole;
+use task::{install, ServerRole};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Display;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lightning_proto::endpoint::{
     AnswerError, CancelReason, ConnId, IncomingRequest, RequestId, SansIo, Server, ServerConfig,
-    ServerEvent, ServerStats, SynapseKind,
+    ServerEvent, ServerStats, SynapseIndex, SynapseKind,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;

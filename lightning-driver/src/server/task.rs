@@ -71,7 +71,9 @@ pub(super) struct Inflight {
 pub(super) struct ServerRole<R: Runtime> {
     pub(super) ep: Server,
     pub(super) runtime: R,
-    pub(super) handlers: HashMap<String, Handler>,
+    /// Indexed by the core's `SynapseIndex`: a request reaches its handler by the index
+    /// the core gives it, never by its name.
+    pub(super) handlers: Vec<Option<Handler>>,
     /// Weak, so that handler tasks do not keep a dropped server alive.
     pub(super) commands: async_channel::WeakSender<Command>,
     pub(super) inflight: IdMap<RequestId, Inflight>,
@@ -90,18 +92,27 @@ impl<R: Runtime> ServerRole<R> {
     pub(super) fn set_handler(&mut self, synapse: String, handler: Option<Handler>) -> bool {
         match handler {
             Some(h) => {
-                self.ep.register_synapse(synapse.clone(), synapse_kind(&h));
-                self.handlers.insert(synapse, h).is_some()
+                let index = self.ep.register_synapse(synapse, synapse_kind(&h));
+                install(&mut self.handlers, index, h).is_some()
             }
-            None => {
-                self.ep.unregister_synapse(&synapse);
-                self.handlers.remove(&synapse).is_some()
-            }
+            None => match self.ep.unregister_synapse(&synapse) {
+                Some(index) => self
+                    .handlers
+                    .get_mut(index.slot())
+                    .and_then(Option::take)
+                    .is_some(),
+                None => false,
+            },
         }
     }
 
     pub(super) fn on_request(&mut self, now: Instant, req: IncomingRequest) {
-        let Some(handler) = self.handlers.get(&req.synapse_type).cloned() else {
+        let Some(handler) = self
+            .handlers
+            .get(req.synapse.slot())
+            .and_then(Option::as_ref)
+            .cloned()
+        else {
             // Unregistered names are answered by the core; this is a race with nothing.
             return;
         };
@@ -452,4 +463,16 @@ impl<R: Runtime> Role for ServerRole<R> {
     fn in_flight(&self) -> usize {
         self.inflight.len()
     }
+}
+
+/// Puts `handler` at `index` in the handler table; returns the one it replaced.
+pub(super) fn install(
+    handlers: &mut Vec<Option<Handler>>,
+    index: SynapseIndex,
+    handler: Handler,
+) -> Option<Handler> {
+    if handlers.len() <= index.slot() {
+        handlers.resize_with(index.slot() + 1, || None);
+    }
+    handlers[index.slot()].replace(handler)
 }

@@ -33,7 +33,7 @@ pub use config::{ClientConfig, ConfigError, RetryPolicy, ServerConfig, Transport
 pub use error::ClientError;
 pub use server::{
     wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,
-    ServerStats, SynapseKind, BUSY_ERROR_CODE,
+    ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
 };
 pub use surface::{Datagram, SansIo};
 

@@ -6,9 +6,12 @@ mod auth;
 mod deadlines;
 mod lifecycle;
 mod requests;
+mod synapses;
 mod waiting;
 
 use answers::{answer_backlog, error_response};
+pub use synapses::SynapseIndex;
+use synapses::SynapseTable;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -124,6 +127,8 @@ pub struct IncomingRequest {
     pub remote: SocketAddr,
     /// Handler name.
     pub synapse_type: String,
+    /// Where its handler sits: the index [`Server::register_synapse`] returned for it.
+    pub synapse: SynapseIndex,
     /// Request data, undecoded.
     pub data: DataMap,
     /// Whether the synapse is registered as streaming.
@@ -334,7 +339,7 @@ pub struct Server {
     fingerprint: String,
     /// Test hook: a fingerprint to claim in responses instead of the real one.
     advertised_fingerprint: Option<String>,
-    synapses: HashMap<String, SynapseKind>,
+    synapses: SynapseTable,
     conns: IdMap<ConnectionHandle, SConn>,
     by_hotkey: HashMap<String, ConnectionHandle>,
     nonces: NonceCache,
@@ -461,7 +466,7 @@ impl Server {
             signer,
             fingerprint,
             advertised_fingerprint: None,
-            synapses: HashMap::new(),
+            synapses: SynapseTable::default(),
             conns: IdMap::default(),
             by_hotkey: HashMap::new(),
             permits: HashSet::new(),
@@ -492,14 +497,17 @@ impl Server {
         &self.config
     }
 
-    /// Registers (or re-registers) a synapse name.
-    pub fn register_synapse(&mut self, name: impl Into<String>, kind: SynapseKind) {
-        self.synapses.insert(name.into(), kind);
+    /// Registers (or re-registers) a synapse name. Returns its index in the synapse
+    /// table, which its requests carry ([`IncomingRequest::synapse`]); a name registered
+    /// again keeps its index.
+    pub fn register_synapse(&mut self, name: impl Into<String>, kind: SynapseKind) -> SynapseIndex {
+        self.synapses.register(name.into(), kind)
     }
 
-    /// Removes a synapse name; later requests get `unrecognized synapse type`.
-    pub fn unregister_synapse(&mut self, name: &str) {
-        self.synapses.remove(name);
+    /// Removes a synapse name; later requests get `unrecognized synapse type`. Returns
+    /// the index it had, if it was registered.
+    pub fn unregister_synapse(&mut self, name: &str) -> Option<SynapseIndex> {
+        self.synapses.unregister(name)
     }
 
     /// Replaces the set of validator hotkeys allowed to authenticate when

@@ -160,7 +160,8 @@ impl Server {
                 return;
             }
         };
-        let kind = self.synapses.get(&packet.synapse_type).copied();
+        let served = self.synapses.lookup(&packet.synapse_type);
+        let kind = served.map(|(_, kind)| kind);
         let caller = self
             .conns
             .get(&ch)
@@ -179,7 +180,7 @@ impl Server {
             self.answer(ch, stream, frame);
             return;
         };
-        let Some(kind) = kind else {
+        let Some((synapse, kind)) = served else {
             self.stats.request_errors += 1;
             let r = error_response(now_secs, wire_errors::UNRECOGNIZED_SYNAPSE);
             self.answer(ch, stream, r.encode());
@@ -200,6 +201,7 @@ impl Server {
             validator_hotkey,
             remote,
             synapse_type: packet.synapse_type,
+            synapse,
             data: packet.data,
             kind,
             deadline,
