@@ -21,6 +21,7 @@ use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
 use lightning_proto::reconnect::ReconnectPolicy;
 
+use crate::checks;
 use crate::driver::{Driver, Role};
 use crate::error::{LightningError, Result};
 use crate::identity::{os_seed, unix_ms, Identity};
@@ -208,6 +209,7 @@ impl<R: Runtime> ClientBuilder<R> {
                 local_addr,
                 buffers,
                 consume_batch: (self.config.stream_read_ahead_chunks / 2).max(1),
+                max_frame_payload: self.config.max_frame_payload_bytes,
             }),
         })
     }
@@ -223,6 +225,8 @@ struct Shared {
     local_addr: SocketAddr,
     buffers: SocketBuffers,
     consume_batch: usize,
+    /// Requests whose frame payload is larger are refused before sending.
+    max_frame_payload: u32,
 }
 
 impl Shared {
@@ -317,6 +321,10 @@ impl LightningClient {
         let mut report = ConnectReport::default();
         let mut targets = Vec::new();
         for miner in miners {
+            if let Err(e) = checks::hotkey(&miner.hotkey) {
+                report.failed.push((miner, e));
+                continue;
+            }
             match miner.addr() {
                 Ok(addr) => targets.push((addr, miner)),
                 Err(e) => report.failed.push((miner, e)),
@@ -364,7 +372,9 @@ impl LightningClient {
         request: QuicRequest,
         timeout: Option<Duration>,
     ) -> Result<QuicResponse> {
+        checks::hotkey(&axon.hotkey)?;
         let addr = axon.addr()?;
+        checks::request_size(&request, self.shared.max_frame_payload)?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         self.shared.send(Command::Query(Query {
@@ -416,7 +426,9 @@ impl LightningClient {
         request: QuicRequest,
         timeout: Option<Duration>,
     ) -> Result<ChunkStream> {
+        checks::hotkey(&axon.hotkey)?;
         let addr = axon.addr()?;
+        checks::request_size(&request, self.shared.max_frame_payload)?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_channel::unbounded();
         self.shared.send(Command::Query(Query {

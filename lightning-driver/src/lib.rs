@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod cancel;
+mod checks;
 mod client;
 mod driver;
 mod error;
