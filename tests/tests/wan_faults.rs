@@ -297,9 +297,10 @@ fn blackhole_mid_load_times_out_in_flight_queries_then_recovers() {
     });
 }
 
-/// The relay moves the client to a new source port twice during the load: the server
-/// sees a QUIC migration, the connection and its authentication survive (no new
-/// connection, no new handshake), and no query fails.
+/// On the `continent` path (40 ms RTT, 0.1% loss, MTU 1500), the relay moves the client to
+/// a new source port twice during the load, with datagrams in flight: the server sees a
+/// QUIC migration, the connection and its authentication survive (no new connection, no
+/// new handshake), and no query fails.
 #[test]
 fn source_port_rebinding_keeps_the_connection_and_its_authentication() {
     tokio_block_on(async {
@@ -307,7 +308,7 @@ fn source_port_rebinding_keeps_the_connection_and_its_authentication() {
         let relay = Relay::start(
             "127.0.0.1:0".parse().unwrap(),
             server.local_addr(),
-            Profile::Lan.config(16),
+            Profile::Continent.config(16),
         )
         .unwrap();
         let handle = relay.handle();
@@ -369,7 +370,9 @@ fn source_port_rebinding_keeps_the_connection_and_its_authentication() {
         assert_eq!(stats.validators.len(), 1);
         let pool = client.connection_stats().await.unwrap();
         assert_eq!(pool.connections, 1);
-        assert_eq!(relay.stats().rebinds, 2);
+        let relay_stats = relay.stats();
+        eprintln!("relay: {relay_stats:?}");
+        assert_eq!(relay_stats.rebinds, 2);
         // Still authenticated on the migrated connection.
         assert!(client
             .authenticated_hotkeys()
