@@ -14,7 +14,13 @@ use crate::error::{LightningError, Result};
 pub struct Identity {
     pub(crate) hotkey: String,
     pub(crate) signer: Arc<dyn Signer>,
+    /// Derived from the secret key when it is in memory: keys a miner's stateless resets,
+    /// so they stay valid across restarts.
+    pub(crate) reset_secret: Option<[u8; 32]>,
 }
+
+/// Context of [`Keypair::derive_secret`] for the stateless-reset secret.
+const RESET_SECRET_CONTEXT: &[u8] = b"lightning/quic-stateless-reset/v1";
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,6 +40,7 @@ impl Identity {
     pub fn from_keypair(keypair: Keypair) -> Self {
         Self {
             hotkey: keypair.hotkey(),
+            reset_secret: Some(keypair.derive_secret(RESET_SECRET_CONTEXT)),
             signer: Arc::new(KeypairSigner::new(keypair)),
         }
     }
@@ -52,6 +59,7 @@ impl Identity {
         Self {
             hotkey: hotkey.into(),
             signer,
+            reset_secret: None,
         }
     }
 

@@ -51,8 +51,8 @@ pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
 pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
 
 pub use lightning_proto::endpoint::{
-    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, RequestId, RetryPolicy, ServerConfig,
-    ServerStats, TransportOptions,
+    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, RequestId, ResetSecret, RetryPolicy,
+    ServerConfig, ServerStats, TransportOptions,
 };
 pub use lightning_proto::identity::{CallbackSigner, Keypair, KeypairSigner, SignError, Signer};
 pub use lightning_proto::message::DataMap;

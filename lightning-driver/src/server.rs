@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lightning_proto::endpoint::{
-    AnswerError, CancelReason, ConnId, EcnCodepoint, IncomingRequest, RequestId, Server,
-    ServerConfig, ServerEvent, ServerStats, SynapseKind, Transmit,
+    AnswerError, CancelReason, ConnId, EcnCodepoint, IncomingRequest, RequestId, ResetSecret,
+    Server, ServerConfig, ServerEvent, ServerStats, SynapseKind, Transmit,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
@@ -326,9 +326,15 @@ impl<R: Runtime> ServerBuilder<R> {
             }
         }
 
+        let mut config = self.config.clone();
+        if config.stateless_reset_secret.is_none() {
+            // A restarted miner then resets its predecessor's connections at their next
+            // packet, and validators reconnect at once (not after their idle timeout).
+            config.stateless_reset_secret = identity.reset_secret.map(ResetSecret);
+        }
         let now = Instant::now();
         let mut endpoint = Server::new(
-            self.config.clone(),
+            config,
             identity.hotkey.clone(),
             identity.signer.clone(),
             self.tls,
