@@ -268,6 +268,87 @@ impl Drop for Relay {
     }
 }
 
+/// A relay running on a thread of its own, with its own single-threaded tokio runtime:
+/// for callers without a tokio runtime (smol, async-std, plain threads), or to keep the
+/// relay's work off the runtime it measures. Dropping it stops the relay and joins the
+/// thread.
+#[derive(Debug)]
+pub struct RelayThread {
+    handle: RelayHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RelayThread {
+    /// Starts a thread named `lightning-netem` running [`Relay::start`] with these
+    /// arguments; returns once the relay is listening.
+    pub fn start(listen: SocketAddr, target: SocketAddr, config: RelayConfig) -> io::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lightning-netem".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Relay::start(listen, target, config) {
+                        Ok(relay) => {
+                            let _ = ready_tx.send(Ok(relay.handle()));
+                            // Runs until the owner stops it (or is dropped).
+                            let _ = stop_rx.await;
+                            drop(relay);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        let handle = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("lightning-netem: the relay thread ended early"))??;
+        Ok(Self {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to control the relay (faults, mappings, counters).
+    pub fn handle(&self) -> RelayHandle {
+        self.handle.clone()
+    }
+
+    /// The address clients send to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// The relay's counters.
+    pub fn stats(&self) -> RelayStats {
+        self.handle.stats()
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Inner {
     fn stop(&self) {
         for task in lock(&self.tasks).drain(..) {

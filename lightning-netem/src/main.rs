@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lightning_netem::{DirectionStats, LinkConfig, Profile, Relay, RelayConfig, RelayStats};
+use lightning_netem::{
+    DirectionStats, LinkConfig, Profile, Relay, RelayConfig, RelayHandle, RelayStats, RelayThread,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 
@@ -38,7 +40,8 @@ While relaying, stdin takes: `blackhole SECONDS`, `heal`, `rebind`, `stats`.
 
 bench measures the relay's ceiling on this machine: a client keeps --window datagrams of
 --size bytes in flight through the relay to an echo server, for --seconds (default: lan,
-1200 bytes, window 256, 5 s).";
+1200 bytes, window 256, 5 s). --relay-thread runs the relay on a thread of its own
+(RelayThread) instead of the client's 2-thread runtime.";
 
 #[derive(Debug)]
 struct Options {
@@ -53,6 +56,7 @@ struct Options {
     seconds: f64,
     size: usize,
     window: usize,
+    relay_thread: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options, String> {
@@ -71,6 +75,7 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         seconds: 5.0,
         size: 1200,
         window: 256,
+        relay_thread: false,
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -80,6 +85,10 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         }
         if arg == "--reorder" {
             o.reorder = true;
+            continue;
+        }
+        if arg == "--relay-thread" {
+            o.relay_thread = true;
             continue;
         }
         if arg == "-h" || arg == "--help" {
@@ -266,12 +275,15 @@ async fn bench(o: &Options, config: RelayConfig) -> Result<(), String> {
     let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.map_err(io)?);
     let server_addr = server.local_addr().map_err(io)?;
     let seed = config.seed;
-    let relay = Relay::start(
-        "127.0.0.1:0".parse().map_err(|_| "address")?,
-        server_addr,
-        config,
-    )
-    .map_err(io)?;
+    let listen = "127.0.0.1:0".parse().map_err(|_| "address")?;
+    // Keeps the relay alive for the whole run.
+    let (relay, _running): (RelayHandle, Box<dyn std::any::Any>) = if o.relay_thread {
+        let thread = RelayThread::start(listen, server_addr, config).map_err(io)?;
+        (thread.handle(), Box::new(thread))
+    } else {
+        let relay = Relay::start(listen, server_addr, config).map_err(io)?;
+        (relay.handle(), Box::new(relay))
+    };
     let echo = tokio::spawn({
         let server = server.clone();
         async move {
@@ -287,8 +299,16 @@ async fn bench(o: &Options, config: RelayConfig) -> Result<(), String> {
     let mut echoed = 0u64;
     let duration = Duration::from_secs_f64(o.seconds.max(0.1));
     eprintln!(
-        "bench: {} B datagrams, window {}, {:.1} s, profile {} (seed {seed}), relay on 2 runtime threads shared with the client and the echo server",
-        o.size, o.window, duration.as_secs_f64(), o.profile
+        "bench: {} B datagrams, window {}, {:.1} s, profile {} (seed {seed}), relay {}",
+        o.size,
+        o.window,
+        duration.as_secs_f64(),
+        o.profile,
+        if o.relay_thread {
+            "on a thread of its own"
+        } else {
+            "on the 2 runtime threads shared with the client and the echo server"
+        }
     );
     // Fill the window, then send one datagram per echo; refill after a quiet 50 ms, since
     // an impaired profile (or the kernel) loses some.
@@ -321,8 +341,9 @@ async fn bench(o: &Options, config: RelayConfig) -> Result<(), String> {
         + (after.to_client.forwarded_bytes - before.to_client.forwarded_bytes);
     let round_trips = echoed as f64 / elapsed;
     println!(
-        "{{\"profile\":\"{}\",\"size\":{},\"window\":{},\"seconds\":{elapsed:.3},\"forwarded_pps\":{:.0},\"forwarded_mbyte_per_s\":{:.1},\"round_trips_per_s\":{round_trips:.0}}}",
+        "{{\"profile\":\"{}\",\"relay_thread\":{},\"size\":{},\"window\":{},\"seconds\":{elapsed:.3},\"forwarded_pps\":{:.0},\"forwarded_mbyte_per_s\":{:.1},\"round_trips_per_s\":{round_trips:.0}}}",
         o.profile,
+        o.relay_thread,
         o.size,
         o.window,
         forwarded as f64 / elapsed,

@@ -376,3 +376,36 @@ async fn rate_limit_bounds_throughput_and_drops_at_the_tail() {
         "achieved {achieved:.0} bit/s through an {rate} bit/s link"
     );
 }
+
+/// A relay on its own thread serves callers that have no tokio runtime.
+#[test]
+fn a_relay_thread_works_without_a_runtime() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    let relay = lightning_netem::RelayThread::start(
+        "127.0.0.1:0".parse().unwrap(),
+        server.local_addr().unwrap(),
+        Profile::Continent.config(11),
+    )
+    .unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.connect(relay.local_addr()).unwrap();
+    let mut buf = [0u8; 64];
+    // Continent loses 0.1%: retry a few times rather than depend on one datagram.
+    let mut answered = false;
+    for i in 0..10u32 {
+        client.send(&seq(i)).unwrap();
+        let Ok((n, from)) = server.recv_from(&mut buf) else {
+            continue;
+        };
+        server.send_to(&buf[..n], from).unwrap();
+        if client.recv(&mut buf).is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered);
+    assert!(relay.stats().to_client.forwarded >= 1);
+    drop(relay);
+}
