@@ -106,8 +106,14 @@ fn miner_killed_and_restarted_with_a_new_certificate_under_load() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let first = serve(0);
-        let port = first.port;
+        // A fixed port, as a miner's axon has: the stateless-reset secret derives from the
+        // key and the port, so only a miner restarted on its port inherits it.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        let first = serve(port);
+        assert_eq!(first.port, port);
         let relay = Relay::start(
             "127.0.0.1:0".parse().unwrap(),
             ([127, 0, 0, 1], port).into(),
@@ -116,8 +122,8 @@ fn miner_killed_and_restarted_with_a_new_certificate_under_load() {
         .unwrap();
         // Default client settings: a killed miner sends no CONNECTION_CLOSE, and without
         // help the client would learn of its death only from the 150 s idle timeout. The
-        // restarted miner keys its stateless resets with a secret derived from its key,
-        // like its predecessor, so it resets the old connection at its next packet.
+        // restarted miner keys its stateless resets with a secret derived from its key and
+        // port, like its predecessor, so it resets the old connection at its next packet.
         let client = ClientBuilder::new()
             .seed(VALIDATOR_SEED)
             .bind_addr(([127, 0, 0, 1], 0).into())

@@ -328,9 +328,11 @@ impl<R: Runtime> ServerBuilder<R> {
 
         let mut config = self.config.clone();
         if config.stateless_reset_secret.is_none() {
-            // A restarted miner then resets its predecessor's connections at their next
-            // packet, and validators reconnect at once (not after their idle timeout).
-            config.stateless_reset_secret = identity.reset_secret.map(ResetSecret);
+            // A miner restarted on the same port then resets its predecessor's connections
+            // at their next packet, and validators reconnect at once (not after their idle
+            // timeout).
+            config.stateless_reset_secret =
+                identity.reset_secret(self.bind.port()).map(ResetSecret);
         }
         let now = Instant::now();
         let mut endpoint = Server::new(

@@ -284,7 +284,8 @@ pub struct ServerConfig {
     /// same secret across restarts, a restarted miner answers packets of its predecessor's
     /// connections with a stateless reset, so validators reconnect at once instead of
     /// waiting for their idle timeout. `None` (the default here): a random secret per
-    /// start. `lightning-driver` derives one from the miner's key when it has the key.
+    /// start. `lightning-driver` derives one from the miner's key and its fixed UDP port
+    /// when it has the key.
     /// Whoever knows it can reset the miner's connections: keep it as secret as the key.
     pub stateless_reset_secret: Option<ResetSecret>,
 }
