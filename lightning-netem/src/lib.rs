@@ -164,6 +164,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Binds a UDP socket with [`SOCKET_BUFFER_BYTES`] kernel buffers (as the relay's own
+/// sockets) and registers it with tokio; must run inside a tokio runtime. Endpoints that
+/// talk through a relay need such buffers too: the relay's delay queue releases datagrams
+/// in bursts (one per timer tick), which overflow the kernel's default ~208 KiB.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind_socket(addr)
+}
+
 /// Binds a UDP socket with large kernel buffers and registers it with tokio.
 fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {

@@ -82,6 +82,13 @@ pub struct DirectionStats {
     pub no_mapping: u64,
     /// Sends the operating system refused.
     pub send_errors: u64,
+    /// Delayed datagrams sent (the others went out at once, with no delay configured).
+    pub delayed: u64,
+    /// Total time delayed datagrams left after their due time, in microseconds: the
+    /// emulator's own error (timer resolution, a busy machine). Divide by `delayed`.
+    pub late_us_total: u64,
+    /// The latest any delayed datagram left after its due time, in microseconds.
+    pub late_us_max: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +103,9 @@ struct Counters {
     blackholed: AtomicU64,
     no_mapping: AtomicU64,
     send_errors: AtomicU64,
+    delayed: AtomicU64,
+    late_us_total: AtomicU64,
+    late_us_max: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -210,6 +220,9 @@ impl Link {
             blackholed: get(&c.blackholed),
             no_mapping: get(&c.no_mapping),
             send_errors: get(&c.send_errors),
+            delayed: get(&c.delayed),
+            late_us_total: get(&c.late_us_total),
+            late_us_max: get(&c.late_us_max),
         }
     }
 
@@ -342,6 +355,10 @@ pub(crate) async fn deliver(
                 add(&link.counters.blackholed, 1);
                 continue;
             }
+            let late = now.saturating_duration_since(d.at).as_micros() as u64;
+            add(&link.counters.delayed, 1);
+            add(&link.counters.late_us_total, late);
+            link.counters.late_us_max.fetch_max(late, Ordering::Relaxed);
             link.send(&inner, &d.data, &d.dest).await;
         }
     }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lightning_netem::{
-    DirectionStats, LinkConfig, Profile, Relay, RelayConfig, RelayHandle, RelayStats, RelayThread,
+    bind_udp, DirectionStats, LinkConfig, Profile, Relay, RelayConfig, RelayHandle, RelayStats,
+    RelayThread,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::UdpSocket;
 
 const USAGE: &str = "\
 usage:
@@ -185,8 +185,18 @@ fn main() -> ExitCode {
 }
 
 fn direction_line(name: &str, d: &DirectionStats) -> String {
+    let late = if d.delayed > 0 {
+        format!(
+            "; delayed {} left late by {:.2} ms on average, {:.2} ms at most",
+            d.delayed,
+            d.late_us_total as f64 / d.delayed as f64 / 1e3,
+            d.late_us_max as f64 / 1e3
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{name}: received {} forwarded {} ({} B) lost {} mtu {} queue {} blackholed {} unmapped {} send-errors {}",
+        "{name}: received {} forwarded {} ({} B) lost {} mtu {} queue {} blackholed {} unmapped {} send-errors {}{late}",
         d.received,
         d.forwarded,
         d.forwarded_bytes,
@@ -272,7 +282,9 @@ async fn relay(o: &Options, config: RelayConfig) -> Result<(), String> {
 /// An echo server, a windowed client, and the relay between them on loopback.
 async fn bench(o: &Options, config: RelayConfig) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
-    let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.map_err(io)?);
+    let any: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "address")?;
+    // Large buffers, like Lightning's sockets: the relay's delay queue releases bursts.
+    let server = Arc::new(bind_udp(any).map_err(io)?);
     let server_addr = server.local_addr().map_err(io)?;
     let seed = config.seed;
     let listen = "127.0.0.1:0".parse().map_err(|_| "address")?;
@@ -293,7 +305,7 @@ async fn bench(o: &Options, config: RelayConfig) -> Result<(), String> {
             }
         }
     });
-    let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.map_err(io)?);
+    let client = Arc::new(bind_udp(any).map_err(io)?);
     client.connect(relay.local_addr()).await.map_err(io)?;
     let payload = vec![0x5au8; o.size];
     let mut echoed = 0u64;
