@@ -307,16 +307,19 @@ impl Link {
     }
 
     async fn send(&self, inner: &Inner, data: &[u8], dest: &Dest) {
+        // Counted before the send, so a peer that has the datagram always finds it
+        // counted; taken back if the send fails.
+        let len = data.len() as u64;
+        add(&self.counters.forwarded, 1);
+        add(&self.counters.forwarded_bytes, len);
         let sent = match dest {
             Dest::Server(flow) => flow.upstream().send_to(data, inner.target()).await,
             Dest::Client(addr) => inner.listen().send_to(data, *addr).await,
         };
-        match sent {
-            Ok(_) => {
-                add(&self.counters.forwarded, 1);
-                add(&self.counters.forwarded_bytes, data.len() as u64);
-            }
-            Err(_) => add(&self.counters.send_errors, 1),
+        if sent.is_err() {
+            self.counters.forwarded.fetch_sub(1, Ordering::Relaxed);
+            self.counters.forwarded_bytes.fetch_sub(len, Ordering::Relaxed);
+            add(&self.counters.send_errors, 1);
         }
     }
 }
