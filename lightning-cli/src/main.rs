@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve synapses `echo` and `stream`; prints {"port":..,"hotkey":".."} when ready.
+    /// Serve synapses `echo` and `stream`; prints {"port":..,"hotkey":"..","fingerprint":".."}
+    /// when ready.
     Serve(serve::ServeArgs),
     /// Send queries to a miner and report latency and throughput.
     Query(query::QueryArgs),

@@ -151,6 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let ready = serde_json::json!({
         "port": server.local_addr().port(),
         "hotkey": server.hotkey(),
+        "fingerprint": server.fingerprint(),
     });
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")

@@ -444,3 +444,51 @@ fn serve_admits_only_listed_validators() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_hotkey_that_is_not_ss58_fails_at_once() {
+    // Nothing listens on port 9: before the check, this waited for the 10 s connect timeout.
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--port",
+            "9",
+            "--hotkey",
+            "notakey",
+            "--seed",
+            VALIDATOR_SEED,
+            "--json",
+        ])
+        .output()
+        .expect("run query");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    assert_eq!(s["connected"], false, "{s}");
+    let error = s["first_error"].as_str().unwrap();
+    assert!(
+        error.contains("miner hotkey \"notakey\" is not a valid SS58 address"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_request_over_the_frame_limit_is_refused_locally() {
+    let miner = serve();
+    // 70 MB: over the client's default max_frame_payload_bytes (64 MiB).
+    let (out, s) = query(&miner, &miner.hotkey, &["--size", "70000000"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        (s["ok"].as_u64(), s["errors"].as_u64()),
+        (Some(0), Some(1)),
+        "{s}"
+    );
+    let error = s["first_error"].as_str().unwrap();
+    assert!(
+        error.contains("request frame of 700000")
+            && error.contains("exceeds the client's max_frame_payload_bytes of 67108864 bytes"),
+        "{error}"
+    );
+}

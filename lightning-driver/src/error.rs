@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use lightning_proto::endpoint::{ClientError, ConfigError};
+use lightning_proto::endpoint::{ClientError, ConfigError, BUSY_ERROR_CODE};
+use lightning_proto::frame::{FrameError, FRAME_HEADER_LEN};
 
 /// Everything that can go wrong in a Lightning client or server call.
 ///
@@ -33,6 +34,27 @@ pub enum LightningError {
     Local(String),
     /// The endpoint has been stopped or closed.
     Closed,
+    /// The miner hotkey given is not an SS58 address, so no miner could ever prove it;
+    /// refused before anything was sent.
+    InvalidHotkey {
+        /// The hotkey as given.
+        hotkey: String,
+        /// Why it is not an SS58 address.
+        reason: String,
+    },
+    /// The request's frame is larger than the client's own `max_frame_payload_bytes`;
+    /// refused before anything was sent.
+    RequestTooLarge {
+        /// Payload bytes of the request frame (MessagePack of the whole request).
+        size: u64,
+        /// The client's `max_frame_payload_bytes`.
+        limit: u32,
+    },
+    /// The miner reset the response stream (QUIC `RESET_STREAM`) instead of answering.
+    StreamReset {
+        /// The application error code of the reset.
+        code: u64,
+    },
 }
 
 impl std::fmt::Display for LightningError {
@@ -48,6 +70,26 @@ impl std::fmt::Display for LightningError {
             Self::Stream(m) => write!(f, "stream error: {m}"),
             Self::Local(m) => write!(f, "local error: {m}"),
             Self::Closed => f.write_str("connection error: endpoint closed"),
+            Self::InvalidHotkey { hotkey, reason } => write!(
+                f,
+                "config error: miner hotkey {hotkey:?} is not a valid SS58 address ({reason})"
+            ),
+            Self::RequestTooLarge { size, limit } => write!(
+                f,
+                "local error: request frame of {size} bytes exceeds the client's \
+                 max_frame_payload_bytes of {limit} bytes; not sent"
+            ),
+            Self::StreamReset { code } if *code == u64::from(BUSY_ERROR_CODE) => write!(
+                f,
+                "transport error: the miner reset the stream (code {code:#x}: busy, too many \
+                 requests already waiting to be read)"
+            ),
+            Self::StreamReset { code } => {
+                write!(
+                    f,
+                    "transport error: the miner reset the stream (code {code})"
+                )
+            }
         }
     }
 }
@@ -67,7 +109,7 @@ impl From<ClientError> for LightningError {
             | ClientError::NoRoute { .. } => Self::Handshake(strip_kind(&e)),
             ClientError::ConnectionLost(m) => Self::ConnectionLost(m),
             ClientError::Timeout(d) => Self::Timeout(d),
-            ClientError::Transport(m) => Self::Protocol(m),
+            ClientError::Transport(m) => transport(m),
             ClientError::Stream(m) => Self::Stream(m),
             ClientError::Local(m) => Self::Local(m),
         }
@@ -79,6 +121,31 @@ impl From<ConfigError> for LightningError {
         Self::Config(e.0)
     }
 }
+
+/// The core reports a miner's stream reset and an answer stream that ended empty as
+/// transport messages; name them for what they say about the miner.
+fn transport(message: String) -> LightningError {
+    if let Some(code) = message
+        .strip_prefix(RESET_PREFIX)
+        .and_then(|code| code.parse().ok())
+    {
+        return LightningError::StreamReset { code };
+    }
+    let empty = FrameError::Truncated {
+        received: 0,
+        expected: FRAME_HEADER_LEN,
+    };
+    if message == empty.to_string() {
+        return LightningError::Protocol(format!(
+            "the miner ended the stream without an answer ({message}); a miner does this \
+             with a request it cannot read, such as one over its frame size limit"
+        ));
+    }
+    LightningError::Protocol(message)
+}
+
+/// How the core words a reset of a response stream by the miner.
+const RESET_PREFIX: &str = "stream reset by peer: code ";
 
 /// `ClientError`'s display minus its `"<kind> error: "` prefix, which our own adds back.
 fn strip_kind(e: &ClientError) -> String {

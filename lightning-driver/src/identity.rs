@@ -14,6 +14,9 @@ use crate::error::{LightningError, Result};
 pub struct Identity {
     pub(crate) hotkey: String,
     pub(crate) signer: Arc<dyn Signer>,
+    /// The key, when it is in memory, to derive a miner's stateless-reset secret from
+    /// (see [`Identity::reset_secret`]).
+    reset_key: Option<Keypair>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -34,6 +37,7 @@ impl Identity {
     pub fn from_keypair(keypair: Keypair) -> Self {
         Self {
             hotkey: keypair.hotkey(),
+            reset_key: Some(keypair.clone()),
             signer: Arc::new(KeypairSigner::new(keypair)),
         }
     }
@@ -52,6 +56,7 @@ impl Identity {
         Self {
             hotkey: hotkey.into(),
             signer,
+            reset_key: None,
         }
     }
 
@@ -67,6 +72,19 @@ impl Identity {
     /// The SS58 hotkey.
     pub fn hotkey(&self) -> &str {
         &self.hotkey
+    }
+
+    /// The secret that keys a miner's QUIC stateless resets on UDP `port`: derived from
+    /// the secret key and the port, so a miner restarted on the same port resets its
+    /// predecessor's connections, while miners with the same key on other ports (or other
+    /// tests in one process) do not share it. `None` without the key in memory (callback
+    /// and remote signers) or for port 0.
+    pub(crate) fn reset_secret(&self, port: u16) -> Option<[u8; 32]> {
+        if port == 0 {
+            return None;
+        }
+        let context = format!("lightning/quic-stateless-reset/v1/udp-port/{port}");
+        Some(self.reset_key.as_ref()?.derive_secret(context.as_bytes()))
     }
 
     /// Signs `message` (for tests and tools).

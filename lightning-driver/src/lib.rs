@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod cancel;
+mod checks;
 mod client;
 mod driver;
 mod error;
@@ -50,8 +51,8 @@ pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
 pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
 
 pub use lightning_proto::endpoint::{
-    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, QueryId, RequestId, RetryPolicy,
-    ServerConfig, ServerStats, TransportOptions,
+    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, QueryId, RequestId, ResetSecret,
+    RetryPolicy, ServerConfig, ServerStats, TransportOptions,
 };
 pub use lightning_proto::identity::{CallbackSigner, Keypair, KeypairSigner, SignError, Signer};
 pub use lightning_proto::message::DataMap;

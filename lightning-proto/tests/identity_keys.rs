@@ -126,3 +126,18 @@ fn sign_error_display() {
     assert_eq!(SignError::NoSigner.to_string(), "No signer configured");
     assert!(SignError::BadLength(3).to_string().contains('3'));
 }
+
+#[test]
+fn derived_secrets_depend_on_key_and_context_only() {
+    let a = Keypair::from_seed(&[1; 32]);
+    let b = Keypair::from_seed(&[2; 32]);
+    let secret = a.derive_secret(b"purpose one");
+    assert_eq!(
+        secret,
+        Keypair::from_seed(&[1; 32]).derive_secret(b"purpose one")
+    );
+    assert_ne!(secret, a.derive_secret(b"purpose two"));
+    assert_ne!(secret, b.derive_secret(b"purpose one"));
+    // The context's length is hashed, so contexts cannot run into the key.
+    assert_ne!(a.derive_secret(b""), a.derive_secret(b"\0"));
+}

@@ -64,7 +64,10 @@ pub fn not_initialized() -> PyErr {
 pub fn to_py(e: LightningError) -> PyErr {
     let message = e.to_string();
     match e {
-        LightningError::Config(_) => config_error(message),
+        // The caller's own input, refused before anything is sent.
+        LightningError::Config(_)
+        | LightningError::InvalidHotkey { .. }
+        | LightningError::RequestTooLarge { .. } => config_error(message),
         LightningError::Handshake(_) => {
             raise("HandshakeError", message, PyConnectionError::new_err)
         }

@@ -155,6 +155,26 @@ def test_large_payload(echo, client) -> None:
     assert r["success"] is True and r["data"]["blob"] == blob
 
 
+def test_bad_hotkey_is_value_error_at_once(echo, client) -> None:
+    client.initialize_connections([echo.axon])
+    axon = dict(echo.axon, hotkey="notakey")
+    with pytest.raises(ValueError, match="not a valid SS58 address"):
+        query(client, axon, "echo", {"value": 1}, timeout_secs=30.0)
+
+
+def test_request_over_the_frame_limit_is_value_error(echo) -> None:
+    small = Lightning(wallet_hotkey=VALIDATOR_HOTKEY, max_frame_payload_bytes=4096)
+    small.set_validator_keypair(VALIDATOR_SEED)
+    small.initialize_connections([echo.axon])
+    try:
+        with pytest.raises(ValueError, match="max_frame_payload_bytes"):
+            query(small, echo.axon, "echo", {"blob": bytes(8192)})
+        # The connection is untouched: a request that fits still goes through.
+        assert query(small, echo.axon, "echo", {"blob": bytes(100)})["success"] is True
+    finally:
+        small.close()
+
+
 def test_query_with_timeout(echo, client) -> None:
     client.initialize_connections([echo.axon])
     r = query(client, echo.axon, "echo", {"value": 42}, timeout_secs=5.0)

@@ -180,6 +180,7 @@ impl<R: Runtime> ClientBuilder<R> {
                 local_addr,
                 buffers,
                 consume_batch: (self.config.stream_read_ahead_chunks / 2).max(1),
+                max_frame_payload: self.config.max_frame_payload_bytes,
             }),
         })
     }

@@ -30,6 +30,7 @@ use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
 use lightning_proto::reconnect::ReconnectPolicy;
 
+use crate::checks;
 use crate::driver::{Driver, Role};
 use crate::error::{LightningError, Result};
 use crate::identity::{os_seed, unix_ms, Identity};
@@ -47,6 +48,8 @@ struct Shared {
     local_addr: SocketAddr,
     buffers: SocketBuffers,
     consume_batch: usize,
+    /// Requests whose frame payload is larger are refused before sending.
+    max_frame_payload: u32,
 }
 
 impl Shared {
@@ -141,6 +144,10 @@ impl LightningClient {
         let mut report = ConnectReport::default();
         let mut targets = Vec::new();
         for miner in miners {
+            if let Err(e) = checks::hotkey(&miner.hotkey) {
+                report.failed.push((miner, e));
+                continue;
+            }
             match miner.addr() {
                 Ok(addr) => targets.push((addr, miner)),
                 Err(e) => report.failed.push((miner, e)),
@@ -188,7 +195,9 @@ impl LightningClient {
         request: QuicRequest,
         timeout: Option<Duration>,
     ) -> Result<QuicResponse> {
+        checks::hotkey(&axon.hotkey)?;
         let addr = axon.addr()?;
+        checks::request_size(&request, self.shared.max_frame_payload)?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         self.shared.send(Command::Query(Query {
@@ -240,7 +249,9 @@ impl LightningClient {
         request: QuicRequest,
         timeout: Option<Duration>,
     ) -> Result<ChunkStream> {
+        checks::hotkey(&axon.hotkey)?;
         let addr = axon.addr()?;
+        checks::request_size(&request, self.shared.max_frame_payload)?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_channel::unbounded();
         self.shared.send(Command::Query(Query {

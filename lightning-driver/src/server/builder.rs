@@ -284,9 +284,17 @@ impl<R: Runtime> ServerBuilder<R> {
             }
         }
 
+        let mut config = self.config.clone();
+        if config.stateless_reset_secret.is_none() {
+            // A miner restarted on the same port then resets its predecessor's connections
+            // at their next packet, and validators reconnect at once (not after their idle
+            // timeout).
+            config.stateless_reset_secret =
+                identity.reset_secret(self.bind.port()).map(ResetSecret);
+        }
         let now = Instant::now();
         let mut endpoint = Server::new(
-            self.config.clone(),
+            config,
             identity.hotkey.clone(),
             identity.signer.clone(),
             self.tls,

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lightning_proto::endpoint::{
-    AnswerError, CancelReason, ConnId, IncomingRequest, RequestId, SansIo, Server, ServerConfig,
-    ServerEvent, ServerStats, SynapseIndex, SynapseKind,
+    AnswerError, CancelReason, ConnId, IncomingRequest, RequestId, ResetSecret, SansIo, Server,
+    ServerConfig, ServerEvent, ServerStats, SynapseIndex, SynapseKind,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;

@@ -280,6 +280,25 @@ pub struct ServerConfig {
     pub send_progress_timeout: Duration,
     /// QUIC settings.
     pub transport: TransportOptions,
+    /// Secret from which QUIC stateless-reset tokens derive (RFC 9000 §10.3). With the
+    /// same secret across restarts, a restarted miner answers packets of its predecessor's
+    /// connections with a stateless reset, so validators reconnect at once instead of
+    /// waiting for their idle timeout. `None` (the default here): a random secret per
+    /// start. `lightning-driver` derives one from the miner's key and its fixed UDP port
+    /// when it has the key.
+    /// Whoever knows it can reset the miner's connections: keep it as secret as the key.
+    pub stateless_reset_secret: Option<ResetSecret>,
+}
+
+/// The secret behind a server's stateless-reset tokens (see
+/// [`ServerConfig::stateless_reset_secret`]). `Debug` does not show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ResetSecret(pub [u8; 32]);
+
+impl std::fmt::Debug for ResetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetSecret(..)")
+    }
 }
 
 impl Default for ServerConfig {
@@ -313,6 +332,7 @@ impl Default for ServerConfig {
             max_queued_chunk_bytes: 4 * 1024 * 1024,
             send_progress_timeout: Duration::from_secs(20),
             transport: TransportOptions::default(),
+            stateless_reset_secret: None,
         }
     }
 }

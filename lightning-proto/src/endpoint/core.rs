@@ -113,14 +113,43 @@ impl Core {
         clock: WallClock,
         allow_mtud: bool,
     ) -> Self {
+        Self::with_reset_secret(rng, server, clock, allow_mtud, None)
+    }
+
+    /// Like [`new`](Self::new), with stateless-reset tokens keyed by `reset_secret` when
+    /// given (stable across restarts) instead of by random bytes.
+    pub(crate) fn with_reset_secret(
+        rng: &mut impl RngCore,
+        server: Option<Arc<quinn_proto::ServerConfig>>,
+        clock: WallClock,
+        allow_mtud: bool,
+        reset_secret: Option<&[u8; 32]>,
+    ) -> Self {
+        // Drawn even when unused, so a seeded endpoint makes the same choices either way.
         let mut reset_key = [0u8; 64];
         rng.fill_bytes(&mut reset_key);
         let mut endpoint_seed = [0u8; 32];
         rng.fill_bytes(&mut endpoint_seed);
-        let mut config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
-            ring::hmac::HMAC_SHA256,
-            &reset_key,
-        )));
+        let key: &[u8] = match reset_secret {
+            Some(secret) => secret,
+            None => &reset_key,
+        };
+        let mut config =
+            EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)));
+        if let Some(secret) = reset_secret {
+            // quinn answers with a stateless reset only packets whose connection ID its
+            // generator validates: the generator's key must outlive a restart too.
+            let tag = ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+                b"lightning connection ID key",
+            );
+            let mut cid_key = [0u8; 8];
+            cid_key.copy_from_slice(&tag.as_ref()[..8]);
+            let cid_key = u64::from_le_bytes(cid_key);
+            config.cid_generator(move || -> Box<dyn quinn_proto::ConnectionIdGenerator> {
+                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            });
+        }
         config.rng_seed(Some(endpoint_seed));
         Self {
             endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),

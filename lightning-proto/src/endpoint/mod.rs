@@ -29,7 +29,9 @@ mod timers;
 
 pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
 pub use clock::WallClock;
-pub use config::{ClientConfig, ConfigError, RetryPolicy, ServerConfig, TransportOptions};
+pub use config::{
+    ClientConfig, ConfigError, ResetSecret, RetryPolicy, ServerConfig, TransportOptions,
+};
 pub use error::ClientError;
 pub use server::{
     wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,

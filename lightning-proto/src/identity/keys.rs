@@ -92,6 +92,23 @@ impl Keypair {
         self.inner.sign(attach_rng(transcript, rng)).to_bytes()
     }
 
+    /// 32 bytes that only the holder of this key can compute, for `context`: BLAKE2b-512
+    /// over the context's length, the context and the secret key, truncated. Use one
+    /// context per purpose; the result reveals nothing about the key.
+    pub fn derive_secret(&self, context: &[u8]) -> [u8; 32] {
+        use blake2::{Blake2b512, Digest};
+        let mut secret = self.inner.secret.to_bytes();
+        let mut hasher = Blake2b512::new();
+        hasher.update((context.len() as u64).to_le_bytes());
+        hasher.update(context);
+        hasher.update(secret);
+        secret.fill(0);
+        let hash = hasher.finalize();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&hash[..32]);
+        out
+    }
+
     /// Verifies a signature made with this keypair's public key.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         verify(&self.public, message, signature)

@@ -432,11 +432,12 @@ impl Server {
         // Authorization is per connection, so migration no longer breaks it (§13.2); but
         // a validator that moves keeps its session, which is what it expects.
         quic.migration(true);
-        let core = Core::new(
+        let core = Core::with_reset_secret(
             &mut rng,
             Some(Arc::new(quic)),
             clock,
             config.transport.mtu_discovery,
+            config.stateless_reset_secret.as_ref().map(|s| &s.0),
         );
         let mut deadlines = Timers::default();
         deadlines.schedule(now + config.nonce_cleanup_interval, Deadline::Cleanup);
