@@ -163,12 +163,12 @@ def test_bad_hotkey_is_value_error_at_once(echo, client) -> None:
 
 
 def test_request_over_the_frame_limit_is_value_error(echo) -> None:
-    small = Lightning(wallet_hotkey=VALIDATOR_HOTKEY, max_frame_payload_bytes=4096)
+    small = Lightning(wallet_hotkey=VALIDATOR_HOTKEY, max_frame_payload_bytes=1 << 20)
     small.set_validator_keypair(VALIDATOR_SEED)
     small.initialize_connections([echo.axon])
     try:
         with pytest.raises(ValueError, match="max_frame_payload_bytes"):
-            query(small, echo.axon, "echo", {"blob": bytes(8192)})
+            query(small, echo.axon, "echo", {"blob": bytes(2 << 20)})
         # The connection is untouched: a request that fits still goes through.
         assert query(small, echo.axon, "echo", {"blob": bytes(100)})["success"] is True
     finally:
