@@ -31,7 +31,11 @@ impl Server {
                 let Some(mut idle_since) = idle_since else {
                     return;
                 };
-                if self.streams.get(&(ch, stream)).is_some_and(|s| s.parked) {
+                if self
+                    .streams
+                    .get(&(ch, stream))
+                    .is_some_and(|s| matches!(s.hold, Hold::Waiting { .. }))
+                {
                     // It waits for our budget, not for the peer.
                     idle_since = now;
                 }

@@ -306,17 +306,27 @@ struct SStream {
     out: OutQueue,
     /// The application asked for more chunk room while the queue was full.
     notify_writable: bool,
-    /// Budget held for the frame being read; given back when reading ends.
-    reservation: Option<Reservation>,
-    /// Its frame's header is in but its length does not fit the budget yet, so the stream
-    /// is not read until some budget is released.
-    parked: bool,
-    /// While it waits, its connection's receive window is one stream window wider.
-    window_extended: bool,
+    /// What it holds of the read budget.
+    hold: Hold,
     /// Last time quinn took bytes of its response (or when it was queued).
     last_send_progress: Instant,
     /// A send-progress deadline is scheduled for it.
     send_deadline: bool,
+}
+
+/// What a request stream holds of the read budget.
+#[derive(Debug)]
+enum Hold {
+    /// Nothing: its frame's header is not in yet, or its frame has been read.
+    Nothing,
+    /// Budget reserved for the frame being read; given back when reading ends.
+    Reserved(Reservation),
+    /// Its frame's header is in but its length does not fit the budget yet: the stream
+    /// is not read until some budget is released (it waits in `parking`).
+    Waiting {
+        /// Meanwhile its connection's receive window is one stream window wider.
+        window_extended: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -13,14 +13,13 @@ impl Server {
         };
         let Some(SStream {
             phase: Phase::Reading(decoder),
-            reservation,
-            parked,
+            hold,
             ..
         }) = self.streams.get_mut(&(ch, stream))
         else {
             return;
         };
-        if *parked {
+        if matches!(hold, Hold::Waiting { .. }) {
             // Only `resume_parked` reads it again, once budget has been released.
             return;
         }
@@ -40,7 +39,7 @@ impl Server {
         loop {
             // Nothing past the header is read until the frame's whole declared length is
             // reserved, so the budget bounds what we buffer and every started frame can end.
-            let max = if reservation.is_some() {
+            let max = if matches!(hold, Hold::Reserved(_)) {
                 usize::MAX
             } else if let Some(len) = decoder.declared_len() {
                 let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
@@ -61,7 +60,7 @@ impl Server {
                 };
                 match reserved {
                     Ok(r) => {
-                        *reservation = Some(r);
+                        *hold = Hold::Reserved(r);
                         usize::MAX
                     }
                     Err(shortfall) => {
@@ -109,7 +108,7 @@ impl Server {
         }
         let done = frame.is_some() || failed || fin || reset;
         if done {
-            if let Some(r) = reservation.take() {
+            if let Hold::Reserved(r) = std::mem::replace(hold, Hold::Nothing) {
                 self.budget
                     .release(Some((&mut sconn.reserved, &mut sconn.reserved_small)), r);
                 self.released.push(ch);

@@ -40,19 +40,22 @@ impl Server {
             c.open_streams = c.open_streams.saturating_sub(1);
         }
         self.account_queued(ch, s.out.bytes(), 0);
-        if let Some(r) = s.reservation.take() {
-            let conn = self
-                .conns
-                .get_mut(&ch)
-                .map(|c| (&mut c.reserved, &mut c.reserved_small));
-            self.budget.release(conn, r);
-            self.released.push(ch);
-        }
-        if std::mem::take(&mut s.parked) {
-            self.parking.remove(ch, stream);
-        }
-        if std::mem::take(&mut s.window_extended) {
-            self.narrow_window(ch);
+        match std::mem::replace(&mut s.hold, Hold::Nothing) {
+            Hold::Nothing => {}
+            Hold::Reserved(r) => {
+                let conn = self
+                    .conns
+                    .get_mut(&ch)
+                    .map(|c| (&mut c.reserved, &mut c.reserved_small));
+                self.budget.release(conn, r);
+                self.released.push(ch);
+            }
+            Hold::Waiting { window_extended } => {
+                self.parking.remove(ch, stream);
+                if window_extended {
+                    self.narrow_window(ch);
+                }
+            }
         }
         Some(s)
     }
@@ -139,8 +142,15 @@ impl Server {
             let Some(len) = declared else {
                 // Gone or no longer reading: nothing to admit.
                 self.parking.pop_head(ch);
-                if let Some(s) = self.streams.get_mut(&(ch, stream)) {
-                    s.parked = false;
+                let was = self
+                    .streams
+                    .get_mut(&(ch, stream))
+                    .map(|s| std::mem::replace(&mut s.hold, Hold::Nothing));
+                if let Some(Hold::Waiting {
+                    window_extended: true,
+                }) = was
+                {
+                    self.narrow_window(ch);
                 }
                 continue;
             };
@@ -160,10 +170,12 @@ impl Server {
             };
             self.parking.pop_head(ch);
             let s = self.streams.get_mut(&(ch, stream))?;
-            s.reservation = Some(reservation);
-            s.parked = false;
+            let was = std::mem::replace(&mut s.hold, Hold::Reserved(reservation));
             s.last_progress = now;
-            if std::mem::take(&mut s.window_extended) {
+            if let Hold::Waiting {
+                window_extended: true,
+            } = was
+            {
                 self.narrow_window(ch);
             }
             self.read(now, ch, stream);
@@ -194,9 +206,10 @@ impl Server {
         }
         let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
         if let Some(s) = self.streams.get_mut(&(ch, stream)) {
-            s.parked = true;
             // Unauthenticated frames are small and their connections' windows stay small.
-            s.window_extended = authenticated;
+            s.hold = Hold::Waiting {
+                window_extended: authenticated,
+            };
         }
         if authenticated {
             if let Some(c) = self.conns.get_mut(&ch) {
