@@ -210,6 +210,18 @@ impl Core {
         self.touch(ch);
     }
 
+    /// Closes connection `ch` with an application close (code 0) carrying `reason`,
+    /// the one way either role closes a connection.
+    pub(crate) fn close(&mut self, now: Instant, ch: ConnectionHandle, reason: &[u8]) {
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.close(
+                now,
+                quinn_proto::VarInt::from_u32(0),
+                bytes::Bytes::copy_from_slice(reason),
+            );
+        }
+    }
+
     /// The connection, for reading.
     pub(crate) fn conn(&self, ch: ConnectionHandle) -> Option<&quinn_proto::Connection> {
         self.conns.get(&ch)

@@ -256,13 +256,7 @@ impl ConnRole for Client {
 
 impl Client {
     pub(super) fn close_conn(&mut self, now: Instant, ch: ConnectionHandle, reason: &str) {
-        if let Some(conn) = self.core.conn_mut(ch) {
-            conn.close(
-                now,
-                VarInt::from_u32(0),
-                Bytes::copy_from_slice(reason.as_bytes()),
-            );
-        }
+        self.core.close(now, ch, reason.as_bytes());
     }
 
     /// Fails every hotkey and waiting request of `addr` after a connection-level failure.
@@ -274,13 +268,7 @@ impl Client {
         if let Some(ch) = std::mem::replace(&mut peer.link, Link::Down).handle() {
             self.conn_addr.remove(&ch);
             self.conn_serial.remove(&ch);
-            if let Some(conn) = self.core.conn_mut(ch) {
-                conn.close(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::from_static(b"connect_failed"),
-                );
-            }
+            self.core.close(now, ch, b"connect_failed");
         }
         peer.reconnect.on_failure(now, &policy);
         let mut events = Vec::new();

@@ -8,26 +8,14 @@ impl Server {
     pub fn close(&mut self, now: Instant) {
         let chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for ch in chs {
-            if let Some(conn) = self.core.conn_mut(ch) {
-                conn.close(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::from_static(b"server_shutdown"),
-                );
-            }
+            self.core.close(now, ch, b"server_shutdown");
         }
     }
 
     /// Closes connections whose validators sent no request for `max_idle` (reason `cleanup`).
     pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: &str) {
         if let Some(ch) = self.handle_of(conn) {
-            if let Some(c) = self.core.conn_mut(ch) {
-                c.close(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::copy_from_slice(reason.as_bytes()),
-                );
-            }
+            self.core.close(now, ch, reason.as_bytes());
         }
     }
 
@@ -50,9 +38,7 @@ impl Server {
 
     /// Closes a QUIC connection with an application close carrying `reason`.
     pub(super) fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
-        if let Some(conn) = self.core.conn_mut(ch) {
-            conn.close(now, VarInt::from_u32(0), Bytes::from_static(reason));
-        }
+        self.core.close(now, ch, reason);
     }
 }
 
