@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lightning_proto::endpoint::{ClientError, ConfigError, BUSY_ERROR_CODE};
-use lightning_proto::frame::{FrameError, FRAME_HEADER_LEN};
+use lightning_proto::frame::FrameError;
 
 /// Everything that can go wrong in a Lightning client or server call.
 ///
@@ -109,7 +109,16 @@ impl From<ClientError> for LightningError {
             | ClientError::NoRoute { .. } => Self::Handshake(strip_kind(&e)),
             ClientError::ConnectionLost(m) => Self::ConnectionLost(m),
             ClientError::Timeout(d) => Self::Timeout(d),
-            ClientError::Transport(m) => transport(m),
+            ClientError::Transport(m) => Self::Protocol(m),
+            ClientError::StreamReset { code } => Self::StreamReset { code },
+            ClientError::Frame(FrameError::Truncated { received: 0, .. }) => {
+                Self::Protocol(format!(
+                    "the miner ended the stream without an answer ({}); a miner does this \
+                 with a request it cannot read, such as one over its frame size limit",
+                    strip_kind(&e)
+                ))
+            }
+            ClientError::Frame(_) => Self::Protocol(strip_kind(&e)),
             ClientError::Stream(m) => Self::Stream(m),
             ClientError::Local(m) => Self::Local(m),
         }
@@ -121,31 +130,6 @@ impl From<ConfigError> for LightningError {
         Self::Config(e.0)
     }
 }
-
-/// The core reports a miner's stream reset and an answer stream that ended empty as
-/// transport messages; name them for what they say about the miner.
-fn transport(message: String) -> LightningError {
-    if let Some(code) = message
-        .strip_prefix(RESET_PREFIX)
-        .and_then(|code| code.parse().ok())
-    {
-        return LightningError::StreamReset { code };
-    }
-    let empty = FrameError::Truncated {
-        received: 0,
-        expected: FRAME_HEADER_LEN,
-    };
-    if message == empty.to_string() {
-        return LightningError::Protocol(format!(
-            "the miner ended the stream without an answer ({message}); a miner does this \
-             with a request it cannot read, such as one over its frame size limit"
-        ));
-    }
-    LightningError::Protocol(message)
-}
-
-/// How the core words a reset of a response stream by the miner.
-const RESET_PREFIX: &str = "stream reset by peer: code ";
 
 /// `ClientError`'s display minus its `"<kind> error: "` prefix, which our own adds back.
 fn strip_kind(e: &ClientError) -> String {

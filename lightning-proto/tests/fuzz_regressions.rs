@@ -66,6 +66,10 @@ fn transport_error(ev: ClientEvent) -> String {
             error: ClientError::Transport(m),
             ..
         } => m,
+        ClientEvent::RequestFailed {
+            error: ClientError::Frame(e),
+            ..
+        } => e.to_string(),
         other => panic!("expected a transport error, got {other:?}"),
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::frame::FrameError;
 use crate::handshake::HandshakeError;
 use crate::reconnect::ReconnectError;
 
@@ -37,8 +38,17 @@ pub enum ClientError {
     ConnectionLost(String),
     /// The request's deadline passed.
     Timeout(Duration),
-    /// The response violated framing or message rules (PROTOCOL §3, §6.1).
+    /// The response violated message rules (PROTOCOL §6.1), or could not be read.
     Transport(String),
+    /// The response stream's framing was broken or ended early (PROTOCOL §3); a miner
+    /// that cannot read a request ends the stream with no frame at all
+    /// (`Truncated { received: 0, .. }`).
+    Frame(FrameError),
+    /// The miner reset the response stream with this application error code.
+    StreamReset {
+        /// The code of the reset (`BUSY_ERROR_CODE` when too many requests waited).
+        code: u64,
+    },
     /// A streaming response failed (PROTOCOL §7).
     Stream(String),
     /// The request could not be signed or encoded.
@@ -67,6 +77,10 @@ impl std::fmt::Display for ClientError {
             Self::ConnectionLost(m) => write!(f, "connection error: connection lost: {m}"),
             Self::Timeout(d) => write!(f, "transport error: query timed out after {d:?}"),
             Self::Transport(m) => write!(f, "transport error: {m}"),
+            Self::Frame(e) => write!(f, "transport error: {e}"),
+            Self::StreamReset { code } => {
+                write!(f, "transport error: stream reset by peer: code {code}")
+            }
             Self::Stream(m) => write!(f, "stream error: {m}"),
             Self::Local(m) => write!(f, "local error: {m}"),
         }

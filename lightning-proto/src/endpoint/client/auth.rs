@@ -96,8 +96,7 @@ impl Client {
         let fin = match pull(conn, stream, &mut hs.decoder) {
             Ok(fin) => fin,
             Err(e) => {
-                let msg = e;
-                self.finish_handshake(now, ch, stream, Err(ClientError::Transport(msg)));
+                self.finish_handshake(now, ch, stream, Err(e));
                 return;
             }
         };
@@ -124,18 +123,14 @@ impl Client {
                     })
                 }
             }
-            Ok(None) if fin => Some(Err(ClientError::Transport(
-                hs.decoder
-                    .finish()
-                    .err()
-                    .unwrap_or(FrameError::Truncated {
-                        received: 0,
-                        expected: FRAME_HEADER_LEN,
-                    })
-                    .to_string(),
+            Ok(None) if fin => Some(Err(ClientError::Frame(
+                hs.decoder.finish().err().unwrap_or(FrameError::Truncated {
+                    received: 0,
+                    expected: FRAME_HEADER_LEN,
+                }),
             ))),
             Ok(None) => None,
-            Err(e) => Some(Err(ClientError::Transport(e.to_string()))),
+            Err(e) => Some(Err(ClientError::Frame(e))),
         };
         if let Some(result) = outcome {
             self.finish_handshake(now, ch, stream, result);

@@ -67,7 +67,7 @@ impl Client {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => outcome = Some(Err(ClientError::Transport(e.to_string()))),
+                    Err(e) => outcome = Some(Err(ClientError::Frame(e))),
                 }
             }
             if let Some(result) = outcome {
@@ -83,7 +83,7 @@ impl Client {
                     received: 0,
                     expected: FRAME_HEADER_LEN,
                 });
-                self.complete_request(now, id, Err(ClientError::Transport(err.to_string())));
+                self.complete_request(now, id, Err(ClientError::Frame(err)));
                 return;
             }
             let Some(conn) = self.core.conn_mut(ch) else {
@@ -93,7 +93,7 @@ impl Client {
             match pull(conn, stream, decoder) {
                 Ok(f) => *fin = f,
                 Err(e) => {
-                    self.complete_request(now, id, Err(ClientError::Transport(e)));
+                    self.complete_request(now, id, Err(e));
                     return;
                 }
             }
@@ -138,11 +138,11 @@ pub(super) fn pull(
     conn: &mut quinn_proto::Connection,
     stream: StreamId,
     decoder: &mut FrameDecoder,
-) -> Result<bool, String> {
+) -> Result<bool, ClientError> {
     let mut recv = conn.recv_stream(stream);
     let mut chunks = match recv.read(true) {
         Ok(c) => c,
-        Err(e) => return Err(format!("stream read failed: {e}")),
+        Err(e) => return Err(ClientError::Transport(format!("stream read failed: {e}"))),
     };
     let mut fin = false;
     let mut error = None;
@@ -155,7 +155,9 @@ pub(super) fn pull(
             }
             Err(ReadError::Blocked) => break,
             Err(ReadError::Reset(code)) => {
-                error = Some(format!("stream reset by peer: code {code}"));
+                error = Some(ClientError::StreamReset {
+                    code: code.into_inner(),
+                });
                 break;
             }
         }
