@@ -189,25 +189,38 @@ impl LightningClient {
         self.query(axon, request, Some(timeout)).await
     }
 
-    async fn query(
+    /// Checks a query's input (the hotkey, the frame size) and hands it to the endpoint
+    /// task; returns its ticket.
+    fn submit(
         &self,
         axon: &QuicAxonInfo,
         request: QuicRequest,
         timeout: Option<Duration>,
-    ) -> Result<QuicResponse> {
+        reply: Reply,
+    ) -> Result<u64> {
         checks::hotkey(&axon.hotkey)?;
         let addr = axon.addr()?;
         checks::request_size(&request, self.shared.max_frame_payload)?;
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let (reply, rx) = oneshot::channel();
         self.shared.send(Command::Query(Query {
             ticket,
             addr,
             hotkey: axon.hotkey.clone(),
             request,
             timeout,
-            reply: Reply::Unary(reply),
+            reply,
         }))?;
+        Ok(ticket)
+    }
+
+    async fn query(
+        &self,
+        axon: &QuicAxonInfo,
+        request: QuicRequest,
+        timeout: Option<Duration>,
+    ) -> Result<QuicResponse> {
+        let (reply, rx) = oneshot::channel();
+        let ticket = self.submit(axon, request, timeout, Reply::Unary(reply))?;
         let mut guard = CancelOnDrop {
             shared: &self.shared,
             ticket,
@@ -249,19 +262,8 @@ impl LightningClient {
         request: QuicRequest,
         timeout: Option<Duration>,
     ) -> Result<ChunkStream> {
-        checks::hotkey(&axon.hotkey)?;
-        let addr = axon.addr()?;
-        checks::request_size(&request, self.shared.max_frame_payload)?;
-        let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_channel::unbounded();
-        self.shared.send(Command::Query(Query {
-            ticket,
-            addr,
-            hotkey: axon.hotkey.clone(),
-            request,
-            timeout,
-            reply: Reply::Stream(tx),
-        }))?;
+        let ticket = self.submit(axon, request, timeout, Reply::Stream(tx))?;
         let mut stream = ChunkStream {
             rx: Box::pin(rx),
             shared: self.shared.clone(),

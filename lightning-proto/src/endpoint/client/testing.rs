@@ -15,20 +15,11 @@ impl Client {
         synapse_type: &str,
         data: DataMap,
     ) -> Result<QueryId, ClientError> {
-        let ch = self
-            .peers
-            .get(&addr)
-            .and_then(|p| p.link.up())
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
         let timestamp = self.core.clock.unix_secs(now);
-        let conn = self
-            .core
-            .conn_mut(ch)
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
-        let stream = conn
-            .streams()
-            .open(Dir::Bi)
-            .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
+        let (ch, stream) = self.open_test_stream(addr)?;
+        let Some(conn) = self.core.conn_mut(ch) else {
+            return Err(ClientError::Connect("not connected".into()));
+        };
         let mut out = OutQueue::default();
         out.push(
             encode_synapse_packet(synapse_type, &data, timestamp)
@@ -36,29 +27,7 @@ impl Client {
         );
         out.finish_after_drain();
         let _ = out.flush(conn.send_stream(stream));
-        self.next_request += 1;
-        let id = QueryId(self.next_request);
-        self.requests.insert(
-            id,
-            Request {
-                addr,
-                hotkey: String::new(),
-                streaming: false,
-                state: ReqState::Open {
-                    ch,
-                    stream,
-                    out,
-                    decoder: FrameDecoder::new(self.config.max_frame_payload_bytes),
-                    fin: false,
-                },
-                started: now,
-                timeout: None,
-                outstanding: 0,
-                stream_bytes: 0,
-            },
-        );
-        self.streams.insert((ch, stream), StreamRole::Request(id));
-        Ok(id)
+        Ok(self.track_test_request(now, addr, ch, stream, out))
     }
 
     /// Writes `bytes` verbatim on a new bidirectional stream of the live connection to
@@ -73,19 +42,10 @@ impl Client {
         addr: SocketAddr,
         bytes: Bytes,
     ) -> Result<QueryId, ClientError> {
-        let ch = self
-            .peers
-            .get(&addr)
-            .and_then(|p| p.link.up())
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
-        let conn = self
-            .core
-            .conn_mut(ch)
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
-        let stream = conn
-            .streams()
-            .open(Dir::Bi)
-            .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
+        let (ch, stream) = self.open_test_stream(addr)?;
+        let Some(conn) = self.core.conn_mut(ch) else {
+            return Err(ClientError::Connect("not connected".into()));
+        };
         // Written directly rather than through an `OutQueue` (which takes only encoded
         // frames): test inputs are far below a fresh stream's send credit, so all of it is
         // accepted at once; anything that is not is refused rather than sent truncated.
@@ -106,6 +66,39 @@ impl Client {
         }
         let _ = send.finish();
         let out = OutQueue::default();
+        Ok(self.track_test_request(now, addr, ch, stream, out))
+    }
+
+    /// A new bidirectional stream on the live connection to `addr`.
+    fn open_test_stream(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Result<(ConnectionHandle, StreamId), ClientError> {
+        let ch = self
+            .peers
+            .get(&addr)
+            .and_then(|p| p.link.up())
+            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
+        let conn = self
+            .core
+            .conn_mut(ch)
+            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
+        let stream = conn
+            .streams()
+            .open(Dir::Bi)
+            .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
+        Ok((ch, stream))
+    }
+
+    /// Tracks a hand-made stream as a unary request, so its answer arrives as events.
+    fn track_test_request(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        out: OutQueue,
+    ) -> QueryId {
         self.next_request += 1;
         let id = QueryId(self.next_request);
         self.requests.insert(
@@ -128,6 +121,6 @@ impl Client {
             },
         );
         self.streams.insert((ch, stream), StreamRole::Request(id));
-        Ok(id)
+        id
     }
 }
