@@ -107,9 +107,9 @@ impl From<ClientError> for LightningError {
             | ClientError::HandshakeTimeout
             | ClientError::HandshakeProtocol(_)
             | ClientError::NoRoute { .. } => Self::Handshake(strip_kind(&e)),
-            ClientError::ConnectionLost(m) => Self::ConnectionLost(m),
+            ClientError::ConnectionLost(end) => Self::ConnectionLost(end.to_string()),
             ClientError::Timeout(d) => Self::Timeout(d),
-            ClientError::Transport(m) => Self::Protocol(m),
+            ClientError::Transport(e) => Self::Protocol(e.to_string()),
             ClientError::StreamReset { code } => Self::StreamReset { code },
             ClientError::Frame(FrameError::Truncated { received: 0, .. }) => {
                 Self::Protocol(format!(
@@ -119,8 +119,8 @@ impl From<ClientError> for LightningError {
                 ))
             }
             ClientError::Frame(_) => Self::Protocol(strip_kind(&e)),
-            ClientError::Stream(m) => Self::Stream(m),
-            ClientError::Local(m) => Self::Local(m),
+            ClientError::Stream(failure) => Self::Stream(failure.to_string()),
+            ClientError::Local(e) => Self::Local(e.to_string()),
         }
     }
 }

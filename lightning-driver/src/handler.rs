@@ -201,41 +201,9 @@ impl RequestContext {
 #[derive(Debug)]
 pub struct ChunkSink {
     pub(crate) id: RequestId,
-    pub(crate) credits: async_channel::Receiver<()>,
-    pub(crate) ahead: std::sync::Arc<BytesAhead>,
+    /// What the core has reserved for this handler in the stream's queue.
+    pub(crate) credit: std::sync::Arc<crate::credit::SinkCredit>,
     pub(crate) commands: async_channel::Sender<crate::server::Command>,
-}
-
-/// Bytes of chunks a streaming handler has sent that the core's queue has not taken yet.
-///
-/// Credits bound how many chunks a handler may be ahead; this bounds their bytes, so that
-/// a handler of 16 MiB chunks is not 32 chunks (512 MiB) ahead of a validator that does
-/// not read, while one of small chunks still runs ahead enough to batch.
-#[derive(Debug, Default)]
-pub(crate) struct BytesAhead {
-    bytes: std::sync::atomic::AtomicU64,
-    taken: event_listener::Event,
-}
-
-impl BytesAhead {
-    /// Most bytes a handler may be ahead; a single chunk of any size may always go.
-    pub(crate) const LIMIT: u64 = 4 * 1024 * 1024;
-
-    /// The endpoint took `n` bytes (or dropped them with the stream): wake the handler.
-    pub(crate) fn taken(&self, n: u64) {
-        self.bytes.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
-        self.taken.notify(usize::MAX);
-    }
-
-    /// Wakes a handler waiting for room, to see that its stream is gone.
-    pub(crate) fn wake(&self) {
-        self.taken.notify(usize::MAX);
-    }
-
-    fn fits(&self, n: u64) -> bool {
-        let ahead = self.bytes.load(std::sync::atomic::Ordering::Acquire);
-        ahead == 0 || ahead.saturating_add(n) <= Self::LIMIT
-    }
 }
 
 /// The stream is gone (cancelled, timed out, connection lost, or server stopped).
@@ -251,25 +219,22 @@ impl Display for StreamClosed {
 impl std::error::Error for StreamClosed {}
 
 impl ChunkSink {
-    /// Queues one chunk, waiting for room.
+    /// Queues one chunk, waiting for room in the stream's queue.
     pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<(), StreamClosed> {
         let data = chunk.into();
-        let len = data.len() as u64;
-        self.credits.recv().await.map_err(|_| StreamClosed)?;
-        // Only this handler adds to its count, so room seen here stays room.
-        while !self.ahead.fits(len) {
-            let listener = self.ahead.taken.listen();
-            if self.ahead.fits(len) {
-                break;
-            }
-            if self.credits.is_closed() {
-                return Err(StreamClosed);
-            }
-            listener.await;
+        let wants = data.len() as u64;
+        let give_back = |bytes| {
+            let _ = self
+                .commands
+                .try_send(crate::server::Command::ReturnCredit {
+                    id: self.id,
+                    bytes,
+                    wants,
+                });
+        };
+        if !self.credit.spend(wants, give_back).await {
+            return Err(StreamClosed);
         }
-        self.ahead
-            .bytes
-            .fetch_add(len, std::sync::atomic::Ordering::AcqRel);
         self.commands
             .try_send(crate::server::Command::Chunk { id: self.id, data })
             .map_err(|_| StreamClosed)
@@ -277,6 +242,6 @@ impl ChunkSink {
 
     /// Whether the stream is gone.
     pub fn is_closed(&self) -> bool {
-        self.credits.is_closed()
+        self.credit.is_closed()
     }
 }

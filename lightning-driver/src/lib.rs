@@ -27,9 +27,11 @@
 //! flushes transmits, with bounded work before it yields (see `driver.rs`).
 #![deny(missing_docs)]
 
+mod builder_common;
 mod cancel;
 mod checks;
 mod client;
+mod credit;
 mod driver;
 mod error;
 mod handler;

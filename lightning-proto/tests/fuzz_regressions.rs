@@ -63,9 +63,9 @@ fn outcome(w: &mut World, c: NodeId, id: QueryId) -> ClientEvent {
 fn transport_error(ev: ClientEvent) -> String {
     match ev {
         ClientEvent::RequestFailed {
-            error: ClientError::Transport(m),
+            error: ClientError::Transport(e),
             ..
-        } => m,
+        } => e.to_string(),
         ClientEvent::RequestFailed {
             error: ClientError::Frame(e),
             ..

@@ -46,35 +46,7 @@ impl<R: Runtime> ClientBuilder<R> {
         }
     }
 
-    /// Signs as the validator whose key derives from `seed`.
-    pub fn seed(self, seed: [u8; 32]) -> Self {
-        self.identity(Identity::from_seed(&seed))
-    }
-
-    /// Signs as a hotkey from a bittensor wallet directory (see [`Identity::from_wallet`]).
-    pub fn wallet(mut self, wallets_dir: impl AsRef<Path>, wallet: &str, hotkey: &str) -> Self {
-        self.identity = Some(Identity::from_wallet(wallets_dir.as_ref(), wallet, hotkey));
-        self
-    }
-
-    /// Signs with any [`Signer`] for `hotkey` (a remote wallet, an HSM, ...).
-    pub fn signer(self, hotkey: impl Into<String>, signer: Arc<dyn Signer>) -> Self {
-        self.identity(Identity::from_signer(hotkey, signer))
-    }
-
-    /// Signs through a callback (see [`Identity::from_callback`]).
-    pub fn callback_signer<F>(self, hotkey: impl Into<String>, callback: F) -> Self
-    where
-        F: Fn(&[u8]) -> std::result::Result<Vec<u8>, String> + Send + Sync + 'static,
-    {
-        self.identity(Identity::from_callback(hotkey, callback))
-    }
-
-    /// Signs as `identity`.
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = Some(Ok(identity));
-        self
-    }
+    crate::builder_common::shared_builder_setters!("validator");
 
     /// Replaces the whole endpoint configuration.
     pub fn config(mut self, config: ClientConfig) -> Self {
@@ -127,19 +99,6 @@ impl<R: Runtime> ClientBuilder<R> {
     /// Local address to bind (`0.0.0.0:0`; use `[::]:0` to reach IPv6 miners).
     pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
-        self
-    }
-
-    /// UDP socket buffers asked from the kernel (4 MiB; capped by `net.core.rmem_max`).
-    pub fn socket_buffer_bytes(mut self, n: usize) -> Self {
-        self.socket_buffer = n;
-        self
-    }
-
-    /// Seeds the core's random choices (nonces, connection IDs) for reproducible runs.
-    /// By default they come from the operating system.
-    pub fn rng_seed(mut self, seed: [u8; 32]) -> Self {
-        self.rng_seed = Some(seed);
         self
     }
 

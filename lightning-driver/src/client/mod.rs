@@ -12,7 +12,6 @@ use task::{ClientRole, Command, Query, Reply, UnaryOutcome};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -62,27 +62,7 @@ impl<R: Runtime> ServerBuilder<R> {
         }
     }
 
-    /// Signs as the miner whose key derives from `seed`.
-    pub fn seed(self, seed: [u8; 32]) -> Self {
-        self.identity(Identity::from_seed(&seed))
-    }
-
-    /// Signs as a hotkey from a bittensor wallet directory.
-    pub fn wallet(mut self, wallets_dir: impl AsRef<Path>, wallet: &str, hotkey: &str) -> Self {
-        self.identity = Some(Identity::from_wallet(wallets_dir.as_ref(), wallet, hotkey));
-        self
-    }
-
-    /// Signs with any [`Signer`] for `hotkey`.
-    pub fn signer(self, hotkey: impl Into<String>, signer: Arc<dyn Signer>) -> Self {
-        self.identity(Identity::from_signer(hotkey, signer))
-    }
-
-    /// Signs as `identity`.
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = Some(Ok(identity));
-        self
-    }
+    crate::builder_common::shared_builder_setters!("miner");
 
     /// The TLS certificate to present (a fresh self-signed one by default).
     pub fn tls_identity(mut self, tls: TlsIdentity) -> Self {
@@ -105,18 +85,6 @@ impl<R: Runtime> ServerBuilder<R> {
     /// Address to listen on (`0.0.0.0:8091` by default; port 0 picks a free one).
     pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
-        self
-    }
-
-    /// UDP socket buffers asked from the kernel (4 MiB).
-    pub fn socket_buffer_bytes(mut self, n: usize) -> Self {
-        self.socket_buffer = n;
-        self
-    }
-
-    /// Seeds the core's random choices (certificate key, nonces, connection IDs).
-    pub fn rng_seed(mut self, seed: [u8; 32]) -> Self {
-        self.rng_seed = Some(seed);
         self
     }
 

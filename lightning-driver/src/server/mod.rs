@@ -9,20 +9,19 @@ pub use builder::ServerBuilder;
 pub(crate) use task::Command;
 use task::{install, ServerRole};
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lightning_proto::endpoint::{
-    AnswerError, CancelReason, ConnId, IncomingRequest, RequestId, ResetSecret, SansIo, Server,
-    ServerConfig, ServerEvent, ServerStats, SynapseIndex, SynapseKind,
+    CancelReason, ConnId, IncomingRequest, RequestId, ResetSecret, SansIo, Server, ServerConfig,
+    ServerEvent, ServerStats, SynapseIndex, SynapseKind,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
@@ -31,9 +30,10 @@ use lightning_proto::tls::TlsIdentity;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cancel::{cancel_pair, CancelGuard, CancelSignal};
+use crate::credit::SinkCredit;
 use crate::driver::{Driver, Role};
 use crate::error::{LightningError, Result};
-use crate::handler::{self, BytesAhead, ChunkSink, Handler, RequestContext};
+use crate::handler::{self, ChunkSink, Handler, RequestContext};
 use crate::identity::{os_seed, unix_ms, Identity};
 use crate::runtime::{Runtime, Timer};
 use crate::socket::{EndpointSocket, SocketBuffers, DEFAULT_SOCKET_BUFFER};

@@ -16,6 +16,13 @@ pub(crate) enum Command {
         id: RequestId,
         result: std::result::Result<(), String>,
     },
+    /// A streaming handler gives back `bytes` of chunk credit too small for its next
+    /// chunk of `wants` bytes.
+    ReturnCredit {
+        id: RequestId,
+        bytes: u64,
+        wants: u64,
+    },
     SetPermitted(HashSet<String>),
     SetAllowlist(Option<HashSet<IpAddr>>),
     /// Adds, replaces (`Some`) or removes (`None`) a handler on the running server; the
@@ -35,6 +42,7 @@ impl std::fmt::Debug for Command {
             Self::Respond { .. } => "Respond",
             Self::Chunk { .. } => "Chunk",
             Self::EndStream { .. } => "EndStream",
+            Self::ReturnCredit { .. } => "ReturnCredit",
             Self::SetPermitted(_) => "SetPermitted",
             Self::SetAllowlist(_) => "SetAllowlist",
             Self::SetHandler { .. } => "SetHandler",
@@ -44,20 +52,15 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// Chunks a streaming handler sent that the core's queue could not take yet.
+/// A streaming handler's side of its stream: the credit its sink spends.
 pub(super) struct StreamOut {
-    pub(super) credits: Option<async_channel::Sender<()>>,
-    /// Shared with the handler's sink: bytes sent and not yet in the core's queue.
-    pub(super) ahead: Arc<BytesAhead>,
-    pub(super) overflow: VecDeque<Bytes>,
-    pub(super) end: Option<std::result::Result<(), String>>,
+    pub(super) credit: Arc<SinkCredit>,
 }
 
 impl Drop for StreamOut {
     fn drop(&mut self) {
         // The stream is gone: a handler waiting for room must see its sink closed.
-        self.credits = None;
-        self.ahead.wake();
+        self.credit.close();
     }
 }
 
@@ -177,15 +180,12 @@ impl<R: Runtime> ServerRole<R> {
                     return;
                 };
                 let (cancel_tx, cancel_rx) = cancel_pair();
-                // The core queues the chunks (bounded in count and bytes); here a handler
-                // may be `streaming_channel_buffer` chunks and `BytesAhead::LIMIT` bytes
-                // ahead of what the core has taken, so a validator that does not read
-                // holds the handler, not our memory.
-                let capacity = self.ep.config().streaming_channel_buffer;
-                let ahead = Arc::new(BytesAhead::default());
-                let (credit_tx, credit_rx) = async_channel::bounded::<()>(capacity);
-                for _ in 0..capacity {
-                    let _ = credit_tx.try_send(());
+                // The core owns the stream's queue (bounded in chunks and bytes) and
+                // grants the handler credit for room in it; the sink waits for credit,
+                // so a validator that does not read holds the handler, not our memory.
+                let credit = Arc::new(SinkCredit::new(self.ep.config().max_queued_chunk_bytes));
+                if let Ok(grant) = self.ep.grant_chunk_credit(now, id) {
+                    credit.add(grant);
                 }
                 ctx.cancel = Some(cancel_rx.clone());
                 self.inflight.insert(
@@ -193,17 +193,13 @@ impl<R: Runtime> ServerRole<R> {
                     Inflight {
                         _cancel: cancel_tx,
                         stream: Some(StreamOut {
-                            credits: Some(credit_tx),
-                            ahead: ahead.clone(),
-                            overflow: VecDeque::new(),
-                            end: None,
+                            credit: credit.clone(),
                         }),
                     },
                 );
                 let sink = ChunkSink {
                     id,
-                    credits: credit_rx,
-                    ahead,
+                    credit,
                     commands: commands.clone(),
                 };
                 let fut = f(req.data, ctx, sink);
@@ -243,53 +239,48 @@ impl<R: Runtime> ServerRole<R> {
         let _ = self.ep.respond(now, id, result);
     }
 
-    /// Moves queued chunks into the core while it has room; returns credit to the handler
-    /// for each one taken; sends the end once every chunk is in.
-    pub(super) fn pump_stream(&mut self, now: Instant, id: RequestId) {
-        let Some(inflight) = self.inflight.get_mut(&id) else {
+    /// Hands the core's new grant of chunk room, if any, to request `id`'s handler.
+    pub(super) fn grant_credit(&mut self, now: Instant, id: RequestId) {
+        let Some(out) = self.inflight.get(&id).and_then(|i| i.stream.as_ref()) else {
             return;
         };
-        let Some(out) = inflight.stream.as_mut() else {
-            return;
-        };
-        while let Some(chunk) = out.overflow.front() {
-            // A clone of `Bytes` is a reference count, so a refused chunk stays queued.
-            match self.ep.send_chunk(now, id, chunk.clone()) {
-                Ok(()) => {
-                    let len = chunk.len() as u64;
-                    out.overflow.pop_front();
-                    out.ahead.taken(len);
-                    if let Some(credits) = &out.credits {
-                        let _ = credits.try_send(());
-                    }
-                }
-                // StreamWritable resumes us.
-                Err(AnswerError::Full) => return,
-                Err(e) => {
-                    tracing::debug!(?id, "chunk dropped: {e}");
-                    self.inflight.remove(&id);
-                    return;
-                }
-            }
-        }
-        if let Some(result) = out.end.take() {
-            self.inflight.remove(&id);
-            if let Err(e) = &result {
-                tracing::debug!(?id, "streaming handler failed: {e}");
-                if let Some(message) = crate::handler::peer_message(e) {
-                    let _ = self.ep.refuse(now, id, message);
-                    return;
-                }
-            }
-            let _ = self.ep.end_stream(now, id, result);
+        if let Ok(grant) = self.ep.grant_chunk_credit(now, id) {
+            out.credit.add(grant);
         }
     }
 
+    /// A chunk the handler sent within its credit: the core takes it.
     pub(super) fn on_chunk(&mut self, now: Instant, id: RequestId, data: Bytes) {
-        if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
-            out.overflow.push_back(data);
-            self.pump_stream(now, id);
+        match self.ep.send_chunk(now, id, data) {
+            Ok(()) => self.grant_credit(now, id),
+            Err(e) => {
+                // The request ended meanwhile (or the chunk cannot be framed): the
+                // handler's sink closes.
+                tracing::debug!(?id, "chunk dropped: {e}");
+                self.inflight.remove(&id);
+            }
         }
+    }
+
+    /// The handler finished: every chunk it sent is already in the core's queue (they
+    /// came before this on the same channel), so the end follows them.
+    pub(super) fn on_stream_end(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: std::result::Result<(), String>,
+    ) {
+        if self.inflight.remove(&id).is_none() {
+            return;
+        }
+        if let Err(e) = &result {
+            tracing::debug!(?id, "streaming handler failed: {e}");
+            if let Some(message) = crate::handler::peer_message(e) {
+                let _ = self.ep.refuse(now, id, message);
+                return;
+            }
+        }
+        let _ = self.ep.end_stream(now, id, result);
     }
 
     pub(super) fn snapshot(&self) -> ServerSnapshot {
@@ -377,11 +368,10 @@ impl<R: Runtime> Role for ServerRole<R> {
                 self.answer(now, id, result);
             }
             Command::Chunk { id, data } => self.on_chunk(now, id, data),
-            Command::EndStream { id, result } => {
-                if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
-                    out.end = Some(result);
-                    out.credits = None;
-                    self.pump_stream(now, id);
+            Command::EndStream { id, result } => self.on_stream_end(now, id, result),
+            Command::ReturnCredit { id, bytes, wants } => {
+                if self.ep.return_chunk_credit(now, id, bytes, wants).is_ok() {
+                    self.grant_credit(now, id);
                 }
             }
             Command::SetPermitted(set) => self.ep.set_permitted_validators(set),
@@ -416,7 +406,7 @@ impl<R: Runtime> Role for ServerRole<R> {
                     }
                     self.inflight.remove(&id);
                 }
-                ServerEvent::StreamWritable { id } => self.pump_stream(now, id),
+                ServerEvent::StreamWritable { id } => self.grant_credit(now, id),
                 ServerEvent::Authenticated {
                     validator_hotkey,
                     remote,

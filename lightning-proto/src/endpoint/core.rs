@@ -1,9 +1,15 @@
-//! QUIC plumbing shared by the client and server roles.
+//! QUIC plumbing shared by the client and server roles, and the one connection table.
 //!
 //! `Core` owns the quinn-proto endpoint and its connections and hides the event shuttling
 //! between them: connection→endpoint events, endpoint→connection events, per-connection
 //! timers, and a fair queue of connections that may have datagrams to send. The roles only
 //! see "this connection produced this application event".
+//!
+//! Each entry of the table holds the quinn connection, the serial that tells it apart from
+//! earlier connections on the same (reused) quinn handle, and the role's own state `S` for
+//! it (its streams included). The role's state lives from [`Core::insert`] until the role
+//! lets go of the connection ([`Core::release`], at `ConnectionLost` or when it gives up
+//! on it); the quinn connection lives on, closing, until quinn drains it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, EndpointConfig, Incoming, Tra
 use rand_core::RngCore;
 
 use super::clock::WallClock;
+use super::error::ConnectionEnd;
 use super::surface::Datagram;
 use crate::idhash::{IdMap, IdSet};
 
@@ -27,11 +34,29 @@ pub(crate) enum Received {
 }
 
 /// What a connection has for its role after pumping endpoint events.
-pub(crate) enum ConnPoll {
+pub(crate) enum ConnPoll<S> {
     Event(quinn_proto::Event),
     Idle,
-    /// Fully closed; the core has forgotten it.
-    Drained,
+    /// Fully closed; the core has forgotten it. Carries the role's state if the role had
+    /// not released it yet.
+    Drained(Option<S>),
+}
+
+/// A connection as a role remembers it beyond the current call (in a deadline, say):
+/// quinn's handle, which quinn gives to a new connection once the old one is gone, and
+/// the serial of the connection that held it, which is never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConnRef {
+    pub(crate) handle: ConnectionHandle,
+    pub(crate) serial: u64,
+}
+
+/// One entry of the connection table.
+struct Entry<S> {
+    quic: quinn_proto::Connection,
+    serial: u64,
+    /// `None` once the role has released the connection (it is closing).
+    state: Option<S>,
 }
 
 /// One GSO send is one UDP datagram to the kernel, so its total must fit in 65,507 bytes;
@@ -44,14 +69,30 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
 /// What a role (client or server) does with its connections; the core's shared loops
 /// call it, so both roles drive connections the same way.
 pub(crate) trait ConnRole {
-    /// Why a connection ended when quinn drained it without a `ConnectionLost` first.
-    const DRAINED: &'static str;
+    /// What the role keeps per connection (in the core's table).
+    type State;
 
-    fn core(&mut self) -> &mut Core;
+    fn core(&mut self) -> &mut Core<Self::State>;
     /// One QUIC event of connection `ch`.
     fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, event: quinn_proto::Event);
-    /// Connection `ch` is gone.
-    fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String);
+    /// Connection `ch` is gone; `state` is what the role kept for it, already out of the
+    /// table.
+    fn on_conn_closed(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        state: Self::State,
+        end: ConnectionEnd,
+    );
+
+    /// The role lets go of connection `ch` (it was lost, or the role gives up on it):
+    /// its state leaves the table and [`on_conn_closed`](Self::on_conn_closed) sees it,
+    /// once.
+    fn lose(&mut self, now: Instant, ch: ConnectionHandle, end: ConnectionEnd) {
+        if let Some(state) = self.core().release(ch) {
+            self.on_conn_closed(now, ch, state, end);
+        }
+    }
 
     /// Delivers every pending event of connection `ch`.
     fn drive(&mut self, now: Instant, ch: ConnectionHandle) {
@@ -59,8 +100,10 @@ pub(crate) trait ConnRole {
             match self.core().poll_conn(ch) {
                 ConnPoll::Event(ev) => self.on_conn_event(now, ch, ev),
                 ConnPoll::Idle => break,
-                ConnPoll::Drained => {
-                    self.on_conn_closed(now, ch, Self::DRAINED.into());
+                ConnPoll::Drained(state) => {
+                    if let Some(state) = state {
+                        self.on_conn_closed(now, ch, state, ConnectionEnd::Drained);
+                    }
                     break;
                 }
             }
@@ -89,11 +132,16 @@ pub(crate) trait ConnRole {
     }
 }
 
-pub(crate) struct Core {
+pub(crate) struct Core<S> {
     pub(crate) endpoint: quinn_proto::Endpoint,
-    /// Reached only through [`Core::conn_mut`] (or the core's own methods), which marks
-    /// the connection dirty: whatever changed, its transmits and timer are looked at again.
-    conns: IdMap<ConnectionHandle, quinn_proto::Connection>,
+    /// The connection table. A quinn connection is reached only through
+    /// [`Core::conn_mut`] / [`Core::parts_mut`] (or the core's own methods), which mark it
+    /// dirty: whatever changed, its transmits and timer are looked at again.
+    conns: IdMap<ConnectionHandle, Entry<S>>,
+    /// Serial of the latest connection inserted (the first is 1).
+    last_serial: u64,
+    /// Entries whose role state is still in the table.
+    live: usize,
     pub(crate) clock: WallClock,
     /// Stateless datagrams (Retry, refusal, version negotiation, reset).
     responses: VecDeque<(Transmit, Vec<u8>)>,
@@ -106,7 +154,7 @@ pub(crate) struct Core {
     scratch: Vec<u8>,
 }
 
-impl Core {
+impl<S> Core<S> {
     pub(crate) fn new(
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
@@ -154,6 +202,8 @@ impl Core {
         Self {
             endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),
             conns: IdMap::default(),
+            last_serial: 0,
+            live: 0,
             clock,
             responses: VecDeque::new(),
             send_queue: VecDeque::new(),
@@ -182,8 +232,8 @@ impl Core {
             &mut self.scratch,
         ) {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => match self.conns.get_mut(&ch) {
-                Some(conn) => {
-                    conn.handle_event(event);
+                Some(entry) => {
+                    entry.quic.handle_event(event);
                     self.touch(ch);
                     Received::Conn(ch)
                 }
@@ -205,9 +255,90 @@ impl Core {
         self.responses.push_back((t, bytes));
     }
 
-    pub(crate) fn insert(&mut self, ch: ConnectionHandle, conn: quinn_proto::Connection) {
-        self.conns.insert(ch, conn);
+    /// Adds a new connection with the role's state for it; returns its reference.
+    pub(crate) fn insert(
+        &mut self,
+        ch: ConnectionHandle,
+        quic: quinn_proto::Connection,
+        state: S,
+    ) -> ConnRef {
+        self.last_serial += 1;
+        let serial = self.last_serial;
+        if let Some(old) = self.conns.insert(
+            ch,
+            Entry {
+                quic,
+                serial,
+                state: Some(state),
+            },
+        ) {
+            // quinn hands out a handle only once its connection is drained, which removes
+            // it here first; keep the count right if that ever changes.
+            if old.state.is_some() {
+                self.live -= 1;
+            }
+        }
+        self.live += 1;
         self.touch(ch);
+        ConnRef { handle: ch, serial }
+    }
+
+    /// The serial the next [`insert`](Self::insert) will give (never reused).
+    pub(crate) fn next_serial(&self) -> u64 {
+        self.last_serial + 1
+    }
+
+    /// The reference of connection `ch`, while the role holds it.
+    pub(crate) fn conn_ref(&self, ch: ConnectionHandle) -> Option<ConnRef> {
+        self.conns
+            .get(&ch)
+            .filter(|e| e.state.is_some())
+            .map(|e| ConnRef {
+                handle: ch,
+                serial: e.serial,
+            })
+    }
+
+    /// The handle of `conn` if that very connection is still held by the role (not a
+    /// later one on the same handle).
+    pub(crate) fn resolve(&self, conn: ConnRef) -> Option<ConnectionHandle> {
+        self.conns
+            .get(&conn.handle)
+            .filter(|e| e.serial == conn.serial && e.state.is_some())
+            .map(|_| conn.handle)
+    }
+
+    /// The role's state of connection `ch`, until released.
+    pub(crate) fn state(&self, ch: ConnectionHandle) -> Option<&S> {
+        self.conns.get(&ch)?.state.as_ref()
+    }
+
+    /// The role's state of connection `ch`, for changing; the quinn connection is left
+    /// alone, so it is not marked dirty.
+    pub(crate) fn state_mut(&mut self, ch: ConnectionHandle) -> Option<&mut S> {
+        self.conns.get_mut(&ch)?.state.as_mut()
+    }
+
+    /// Every connection the role holds, with its state.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (ConnectionHandle, &S)> + '_ {
+        self.conns
+            .iter()
+            .filter_map(|(ch, e)| e.state.as_ref().map(|s| (*ch, s)))
+    }
+
+    /// How many connections the role holds.
+    pub(crate) fn live_count(&self) -> usize {
+        self.live
+    }
+
+    /// The role lets go of connection `ch`: its state leaves the table (returned, once);
+    /// the quinn connection stays until it is drained.
+    pub(crate) fn release(&mut self, ch: ConnectionHandle) -> Option<S> {
+        let state = self.conns.get_mut(&ch)?.state.take();
+        if state.is_some() {
+            self.live -= 1;
+        }
+        state
     }
 
     /// Closes connection `ch` with an application close (code 0) carrying `reason`,
@@ -222,12 +353,12 @@ impl Core {
         }
     }
 
-    /// The connection, for reading.
+    /// The quinn connection, for reading.
     pub(crate) fn conn(&self, ch: ConnectionHandle) -> Option<&quinn_proto::Connection> {
-        self.conns.get(&ch)
+        self.conns.get(&ch).map(|e| &e.quic)
     }
 
-    /// The connection, for changing. Marks it dirty first, so nobody has to remember
+    /// The quinn connection, for changing. Marks it dirty first, so nobody has to remember
     /// to: any change may leave datagrams to send or move its timer.
     pub(crate) fn conn_mut(
         &mut self,
@@ -237,7 +368,21 @@ impl Core {
             return None;
         }
         self.touch(ch);
-        self.conns.get_mut(&ch)
+        self.conns.get_mut(&ch).map(|e| &mut e.quic)
+    }
+
+    /// The quinn connection and the role's state together, for changing both (marks the
+    /// connection dirty). `None` once the role has released it.
+    pub(crate) fn parts_mut(
+        &mut self,
+        ch: ConnectionHandle,
+    ) -> Option<(&mut quinn_proto::Connection, &mut S)> {
+        if self.conns.get(&ch).is_none_or(|e| e.state.is_none()) {
+            return None;
+        }
+        self.touch(ch);
+        let entry = self.conns.get_mut(&ch)?;
+        Some((&mut entry.quic, entry.state.as_mut()?))
     }
 
     /// Marks a connection as possibly having datagrams to send and a new deadline.
@@ -249,14 +394,14 @@ impl Core {
     }
 
     /// Shuttles endpoint events, then returns the connection's next application event.
-    pub(crate) fn poll_conn(&mut self, ch: ConnectionHandle) -> ConnPoll {
+    pub(crate) fn poll_conn(&mut self, ch: ConnectionHandle) -> ConnPoll<S> {
         if !self.conns.contains_key(&ch) {
-            return ConnPoll::Drained;
+            return ConnPoll::Drained(None);
         }
         // Handling endpoint events and polling may queue datagrams or move the timer.
         self.touch(ch);
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return ConnPoll::Drained;
+        let Some(Entry { quic: conn, .. }) = self.conns.get_mut(&ch) else {
+            return ConnPoll::Drained(None);
         };
         let mut drained = false;
         while let Some(ev) = conn.poll_endpoint_events() {
@@ -271,12 +416,15 @@ impl Core {
             return ConnPoll::Event(ev);
         }
         if drained {
-            self.conns.remove(&ch);
+            let state = self.conns.remove(&ch).and_then(|e| e.state);
+            if state.is_some() {
+                self.live -= 1;
+            }
             if let Some(at) = self.timer_of.remove(&ch) {
                 self.timers.remove(&(at, ch));
             }
             self.timer_dirty.remove(&ch);
-            return ConnPoll::Drained;
+            return ConnPoll::Drained(state);
         }
         ConnPoll::Idle
     }
@@ -288,7 +436,7 @@ impl Core {
             return Some(t);
         }
         while let Some(ch) = self.send_queue.pop_front() {
-            let Some(conn) = self.conns.get_mut(&ch) else {
+            let Some(Entry { quic: conn, .. }) = self.conns.get_mut(&ch) else {
                 self.in_send_queue.remove(&ch);
                 continue;
             };
@@ -314,7 +462,7 @@ impl Core {
             if let Some(at) = self.timer_of.remove(&ch) {
                 self.timers.remove(&(at, ch));
             }
-            if let Some(at) = self.conns.get_mut(&ch).and_then(|c| c.poll_timeout()) {
+            if let Some(at) = self.conns.get_mut(&ch).and_then(|e| e.quic.poll_timeout()) {
                 self.timers.insert((at, ch));
                 self.timer_of.insert(ch, at);
             }
@@ -337,8 +485,8 @@ impl Core {
             }
             self.timers.remove(&(at, ch));
             self.timer_of.remove(&ch);
-            if let Some(conn) = self.conns.get_mut(&ch) {
-                conn.handle_timeout(now);
+            if let Some(entry) = self.conns.get_mut(&ch) {
+                entry.quic.handle_timeout(now);
                 fired.push(ch);
             }
         }

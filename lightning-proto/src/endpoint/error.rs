@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::frame::FrameError;
+use crate::frame::{FrameError, MessageType};
 use crate::handshake::HandshakeError;
+use crate::message::{DecodeError, EncodeError};
 use crate::reconnect::ReconnectError;
 
 /// Why a client operation, connection or request failed.
@@ -14,7 +15,7 @@ use crate::reconnect::ReconnectError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
     /// The QUIC connection could not be established (refused, unreachable, TLS failure).
-    Connect(String),
+    Connect(ConnectFailure),
     /// The QUIC connection did not complete within `connect_timeout`.
     ConnectTimeout(SocketAddr),
     /// The reconnect policy does not allow a new attempt yet (PROTOCOL §8.4).
@@ -24,7 +25,7 @@ pub enum ClientError {
     /// The handshake did not finish within `connect_timeout`.
     HandshakeTimeout,
     /// The miner answered the handshake with something that is not a handshake response.
-    HandshakeProtocol(String),
+    HandshakeProtocol(HandshakeProtocolError),
     /// The connection at this address has no authenticated session for this hotkey.
     NoRoute {
         /// Hotkey asked for.
@@ -35,11 +36,11 @@ pub enum ClientError {
     /// Adding this address would exceed `max_connections`.
     TooManyConnections(usize),
     /// The connection closed while the request was in flight.
-    ConnectionLost(String),
+    ConnectionLost(ConnectionEnd),
     /// The request's deadline passed.
     Timeout(Duration),
     /// The response violated message rules (PROTOCOL §6.1), or could not be read.
-    Transport(String),
+    Transport(ResponseError),
     /// The response stream's framing was broken or ended early (PROTOCOL §3); a miner
     /// that cannot read a request ends the stream with no frame at all
     /// (`Truncated { received: 0, .. }`).
@@ -50,9 +51,9 @@ pub enum ClientError {
         code: u64,
     },
     /// A streaming response failed (PROTOCOL §7).
-    Stream(String),
-    /// The request could not be signed or encoded.
-    Local(String),
+    Stream(StreamFailure),
+    /// The request could not be sent for a local reason.
+    Local(LocalError),
 }
 
 impl std::fmt::Display for ClientError {
@@ -88,3 +89,174 @@ impl std::fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+/// Why a QUIC connection could not be established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// quinn refused to start the connection (bad address, no configuration, …).
+    Quic(quinn_proto::ConnectError),
+    /// TLS completed but gave no certificate to fingerprint (PROTOCOL §8).
+    NoPeerCertificate,
+    /// The connection ended before its handshakes could finish.
+    Ended(ConnectionEnd),
+    /// There is no established connection to that address.
+    NotConnected,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Quic(e) => write!(f, "{e}"),
+            Self::NoPeerCertificate => {
+                f.write_str("peer certificate not available for fingerprinting")
+            }
+            Self::Ended(end) => write!(f, "{end}"),
+            Self::NotConnected => f.write_str("not connected"),
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// quinn reported it lost (closed by either side, timed out, reset, …).
+    Lost(quinn_proto::ConnectionError),
+    /// quinn drained it without reporting it lost first.
+    Drained,
+    /// We closed it, for this reason (`Client::disconnect`).
+    ClosedHere(String),
+}
+
+impl std::fmt::Display for ConnectionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Lost(e) => write!(f, "{e}"),
+            Self::Drained => f.write_str("connection drained"),
+            Self::ClosedHere(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// What was wrong with the miner's answer to a handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeProtocolError {
+    /// A frame of another type came back.
+    UnexpectedType(MessageType),
+    /// The `HandshakeResponse` did not decode.
+    Undecodable(DecodeError),
+}
+
+impl std::fmt::Display for HandshakeProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnexpectedType(ty) => write!(f, "Expected HandshakeResponse, got {ty:?}"),
+            Self::Undecodable(e) => write!(f, "Failed to parse HandshakeResponse: {e}"),
+        }
+    }
+}
+
+/// What was wrong with a unary response (PROTOCOL §6.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseError {
+    /// The response stream could not be read.
+    Read(quinn_proto::ReadableError),
+    /// The `SynapseResponse` did not decode.
+    Undecodable(DecodeError),
+    /// A `StreamChunk` came back to a query that did not ask for a stream.
+    ChunkOnUnaryQuery,
+    /// A frame of another type came back.
+    UnexpectedType(MessageType),
+}
+
+impl std::fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(e) => write!(f, "stream read failed: {e}"),
+            Self::Undecodable(e) => write!(f, "Failed to parse SynapseResponse: {e}"),
+            Self::ChunkOnUnaryQuery => f.write_str(
+                "received StreamChunk on non-streaming query; use query_axon_stream for \
+                 streaming synapses",
+            ),
+            Self::UnexpectedType(ty) => write!(f, "unexpected response type: {ty:?}"),
+        }
+    }
+}
+
+/// Why a streaming response failed (PROTOCOL §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFailure {
+    /// The chunks together passed the client's `max_stream_payload_bytes`.
+    TooLarge {
+        /// That limit.
+        limit: u64,
+    },
+    /// A `StreamChunk` did not decode.
+    UndecodableChunk(DecodeError),
+    /// The miner ended the stream with this error text.
+    Remote(String),
+    /// The miner ended the stream as failed, without a text.
+    RemoteNoDetail,
+    /// The `StreamEnd` did not decode.
+    UndecodableEnd(DecodeError),
+    /// The miner answered with a unary `SynapseResponse`, with this error text if any.
+    UnaryAnswer(Option<String>),
+    /// A frame of another type came back.
+    UnexpectedType(MessageType),
+}
+
+impl std::fmt::Display for StreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => {
+                write!(
+                    f,
+                    "streaming response exceeded {limit} byte aggregate limit"
+                )
+            }
+            Self::UndecodableChunk(e) => write!(f, "Failed to parse StreamChunk: {e}"),
+            Self::Remote(m) => f.write_str(m),
+            Self::RemoteNoDetail => f.write_str("stream ended with failure status"),
+            Self::UndecodableEnd(e) => write!(f, "Failed to parse StreamEnd: {e}"),
+            Self::UnaryAnswer(detail) => write!(
+                f,
+                "server returned SynapseResponse error on streaming path: {}",
+                detail.as_deref().unwrap_or("no detail")
+            ),
+            Self::UnexpectedType(ty) => {
+                write!(f, "unexpected message type during streaming: {ty:?}")
+            }
+        }
+    }
+}
+
+/// Why a request could not be sent, for a reason on our side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalError {
+    /// The request could not be encoded.
+    Encode(EncodeError),
+    /// The miner's address is not one the client knows (any more).
+    UnknownPeer,
+    /// The connection has no stream credit left (test hooks only).
+    NoStreamCredit,
+    /// Raw test bytes did not fit a fresh stream's send credit (test hooks only).
+    RawBytesDidNotFit {
+        /// Bytes accepted.
+        written: usize,
+        /// Bytes given.
+        len: usize,
+    },
+}
+
+impl std::fmt::Display for LocalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Encode(e) => write!(f, "request cannot be encoded: {e}"),
+            Self::UnknownPeer => f.write_str("unknown peer"),
+            Self::NoStreamCredit => f.write_str("no stream credit"),
+            Self::RawBytesDidNotFit { written, len } => write!(
+                f,
+                "only {written} of {len} raw bytes fit the stream's send credit"
+            ),
+        }
+    }
+}

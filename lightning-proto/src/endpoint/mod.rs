@@ -32,10 +32,13 @@ pub use clock::WallClock;
 pub use config::{
     ClientConfig, ConfigError, ResetSecret, RetryPolicy, ServerConfig, TransportOptions,
 };
-pub use error::ClientError;
+pub use error::{
+    ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,
+    StreamFailure,
+};
 pub use server::{
-    wire_errors, AnswerError, CancelReason, ConnId, IncomingRequest, Server, ServerEvent,
-    ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
+    wire_errors, AnswerError, CancelReason, ChunkCredit, ConnId, IncomingRequest, Server,
+    ServerEvent, ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
 };
 pub use surface::{Datagram, SansIo};
 

@@ -77,3 +77,35 @@ pub trait SansIo {
     /// How many datagrams one transmit may carry (UDP GSO); 1 without GSO.
     fn set_max_gso_segments(&mut self, n: usize);
 }
+
+/// Expands, inside `impl SansIo for` a role, to the four methods both roles answer the
+/// same way from their fields `core` (the QUIC plumbing), `events` (a `VecDeque` of the
+/// role's events) and `deadlines` (its application `Timers`).
+macro_rules! shared_sans_io_methods {
+    () => {
+        fn poll_transmit(
+            &mut self,
+            now: Instant,
+            buf: &mut Vec<u8>,
+        ) -> Option<quinn_proto::Transmit> {
+            self.core.poll_transmit(now, buf)
+        }
+
+        fn poll_event(&mut self) -> Option<Self::Event> {
+            self.events.pop_front()
+        }
+
+        fn next_deadline(&mut self) -> Option<(Instant, super::TimeoutReason)> {
+            super::earliest(
+                self.core.poll_timeout(),
+                self.deadlines.next().map(|(t, _)| t),
+            )
+        }
+
+        fn set_max_gso_segments(&mut self, n: usize) {
+            self.core.set_max_gso_segments(n);
+        }
+    };
+}
+
+pub(super) use shared_sans_io_methods;

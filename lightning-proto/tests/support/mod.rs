@@ -177,6 +177,11 @@ impl SansIo for Peer {
 #[derive(Default)]
 pub struct Responder {
     streams: HashMap<RequestId, (u64, usize)>,
+    /// Streams of `credit_stream`, which send only within the credit the server grants,
+    /// with that credit as the application counts it.
+    credited: HashMap<RequestId, lightning_proto::endpoint::ChunkCredit>,
+    /// Chunks sent within credit that the server refused anyway (must stay 0).
+    pub refused_within_credit: usize,
     pub events: Vec<ServerEvent>,
     /// Requests seen, to check that none is delivered twice.
     pub seen: HashSet<(NodeId, RequestId)>,
@@ -259,6 +264,7 @@ impl World {
         s.register_synapse("fail", SynapseKind::Unary);
         s.register_synapse("slow", SynapseKind::Unary);
         s.register_synapse("stream", SynapseKind::Streaming);
+        s.register_synapse("credit_stream", SynapseKind::Streaming);
         s.register_synapse("refuse", SynapseKind::Unary);
         s.register_synapse("refuse_stream", SynapseKind::Streaming);
         s
@@ -391,16 +397,20 @@ impl World {
                             "refuse" | "refuse_stream" => {
                                 server.refuse(now, req.id, "403 not on the list").unwrap();
                             }
-                            "stream" => {
+                            "stream" | "credit_stream" => {
                                 let n = get_u64(&req.data, "n").unwrap_or(3);
                                 let size = get_u64(&req.data, "size").unwrap_or(3) as usize;
                                 r.streams.insert(req.id, (n, size));
+                                if req.synapse_type == "credit_stream" {
+                                    r.credited.insert(req.id, Default::default());
+                                }
                             }
                             _ => {}
                         }
                     }
                     ServerEvent::RequestCancelled { id, .. } => {
                         r.streams.remove(id);
+                        r.credited.remove(id);
                     }
                     _ => {}
                 }
@@ -414,13 +424,37 @@ impl World {
                     if *left == 0 {
                         let _ = server.end_stream::<()>(now, id, Ok(()));
                         r.streams.remove(&id);
+                        r.credited.remove(&id);
                         break;
                     }
                     let seq = *left;
                     let chunk = Bytes::from(vec![(seq % 251) as u8; *size]);
+                    if let Some(credit) = r.credited.get_mut(&id) {
+                        // Like a driver: ask for credit, send only within it.
+                        if let Ok(grant) = server.grant_chunk_credit(now, id) {
+                            credit.add(grant);
+                        }
+                        let cap = server.config().max_queued_chunk_bytes;
+                        if !credit.fits(chunk.len() as u64, cap) {
+                            if credit.chunks > 0 && credit.bytes > 0 {
+                                // Too little for this chunk: give it back so the
+                                // connection's other streams can use it.
+                                let back = std::mem::take(&mut credit.bytes);
+                                let _ =
+                                    server.return_chunk_credit(now, id, back, chunk.len() as u64);
+                            }
+                            break;
+                        }
+                        credit.consume(chunk.len() as u64);
+                    }
                     match server.send_chunk(now, id, chunk) {
                         Ok(()) => *left -= 1,
-                        Err(lightning_proto::endpoint::AnswerError::Full) => break,
+                        Err(lightning_proto::endpoint::AnswerError::Full) => {
+                            if r.credited.contains_key(&id) {
+                                r.refused_within_credit += 1;
+                            }
+                            break;
+                        }
                         Err(_) => {
                             r.streams.remove(&id);
                             break;

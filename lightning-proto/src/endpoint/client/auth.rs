@@ -63,34 +63,36 @@ impl Client {
             }
             out.finish_after_drain();
             let _ = out.flush(conn.send_stream(stream));
-            self.streams.insert((ch, stream), StreamRole::Handshake);
-            self.handshakes.insert(
-                (ch, stream),
-                HandshakeStream {
-                    addr,
-                    hotkey: hotkey.clone(),
-                    nonce,
-                    fingerprint: fp.clone(),
-                    out,
-                    decoder: FrameDecoder::new(self.config.max_frame_payload_bytes),
-                },
-            );
+            let handshake = HandshakeStream {
+                addr,
+                hotkey: hotkey.clone(),
+                nonce,
+                fingerprint: fp.clone(),
+                out,
+                decoder: FrameDecoder::new(self.config.max_frame_payload_bytes),
+            };
+            let Some(c) = self.core.state_mut(ch) else {
+                return;
+            };
+            c.streams
+                .insert(stream, OpenStream::Handshake(Box::new(handshake)));
             if let Some(peer) = self.peers.get_mut(&addr) {
                 peer.hotkeys.insert(hotkey, HotkeyStatus::Pending);
             }
-            let serial = self.conn_serial.get(&ch).copied().unwrap_or(0);
-            self.deadlines.schedule(
-                now + self.config.connect_timeout,
-                Deadline::Handshake(ch, serial, stream),
-            );
+            if let Some(conn) = self.core.conn_ref(ch) {
+                self.deadlines.schedule(
+                    now + self.config.connect_timeout,
+                    Deadline::Handshake(conn, stream),
+                );
+            }
         }
     }
 
     pub(super) fn read_handshake(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conn_mut(ch) else {
+        let Some((conn, c)) = self.core.parts_mut(ch) else {
             return;
         };
-        let Some(hs) = self.handshakes.get_mut(&(ch, stream)) else {
+        let Some(OpenStream::Handshake(hs)) = c.streams.get_mut(&stream) else {
             return;
         };
         let fin = match pull(conn, stream, &mut hs.decoder) {
@@ -103,10 +105,9 @@ impl Client {
         let outcome = match hs.decoder.next_frame() {
             Ok(Some(frame)) => {
                 if frame.ty != MessageType::HandshakeResponse {
-                    Some(Err(ClientError::HandshakeProtocol(format!(
-                        "Expected HandshakeResponse, got {:?}",
-                        frame.ty
-                    ))))
+                    Some(Err(ClientError::HandshakeProtocol(
+                        HandshakeProtocolError::UnexpectedType(frame.ty),
+                    )))
                 } else {
                     Some(match HandshakeResponse::decode(&frame.payload) {
                         Ok(resp) => handshake::verify_response(
@@ -117,9 +118,9 @@ impl Client {
                             &hs.fingerprint,
                         )
                         .map_err(ClientError::Handshake),
-                        Err(e) => Err(ClientError::HandshakeProtocol(format!(
-                            "Failed to parse HandshakeResponse: {e}"
-                        ))),
+                        Err(e) => Err(ClientError::HandshakeProtocol(
+                            HandshakeProtocolError::Undecodable(e),
+                        )),
                     })
                 }
             }
@@ -144,8 +145,7 @@ impl Client {
         stream: StreamId,
         result: Result<(), ClientError>,
     ) {
-        self.streams.remove(&(ch, stream));
-        let Some(hs) = self.handshakes.remove(&(ch, stream)) else {
+        let Some(hs) = self.take_handshake(ch, stream) else {
             return;
         };
         if let Some(conn) = self.core.conn_mut(ch) {
@@ -203,6 +203,25 @@ impl Client {
                     self.close_conn(now, ch, "no_authenticated_hotkeys");
                 }
             }
+        }
+    }
+}
+
+impl Client {
+    /// Takes handshake stream `stream` of connection `ch` out of the table (a request
+    /// stream stays).
+    pub(super) fn take_handshake(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+    ) -> Option<Box<HandshakeStream>> {
+        let c = self.core.state_mut(ch)?;
+        if !matches!(c.streams.get(&stream), Some(OpenStream::Handshake(_))) {
+            return None;
+        }
+        match c.streams.remove(&stream) {
+            Some(OpenStream::Handshake(hs)) => Some(hs),
+            _ => None,
         }
     }
 }

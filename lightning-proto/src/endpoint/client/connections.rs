@@ -50,7 +50,9 @@ impl Client {
                     self.abort_stream(now, &req, 0);
                     self.events.push_back(ClientEvent::RequestFailed {
                         id,
-                        error: ClientError::ConnectionLost(reason.to_string()),
+                        error: ClientError::ConnectionLost(ConnectionEnd::ClosedHere(
+                            reason.to_string(),
+                        )),
                     });
                 }
             }
@@ -91,7 +93,7 @@ impl Client {
         let peer = self
             .peers
             .get_mut(&addr)
-            .ok_or_else(|| ClientError::Local("unknown peer".into()))?;
+            .ok_or(ClientError::Local(LocalError::UnknownPeer))?;
         if peer.link != Link::Down {
             return Ok(());
         }
@@ -99,41 +101,42 @@ impl Client {
             .check(now, &policy)
             .map_err(ClientError::Reconnect)?;
         let server_name = addr.ip().to_string();
-        let (ch, conn) = self
+        let (ch, quic) = self
             .core
             .endpoint
             .connect(now, self.quic.clone(), addr, &server_name)
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(ConnectFailure::Quic(e)))?;
         peer.reconnect.begin();
         peer.link = Link::Dialing(ch);
         peer.settled = Settled::No;
         for status in peer.hotkeys.values_mut() {
             *status = HotkeyStatus::Idle;
         }
-        self.conn_addr.insert(ch, addr);
-        self.next_conn_serial += 1;
-        let serial = self.next_conn_serial;
-        self.conn_serial.insert(ch, serial);
-        self.core.insert(ch, conn);
-        self.deadlines.schedule(
-            now + self.config.connect_timeout,
-            Deadline::Dial(ch, serial),
+        let conn = self.core.insert(
+            ch,
+            quic,
+            CConn {
+                addr,
+                streams: IdMap::default(),
+            },
         );
+        self.deadlines
+            .schedule(now + self.config.connect_timeout, Deadline::Dial(conn));
         Ok(())
     }
 }
 
 impl ConnRole for Client {
-    const DRAINED: &'static str = "connection drained";
+    type State = CConn;
 
-    fn core(&mut self) -> &mut Core {
+    fn core(&mut self) -> &mut Core<CConn> {
         &mut self.core
     }
 
     fn on_conn_event(&mut self, now: Instant, ch: ConnectionHandle, ev: Event) {
         match ev {
             Event::Connected => {
-                let Some(&addr) = self.conn_addr.get(&ch) else {
+                let Some(addr) = self.core.state(ch).map(|c| c.addr) else {
                     return;
                 };
                 let fp = self
@@ -156,26 +159,28 @@ impl ConnRole for Client {
                         self.fail_peer(
                             now,
                             addr,
-                            ClientError::Connect(
-                                "peer certificate not available for fingerprinting".into(),
-                            ),
+                            ClientError::Connect(ConnectFailure::NoPeerCertificate),
                         );
                     }
                 }
             }
             Event::ConnectionLost { reason } => {
-                self.on_conn_closed(now, ch, reason.to_string());
+                self.lose(now, ch, ConnectionEnd::Lost(reason));
             }
             Event::Stream(StreamEvent::Readable { id }) => {
-                match self.streams.get(&(ch, id)).copied() {
-                    Some(StreamRole::Handshake) => self.read_handshake(now, ch, id),
-                    Some(StreamRole::Request(rid)) => self.read_request(now, ch, id, rid),
+                let carries = self.core.state(ch).and_then(|c| match c.streams.get(&id)? {
+                    OpenStream::Handshake(_) => Some(None),
+                    OpenStream::Request(rid) => Some(Some(*rid)),
+                });
+                match carries {
+                    Some(None) => self.read_handshake(now, ch, id),
+                    Some(Some(rid)) => self.read_request(now, ch, id, rid),
                     None => {}
                 }
             }
             Event::Stream(StreamEvent::Writable { id }) => self.flush_stream(now, ch, id),
             Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
-                if let Some(&addr) = self.conn_addr.get(&ch) {
+                if let Some(addr) = self.core.state(ch).map(|c| c.addr) {
                     self.start_handshakes(now, addr);
                     self.pump_waiting(now, addr);
                 }
@@ -184,7 +189,9 @@ impl ConnRole for Client {
             | Event::Stream(StreamEvent::Stopped { id, .. }) => {
                 // Our send side is done (acknowledged, or the miner stopped reading because
                 // it has the whole frame). The stream lives on until the answer is read.
-                if let Some(h) = self.handshakes.get_mut(&(ch, id)) {
+                if let Some(OpenStream::Handshake(h)) =
+                    self.core.state_mut(ch).and_then(|c| c.streams.get_mut(&id))
+                {
                     h.out = OutQueue::default();
                 }
             }
@@ -192,13 +199,14 @@ impl ConnRole for Client {
         }
     }
 
-    fn on_conn_closed(&mut self, now: Instant, ch: ConnectionHandle, reason: String) {
-        self.conn_serial.remove(&ch);
-        let Some(addr) = self.conn_addr.remove(&ch) else {
-            return;
-        };
-        self.streams.retain(|(c, _), _| *c != ch);
-        self.handshakes.retain(|(c, _), _| *c != ch);
+    fn on_conn_closed(
+        &mut self,
+        now: Instant,
+        ch: ConnectionHandle,
+        conn: CConn,
+        end: ConnectionEnd,
+    ) {
+        let addr = conn.addr;
         let policy = self.config.reconnect;
         let mut failed = Vec::new();
         if let Some(peer) = self.peers.get_mut(&addr) {
@@ -221,7 +229,7 @@ impl ConnRole for Client {
                     if self.requests.remove(&id).is_some() {
                         self.events.push_back(ClientEvent::RequestFailed {
                             id,
-                            error: ClientError::ConnectionLost(reason.clone()),
+                            error: ClientError::ConnectionLost(end.clone()),
                         });
                     }
                 }
@@ -231,7 +239,7 @@ impl ConnRole for Client {
                     self.events.push_back(ClientEvent::HandshakeFailed {
                         addr,
                         hotkey,
-                        error: ClientError::Connect(reason.clone()),
+                        error: ClientError::Connect(ConnectFailure::Ended(end.clone())),
                     });
                 }
             }
@@ -246,11 +254,11 @@ impl ConnRole for Client {
             self.requests.remove(&id);
             self.events.push_back(ClientEvent::RequestFailed {
                 id,
-                error: ClientError::ConnectionLost(reason.clone()),
+                error: ClientError::ConnectionLost(end.clone()),
             });
         }
         self.events
-            .push_back(ClientEvent::ConnectionLost { addr, reason });
+            .push_back(ClientEvent::ConnectionLost { addr, reason: end });
     }
 }
 
@@ -266,8 +274,8 @@ impl Client {
             return;
         };
         if let Some(ch) = std::mem::replace(&mut peer.link, Link::Down).handle() {
-            self.conn_addr.remove(&ch);
-            self.conn_serial.remove(&ch);
+            // Given up on: its streams go with it, and its close reports nothing more.
+            self.core.release(ch);
             self.core.close(now, ch, b"connect_failed");
         }
         peer.reconnect.on_failure(now, &policy);

@@ -5,11 +5,13 @@ use super::*;
 impl Client {
     pub(super) fn on_deadline(&mut self, now: Instant, deadline: Deadline) {
         match deadline {
-            Deadline::Dial(ch, serial) => {
-                if self.conn_serial.get(&ch) != Some(&serial) {
-                    return;
-                }
-                let Some(&addr) = self.conn_addr.get(&ch) else {
+            Deadline::Dial(conn) => {
+                let Some(addr) = self
+                    .core
+                    .resolve(conn)
+                    .and_then(|ch| self.core.state(ch))
+                    .map(|c| c.addr)
+                else {
                     return;
                 };
                 let connected = self.peers.get(&addr).is_none_or(|p| p.link.up().is_some());
@@ -17,10 +19,14 @@ impl Client {
                     self.fail_peer(now, addr, ClientError::ConnectTimeout(addr));
                 }
             }
-            Deadline::Handshake(ch, serial, stream) => {
-                if self.conn_serial.get(&ch) == Some(&serial)
-                    && self.handshakes.contains_key(&(ch, stream))
-                {
+            Deadline::Handshake(conn, stream) => {
+                let Some(ch) = self.core.resolve(conn) else {
+                    return;
+                };
+                let pending = self.core.state(ch).is_some_and(|c| {
+                    matches!(c.streams.get(&stream), Some(OpenStream::Handshake(_)))
+                });
+                if pending {
                     self.finish_handshake(now, ch, stream, Err(ClientError::HandshakeTimeout));
                 }
             }

@@ -16,20 +16,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn_proto::{
-    ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, Transmit, VarInt,
-};
+use quinn_proto::{ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::clock::WallClock;
 use super::config::ClientConfig;
-use super::core::{ConnRole, Core};
-use super::error::ClientError;
+use super::core::{ConnRef, ConnRole, Core};
+use super::error::{
+    ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,
+    StreamFailure,
+};
 use super::outq::{Flush, OutQueue};
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
-use super::{QueryId, TimeoutReason};
+use super::QueryId;
 use crate::frame::{FrameDecoder, FrameError, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError};
 use crate::identity::Signer;
@@ -63,8 +64,8 @@ pub enum ClientEvent {
     ConnectionLost {
         /// Miner address.
         addr: SocketAddr,
-        /// Close reason as reported by QUIC.
-        reason: String,
+        /// How it ended.
+        reason: ConnectionEnd,
     },
     /// A unary response arrived.
     Response {
@@ -228,19 +229,31 @@ struct Request {
     stream_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StreamRole {
-    Handshake,
+/// What one of our streams on a connection carries.
+#[derive(Debug)]
+enum OpenStream {
+    /// A hotkey's handshake, with its state.
+    Handshake(Box<HandshakeStream>),
+    /// A request (its state is in `Client::requests`).
     Request(QueryId),
 }
 
+/// What the validator keeps per connection, in the core's connection table.
+#[derive(Debug)]
+pub(crate) struct CConn {
+    /// The miner's address: the key of its `Peer`.
+    addr: SocketAddr,
+    /// Our streams on it, until their answer is read or they are given up.
+    streams: IdMap<StreamId, OpenStream>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-/// Connection deadlines carry the connection's serial as well as its handle: quinn hands
-/// a closed connection's handle to the next one, and a deadline left over from the old
-/// connection must not fire on the new one.
+/// Connection deadlines carry a [`ConnRef`]: quinn hands a closed connection's handle to
+/// the next one, and a deadline left over from the old connection must not fire on the
+/// new one.
 enum Deadline {
-    Dial(ConnectionHandle, u64),
-    Handshake(ConnectionHandle, u64, StreamId),
+    Dial(ConnRef),
+    Handshake(ConnRef, StreamId),
     Request(QueryId),
 }
 
@@ -248,19 +261,14 @@ enum Deadline {
 ///
 /// See the [crate documentation](crate) for the drive loop.
 pub struct Client {
-    core: Core,
+    /// The connection table: each entry holds the quinn connection and its `CConn`.
+    core: Core<CConn>,
     config: ClientConfig,
     hotkey: String,
     signer: Arc<dyn Signer>,
     rng: ChaCha20Rng,
     quic: quinn_proto::ClientConfig,
     peers: HashMap<SocketAddr, Peer>,
-    conn_addr: IdMap<ConnectionHandle, SocketAddr>,
-    /// Serial of the connection holding each handle now (see [`Deadline`]).
-    conn_serial: IdMap<ConnectionHandle, u64>,
-    next_conn_serial: u64,
-    streams: HashMap<(ConnectionHandle, StreamId), StreamRole>,
-    handshakes: HashMap<(ConnectionHandle, StreamId), HandshakeStream>,
     requests: IdMap<QueryId, Request>,
     deadlines: Timers<Deadline>,
     events: VecDeque<ClientEvent>,
@@ -315,11 +323,6 @@ impl Client {
             rng,
             quic,
             peers: HashMap::new(),
-            conn_addr: IdMap::default(),
-            conn_serial: IdMap::default(),
-            next_conn_serial: 0,
-            streams: HashMap::new(),
-            handshakes: HashMap::new(),
             requests: IdMap::default(),
             deadlines: Timers::default(),
             events: VecDeque::new(),
@@ -402,22 +405,5 @@ impl SansIo for Client {
         }
     }
 
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.core.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
-    }
-
-    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
-        super::earliest(
-            self.core.poll_timeout(),
-            self.deadlines.next().map(|(t, _)| t),
-        )
-    }
-
-    fn set_max_gso_segments(&mut self, n: usize) {
-        self.core.set_max_gso_segments(n);
-    }
+    super::surface::shared_sans_io_methods!();
 }

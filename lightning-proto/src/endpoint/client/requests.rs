@@ -19,7 +19,7 @@ impl Client {
         opts: RequestOptions,
     ) -> Result<QueryId, ClientError> {
         let frame = encode_synapse_packet(synapse_type, &data, self.core.clock.unix_secs(now))
-            .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?;
+            .map_err(|e| ClientError::Local(LocalError::Encode(e)))?;
 
         let peer = match self.peers.get(&addr) {
             Some(p) => p,
@@ -29,7 +29,7 @@ impl Client {
                 self.connect(now, addr, [hotkey])?;
                 self.peers
                     .get(&addr)
-                    .ok_or_else(|| ClientError::Local("peer vanished".into()))?
+                    .ok_or(ClientError::Local(LocalError::UnknownPeer))?
             }
         };
         let status = peer.hotkeys.get(hotkey).copied();
@@ -52,7 +52,7 @@ impl Client {
                 let peer = self
                     .peers
                     .get_mut(&addr)
-                    .ok_or_else(|| ClientError::Local("peer vanished".into()))?;
+                    .ok_or(ClientError::Local(LocalError::UnknownPeer))?;
                 peer.hotkeys
                     .entry(hotkey.to_string())
                     .or_insert(HotkeyStatus::Idle);
@@ -139,22 +139,22 @@ impl Client {
                 out.finish_after_drain();
                 let _ = out.flush(conn.send_stream(stream));
             }
-            self.streams.insert((ch, stream), StreamRole::Request(id));
+            if let Some(c) = self.core.state_mut(ch) {
+                c.streams.insert(stream, OpenStream::Request(id));
+            }
         }
         peer.waiting = still;
     }
 
     pub(super) fn flush_stream(&mut self, _now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conn_mut(ch) else {
+        let Some((conn, c)) = self.core.parts_mut(ch) else {
             return;
         };
-        match self.streams.get(&(ch, stream)) {
-            Some(StreamRole::Handshake) => {
-                if let Some(hs) = self.handshakes.get_mut(&(ch, stream)) {
-                    let _ = hs.out.flush(conn.send_stream(stream));
-                }
+        match c.streams.get_mut(&stream) {
+            Some(OpenStream::Handshake(hs)) => {
+                let _ = hs.out.flush(conn.send_stream(stream));
             }
-            Some(StreamRole::Request(id)) => {
+            Some(OpenStream::Request(id)) => {
                 if let Some(Request {
                     state: ReqState::Open { out, .. },
                     ..
@@ -176,7 +176,9 @@ impl Client {
             ch, stream, fin, ..
         } = &req.state
         {
-            self.streams.remove(&(*ch, *stream));
+            if let Some(c) = self.core.state_mut(*ch) {
+                c.streams.remove(stream);
+            }
             if let Some(conn) = self.core.conn_mut(*ch) {
                 if !*fin {
                     let _ = conn.recv_stream(*stream).stop(VarInt::from_u32(0));
@@ -191,7 +193,9 @@ impl Client {
             ReqState::Open {
                 ch, stream, fin, ..
             } => {
-                self.streams.remove(&(*ch, *stream));
+                if let Some(c) = self.core.state_mut(*ch) {
+                    c.streams.remove(stream);
+                }
                 if let Some(conn) = self.core.conn_mut(*ch) {
                     let _ = conn.send_stream(*stream).reset(VarInt::from_u32(code));
                     if !*fin {

@@ -142,7 +142,7 @@ pub(super) fn pull(
     let mut recv = conn.recv_stream(stream);
     let mut chunks = match recv.read(true) {
         Ok(c) => c,
-        Err(e) => return Err(ClientError::Transport(format!("stream read failed: {e}"))),
+        Err(e) => return Err(ClientError::Transport(ResponseError::Read(e))),
     };
     let mut fin = false;
     let mut error = None;
@@ -191,17 +191,12 @@ pub(super) fn handle_response_frame(
                     response,
                     latency,
                 }),
-                Err(e) => Err(ClientError::Transport(format!(
-                    "Failed to parse SynapseResponse: {e}"
-                ))),
+                Err(e) => Err(ClientError::Transport(ResponseError::Undecodable(e))),
             },
-            MessageType::StreamChunk => Err(ClientError::Transport(
-                "received StreamChunk on non-streaming query; use query_axon_stream for streaming synapses"
-                    .into(),
-            )),
-            other => Err(ClientError::Transport(format!(
-                "unexpected response type: {other:?}"
-            ))),
+            MessageType::StreamChunk => {
+                Err(ClientError::Transport(ResponseError::ChunkOnUnaryQuery))
+            }
+            other => Err(ClientError::Transport(ResponseError::UnexpectedType(other))),
         });
     }
     match frame.ty {
@@ -209,41 +204,33 @@ pub(super) fn handle_response_frame(
             Ok(chunk) => {
                 *stream_bytes += chunk.data.len() as u64;
                 if *stream_bytes > max_stream {
-                    return Some(Err(ClientError::Stream(format!(
-                        "streaming response exceeded {max_stream} byte aggregate limit"
-                    ))));
+                    return Some(Err(ClientError::Stream(StreamFailure::TooLarge {
+                        limit: max_stream,
+                    })));
                 }
                 Some(Ok(ClientEvent::Chunk {
                     id,
                     data: chunk.data,
                 }))
             }
-            Err(e) => Some(Err(ClientError::Stream(format!(
-                "Failed to parse StreamChunk: {e}"
-            )))),
+            Err(e) => Some(Err(ClientError::Stream(StreamFailure::UndecodableChunk(e)))),
         },
         MessageType::StreamEnd => Some(match StreamEnd::decode(&frame.payload) {
             Ok(end) if end.success => Ok(ClientEvent::StreamEnd { id, latency }),
-            Ok(end) => {
-                Err(ClientError::Stream(end.error.unwrap_or_else(|| {
-                    "stream ended with failure status".into()
-                })))
-            }
-            Err(e) => Err(ClientError::Stream(format!(
-                "Failed to parse StreamEnd: {e}"
-            ))),
+            Ok(end) => Err(ClientError::Stream(match end.error {
+                Some(text) => StreamFailure::Remote(text),
+                None => StreamFailure::RemoteNoDetail,
+            })),
+            Err(e) => Err(ClientError::Stream(StreamFailure::UndecodableEnd(e))),
         }),
         MessageType::SynapseResponse => {
             let detail = SynapseResponse::decode(&frame.payload)
                 .ok()
-                .and_then(|r| r.error)
-                .unwrap_or_else(|| "no detail".into());
-            Some(Err(ClientError::Stream(format!(
-                "server returned SynapseResponse error on streaming path: {detail}"
-            ))))
+                .and_then(|r| r.error);
+            Some(Err(ClientError::Stream(StreamFailure::UnaryAnswer(detail))))
         }
-        other => Some(Err(ClientError::Stream(format!(
-            "unexpected message type during streaming: {other:?}"
+        other => Some(Err(ClientError::Stream(StreamFailure::UnexpectedType(
+            other,
         )))),
     }
 }

@@ -18,12 +18,12 @@ impl Client {
         let timestamp = self.core.clock.unix_secs(now);
         let (ch, stream) = self.open_test_stream(addr)?;
         let Some(conn) = self.core.conn_mut(ch) else {
-            return Err(ClientError::Connect("not connected".into()));
+            return Err(ClientError::Connect(ConnectFailure::NotConnected));
         };
         let mut out = OutQueue::default();
         out.push(
             encode_synapse_packet(synapse_type, &data, timestamp)
-                .map_err(|e| ClientError::Local(format!("request cannot be encoded: {e}")))?,
+                .map_err(|e| ClientError::Local(LocalError::Encode(e)))?,
         );
         out.finish_after_drain();
         let _ = out.flush(conn.send_stream(stream));
@@ -44,7 +44,7 @@ impl Client {
     ) -> Result<QueryId, ClientError> {
         let (ch, stream) = self.open_test_stream(addr)?;
         let Some(conn) = self.core.conn_mut(ch) else {
-            return Err(ClientError::Connect("not connected".into()));
+            return Err(ClientError::Connect(ConnectFailure::NotConnected));
         };
         // Written directly rather than through an `OutQueue` (which takes only encoded
         // frames): test inputs are far below a fresh stream's send credit, so all of it is
@@ -59,10 +59,10 @@ impl Client {
         }
         if written < bytes.len() {
             let _ = send.reset(VarInt::from_u32(0));
-            return Err(ClientError::Local(format!(
-                "only {written} of {} raw bytes fit the stream's send credit",
-                bytes.len()
-            )));
+            return Err(ClientError::Local(LocalError::RawBytesDidNotFit {
+                written,
+                len: bytes.len(),
+            }));
         }
         let _ = send.finish();
         let out = OutQueue::default();
@@ -78,15 +78,15 @@ impl Client {
             .peers
             .get(&addr)
             .and_then(|p| p.link.up())
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
+            .ok_or(ClientError::Connect(ConnectFailure::NotConnected))?;
         let conn = self
             .core
             .conn_mut(ch)
-            .ok_or_else(|| ClientError::Connect("not connected".into()))?;
+            .ok_or(ClientError::Connect(ConnectFailure::NotConnected))?;
         let stream = conn
             .streams()
             .open(Dir::Bi)
-            .ok_or_else(|| ClientError::Local("no stream credit".into()))?;
+            .ok_or(ClientError::Local(LocalError::NoStreamCredit))?;
         Ok((ch, stream))
     }
 
@@ -120,7 +120,9 @@ impl Client {
                 stream_bytes: 0,
             },
         );
-        self.streams.insert((ch, stream), StreamRole::Request(id));
+        if let Some(c) = self.core.state_mut(ch) {
+            c.streams.insert(stream, OpenStream::Request(id));
+        }
         id
     }
 }

@@ -16,7 +16,11 @@ impl Server {
         }
         let (unauthenticated, from_source) = self.unauthenticated_counts(remote.ip());
         let full = self.by_hotkey.len() >= self.config.max_connections
-            && !self.conns.values().any(|c| c.remote == remote)
+            && !self
+                .core
+                .states()
+                .map(|(_, c)| c)
+                .any(|c| c.remote == remote)
             && self.eviction_candidate(now, None).is_none();
         let validated = incoming.remote_address_validated();
         let source_full = from_source >= self.config.max_unauthenticated_per_ip;
@@ -50,20 +54,20 @@ impl Server {
             .endpoint
             .accept(incoming, now, &mut self.scratch, None)
         {
-            Ok((ch, conn)) => {
-                self.next_conn += 1;
-                let id = ConnId(self.next_conn);
+            Ok((ch, quic)) => {
                 self.stats.accepted += 1;
-                self.conns.insert(
+                // The connection's serial in the table is its `ConnId`: never reused.
+                let id = ConnId(self.core.next_serial());
+                let conn = self.core.insert(
                     ch,
+                    quic,
                     SConn {
                         id,
                         remote,
+                        streams: HashMap::new(),
                         hotkeys: Vec::new(),
                         last_progress: now,
-                        rate_window_bytes: 0,
-                        rate_window_start: now,
-                        last_rate_ok: now,
+                        rate: RequestRate::new(now),
                         validated,
                         reserved: 0,
                         reserved_small: 0,
@@ -72,11 +76,12 @@ impl Server {
                         queued_out: 0,
                         last_send_progress: now,
                         writable_waiters: Vec::new(),
+                        credited_bytes: 0,
+                        whole_credit: None,
                     },
                 );
-                self.core.insert(ch, conn);
                 self.deadlines
-                    .schedule(now + self.config.handshake_timeout, Deadline::Auth(ch, id));
+                    .schedule(now + self.config.handshake_timeout, Deadline::Auth(conn));
                 self.drive(now, ch);
             }
             Err(e) => {
@@ -120,12 +125,17 @@ impl Server {
                 && now.saturating_duration_since(c.last_progress) >= idle_after
         };
         let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
-        for c in self.conns.values().filter(|c| !c.hotkeys.is_empty()) {
+        for c in self
+            .core
+            .states()
+            .map(|(_, c)| c)
+            .filter(|c| !c.hotkeys.is_empty())
+        {
             *per_source.entry(source_of(c.remote.ip())).or_default() += 1;
         }
-        self.conns
-            .iter()
-            .filter(|(ch, c)| Some(**ch) != except && idle(c))
+        self.core
+            .states()
+            .filter(|(ch, c)| Some(*ch) != except && idle(c))
             .min_by_key(|(_, c)| {
                 let permitted = c.hotkeys.iter().any(|h| self.permits.contains(h));
                 let share = per_source
@@ -134,13 +144,13 @@ impl Server {
                     .unwrap_or(0);
                 (permitted, std::cmp::Reverse(share), c.last_progress)
             })
-            .map(|(ch, _)| *ch)
+            .map(|(ch, _)| ch)
     }
 
     /// Closes an idle connection to make room (reason `evicted`); its hotkeys stop
     /// counting at once.
     pub(super) fn evict(&mut self, now: Instant, ch: ConnectionHandle) {
-        if let Some(c) = self.conns.get(&ch) {
+        if let Some(c) = self.core.state(ch) {
             tracing::debug!(remote = %c.remote, hotkeys = ?c.hotkeys, "evicting an idle validator");
             for hk in &c.hotkeys {
                 if self.by_hotkey.get(hk) == Some(&ch) {
@@ -157,7 +167,12 @@ impl Server {
     pub(super) fn unauthenticated_counts(&self, ip: IpAddr) -> (usize, usize) {
         let source = source_of(ip);
         let mut counts = (0, 0);
-        for c in self.conns.values().filter(|c| c.hotkeys.is_empty()) {
+        for c in self
+            .core
+            .states()
+            .map(|(_, c)| c)
+            .filter(|c| c.hotkeys.is_empty())
+        {
             counts.0 += 1;
             if c.validated && source_of(c.remote.ip()) == source {
                 counts.1 += 1;

@@ -65,12 +65,112 @@ impl Server {
         Ok(())
     }
 
+    /// Reserves room for more chunks of streaming request `id` and returns what was
+    /// added to its credit (possibly nothing). A chunk sent within the credit is always
+    /// taken. When the application's credit runs low, [`ServerEvent::StreamWritable`]
+    /// says when asking again may give more.
+    ///
+    /// The queue's room is `streaming_channel_buffer` chunks and `max_queued_chunk_bytes`
+    /// bytes (queued or credited), within what the connection's queued and credited
+    /// bytes leave of `max_queued_response_bytes_per_connection`.
+    pub fn grant_chunk_credit(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+    ) -> Result<ChunkCredit, AnswerError> {
+        self.now = now;
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let Some(c) = self.core.state_mut(ch) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        let Some(s) = c.streams.get_mut(&stream) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        let cap = self.config.max_queued_chunk_bytes;
+        let whole_free = c.whole_credit.is_none_or(|w| w == stream);
+        let conn_held = c.queued_out.saturating_add(c.credited_bytes);
+        let mut grant = chunk_room(&self.config, &s.out, s.credit, conn_held, whole_free);
+        if let Some(wants) = s.wants {
+            let after = s.credit.bytes.saturating_add(grant.bytes);
+            if after >= wants || after >= cap {
+                s.wants = None;
+            } else {
+                // Not enough for the chunk waiting: it would only come back.
+                grant.bytes = 0;
+            }
+        }
+        s.credit.add(grant);
+        c.credited_bytes = c.credited_bytes.saturating_add(grant.bytes);
+        if s.credit.bytes >= cap {
+            c.whole_credit = Some(stream);
+        }
+        // Below full credit, the application may wait for room: say when there is some.
+        s.notify_writable =
+            s.credit.chunks < self.config.streaming_channel_buffer || s.credit.bytes < cap;
+        if grant == ChunkCredit::default() && s.out.frames() == 0 {
+            // Nothing of its own queued, so no flush of its own will come: the
+            // connection's backlog or its other streams' credit holds it.
+            c.writable_waiters.push(stream);
+        }
+        Ok(grant)
+    }
+
+    /// Takes back `bytes` of request `id`'s chunk credit that the application cannot
+    /// use because its next chunk needs `wants` bytes: credit held unused would keep
+    /// its connection's other streams from the room. Later grants to it wait until they
+    /// can cover `wants` (or take a chunk of any size).
+    pub fn return_chunk_credit(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        bytes: u64,
+        wants: u64,
+    ) -> Result<(), AnswerError> {
+        self.now = now;
+        let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
+        let Some(c) = self.core.state_mut(ch) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        let Some(s) = c.streams.get_mut(&stream) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        let returned = bytes.min(s.credit.bytes);
+        s.credit.bytes -= returned;
+        s.wants = Some(wants);
+        c.credited_bytes = c.credited_bytes.saturating_sub(returned);
+        if c.whole_credit == Some(stream) && s.credit.bytes < self.config.max_queued_chunk_bytes {
+            c.whole_credit = None;
+        }
+        if returned > 0 {
+            self.wake_writable(ch);
+        }
+        Ok(())
+    }
+
+    /// Tells the streams of `ch` waiting for room without a queue of their own that there
+    /// may be some now.
+    pub(super) fn wake_writable(&mut self, ch: ConnectionHandle) {
+        let Some(c) = self.core.state_mut(ch) else {
+            return;
+        };
+        for stream in std::mem::take(&mut c.writable_waiters) {
+            if let Some(s) = c.streams.get_mut(&stream) {
+                if let (true, Phase::Handling { id, .. }) =
+                    (std::mem::take(&mut s.notify_writable), &s.phase)
+                {
+                    self.events
+                        .push_back(ServerEvent::StreamWritable { id: *id });
+                }
+            }
+        }
+    }
+
     /// Queues one chunk of streaming request `id`.
     ///
-    /// The queue is full (wait for [`ServerEvent::StreamWritable`]) at
-    /// `streaming_channel_buffer` chunks, at `max_queued_chunk_bytes` (a chunk of any size
-    /// is taken into an empty queue), or while the connection's queued responses are at
-    /// `max_queued_response_bytes_per_connection`.
+    /// Within the request's credit ([`Self::grant_chunk_credit`]) the chunk is always
+    /// taken. Without credit, the queue is full (wait for [`ServerEvent::StreamWritable`])
+    /// when it has no room as `grant_chunk_credit` counts it; a chunk of any size is
+    /// taken into an empty queue.
     pub fn send_chunk(
         &mut self,
         now: Instant,
@@ -79,17 +179,25 @@ impl Server {
     ) -> Result<(), AnswerError> {
         self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
-        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
-        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+        let Some(c) = self.core.state_mut(ch) else {
             return Err(AnswerError::UnknownRequest);
         };
-        if chunk_queue_full(&self.config, &s.out, conn_queued) {
+        let Some(s) = c.streams.get_mut(&stream) else {
+            return Err(AnswerError::UnknownRequest);
+        };
+        if s.credit.chunks > 0 {
+            let before = s.credit.bytes;
+            s.credit.consume(data.len() as u64);
+            c.credited_bytes = c.credited_bytes.saturating_sub(before - s.credit.bytes);
+            if c.whole_credit == Some(stream) && s.credit.bytes < self.config.max_queued_chunk_bytes
+            {
+                c.whole_credit = None;
+            }
+        } else if chunk_queue_full(&self.config, &s.out, c.queued_out) {
             s.notify_writable = true;
             if s.out.frames() == 0 {
                 // Only the connection's backlog holds it: no flush of its own will come.
-                if let Some(c) = self.conns.get_mut(&ch) {
-                    c.writable_waiters.push(stream);
-                }
+                c.writable_waiters.push(stream);
             }
             return Err(AnswerError::Full);
         }
@@ -139,7 +247,7 @@ impl Server {
         self.queued_out_total = (self.queued_out_total + after).saturating_sub(before);
         let cap = self.config.max_queued_response_bytes_per_connection;
         let mut waiters = Vec::new();
-        if let Some(c) = self.conns.get_mut(&ch) {
+        if let Some(c) = self.core.state_mut(ch) {
             c.queued_out = (c.queued_out + after).saturating_sub(before);
             // Waiters are woken together once the backlog is half drained, not at every
             // byte below the cap: one chunk refills it, and waking every waiter each time
@@ -150,12 +258,12 @@ impl Server {
             }
         }
         for stream in waiters {
-            if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+            if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
                 if let (true, Phase::Handling { id, .. }) =
                     (std::mem::take(&mut s.notify_writable), &s.phase)
                 {
-                    self.events
-                        .push_back(ServerEvent::StreamWritable { id: *id });
+                    let id = *id;
+                    self.events.push_back(ServerEvent::StreamWritable { id });
                 }
             }
         }
@@ -166,7 +274,7 @@ impl Server {
 
     /// Whether queued responses keep `ch` from starting another request frame now.
     pub(super) fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
-        let conn = self.conns.get(&ch).map_or(0, |c| c.queued_out);
+        let conn = self.core.state(ch).map_or(0, |c| c.queued_out);
         answer_backlog(&self.config, conn, self.queued_out_total)
     }
 
@@ -181,8 +289,8 @@ impl Server {
         stream: StreamId,
     ) {
         let timeout = self.config.send_progress_timeout;
-        let conn_progress = self.conns.get(&ch).map(|c| c.last_send_progress);
-        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+        let conn_progress = self.core.state(ch).map(|c| c.last_send_progress);
+        let Some(s) = stream_of_mut(&mut self.core, ch, stream) else {
             return;
         };
         s.send_deadline = false;
@@ -193,15 +301,18 @@ impl Server {
         let expires = last + timeout;
         if expires > now {
             s.send_deadline = true;
-            self.deadlines.schedule(expires, Deadline::Send(ch, stream));
+            if let Some(conn) = self.core.conn_ref(ch) {
+                self.deadlines
+                    .schedule(expires, Deadline::Send(conn, stream));
+            }
             return;
         }
         self.stats.send_timeouts += 1;
         let removed = self.abandon_stream(ch, stream);
         self.cancel_request_of(removed, CancelReason::PeerStalled);
         let stalled = self
-            .conns
-            .get(&ch)
+            .core
+            .state(ch)
             .is_some_and(|c| c.last_send_progress + timeout <= now);
         if stalled {
             self.close_quic(now, ch, b"no_read_progress");
@@ -222,7 +333,17 @@ impl Server {
             tracing::warn!(%e, "response could not be encoded");
             error_response(0, wire_errors::INTERNAL_SERIALIZATION_ERROR).encode()
         });
-        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+        let mut freed = false;
+        if let Some(c) = self.core.state_mut(ch) {
+            if let Some(s) = c.streams.get_mut(&stream) {
+                let credit = std::mem::take(&mut s.credit);
+                freed = release_credit(c, stream, credit);
+            }
+        }
+        if freed {
+            self.wake_writable(ch);
+        }
+        if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             s.phase = Phase::Answered;
             let before = s.out.bytes();
             if let Ok(frame) = frame {
@@ -236,37 +357,40 @@ impl Server {
     }
 
     pub(super) fn flush(&mut self, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conn_mut(ch) else {
+        let now = self.now;
+        let Some((conn, c)) = self.core.parts_mut(ch) else {
             return;
         };
-        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+        let Some(s) = c.streams.get_mut(&stream) else {
             return;
         };
         let before = s.out.bytes();
         let result = s.out.flush(conn.send_stream(stream));
         let after = s.out.bytes();
-        let now = self.now;
         if after < before {
             s.last_send_progress = now;
+            c.last_send_progress = now;
         }
         // Waiting on the peer's flow control: a peer that never reads must not hold the
         // response forever (`send_progress_timeout`).
         let schedule = result == Flush::Blocked && !std::mem::replace(&mut s.send_deadline, true);
-        let conn_queued = self.conns.get(&ch).map_or(0, |c| c.queued_out);
-        let writable = s.notify_writable && !chunk_queue_full(&self.config, &s.out, conn_queued);
-        if schedule {
+        let whole_free = c.whole_credit.is_none_or(|w| w == stream);
+        let writable = s.notify_writable
+            && chunk_room(
+                &self.config,
+                &s.out,
+                s.credit,
+                c.queued_out.saturating_add(c.credited_bytes),
+                whole_free,
+            ) != ChunkCredit::default();
+        if let (true, Some(conn)) = (schedule, self.core.conn_ref(ch)) {
             self.deadlines.schedule(
                 now + self.config.send_progress_timeout,
-                Deadline::Send(ch, stream),
+                Deadline::Send(conn, stream),
             );
         }
-        if after < before {
-            if let Some(c) = self.conns.get_mut(&ch) {
-                c.last_send_progress = now;
-            }
-        }
         self.account_queued(ch, before, after);
-        let Some(s) = self.streams.get_mut(&(ch, stream)) else {
+        let Some(s) = stream_of_mut(&mut self.core, ch, stream) else {
             return;
         };
         match result {
@@ -314,11 +438,54 @@ pub(super) fn answer_backlog(
     }
 }
 
-/// Whether a streaming response's chunk queue takes no more chunks now (see
-/// [`Server::send_chunk`]).
+/// Whether a streaming response's chunk queue takes no more chunks without credit now
+/// (see [`Server::send_chunk`]).
 pub(super) fn chunk_queue_full(config: &ServerConfig, out: &OutQueue, conn_queued: u64) -> bool {
     let own = out.frames() > 0
         && (out.frames() >= config.streaming_channel_buffer
             || out.bytes() as u64 >= config.max_queued_chunk_bytes);
     own || conn_queued >= config.max_queued_response_bytes_per_connection
+}
+
+/// The credit that can be added to a streaming response's chunk queue holding `out` with
+/// `credit` already granted, on a connection holding `conn_held` bytes (queued and
+/// credited); `whole_free` says whether its credit
+/// may grow to take a chunk of any size (no other stream of the connection has such).
+pub(super) fn chunk_room(
+    config: &ServerConfig,
+    out: &OutQueue,
+    credit: ChunkCredit,
+    conn_held: u64,
+    whole_free: bool,
+) -> ChunkCredit {
+    let nothing = ChunkCredit::default();
+    let conn_room = config
+        .max_queued_response_bytes_per_connection
+        .saturating_sub(conn_held);
+    if conn_room == 0 {
+        return nothing;
+    }
+    let cap = config.max_queued_chunk_bytes;
+    let held_chunks = out.frames() + credit.chunks;
+    let held_bytes = (out.bytes() as u64).saturating_add(credit.bytes);
+    if held_chunks > 0 && held_bytes >= cap {
+        return nothing;
+    }
+    let chunks = config.streaming_channel_buffer.saturating_sub(held_chunks);
+    let mut bytes = cap.saturating_sub(held_bytes).min(conn_room);
+    if credit.bytes.saturating_add(bytes) >= cap && !whole_free {
+        // Credit of `cap` bytes takes a chunk of any size: one stream at a time.
+        bytes = (cap - 1).saturating_sub(credit.bytes);
+    }
+    ChunkCredit { chunks, bytes }
+}
+
+/// Gives back `credit`, the unused chunk credit of stream `id` of `conn` (it is answered
+/// or gone); whether that freed bytes the connection's other streams may want.
+pub(super) fn release_credit(conn: &mut SConn, id: StreamId, credit: ChunkCredit) -> bool {
+    conn.credited_bytes = conn.credited_bytes.saturating_sub(credit.bytes);
+    if conn.whole_credit == Some(id) {
+        conn.whole_credit = None;
+    }
+    credit.bytes > 0
 }

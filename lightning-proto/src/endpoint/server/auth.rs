@@ -31,7 +31,7 @@ impl Server {
         payload: &Bytes,
     ) -> HandshakeResponse {
         let now_secs = self.core.clock.unix_secs(now);
-        let Some(remote) = self.conns.get(&ch).map(|c| c.remote) else {
+        let Some(remote) = self.core.state(ch).map(|c| c.remote) else {
             return pre_auth_rejection(now_secs);
         };
         if let Err(error) = self.rate.check_and_record(remote.ip(), now_secs) {
@@ -121,16 +121,16 @@ impl Server {
         if let Some(old) = existing {
             if old != ch {
                 self.close_quic(now, old, b"replaced");
-                if let Some(c) = self.conns.get_mut(&old) {
+                if let Some(c) = self.core.state_mut(old) {
                     c.hotkeys.retain(|h| h != hotkey);
                 }
             }
         }
         self.by_hotkey.insert(hotkey.clone(), ch);
-        if self.conns.get(&ch).is_some_and(|c| c.hotkeys.is_empty()) {
+        if self.core.state(ch).is_some_and(|c| c.hotkeys.is_empty()) {
             self.raise_limits(ch);
         }
-        if let Some(conn) = self.conns.get_mut(&ch) {
+        if let Some(conn) = self.core.state_mut(ch) {
             conn.hotkeys.retain(|h| h != hotkey);
             conn.hotkeys.push(hotkey.clone());
             self.events.push_back(ServerEvent::Authenticated {

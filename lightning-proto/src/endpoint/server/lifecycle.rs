@@ -6,7 +6,7 @@ use super::*;
 impl Server {
     /// Closes every connection with reason `server_shutdown`.
     pub fn close(&mut self, now: Instant) {
-        let chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        let chs: Vec<ConnectionHandle> = self.core.states().map(|(ch, _)| ch).collect();
         for ch in chs {
             self.core.close(now, ch, b"server_shutdown");
         }
@@ -22,7 +22,7 @@ impl Server {
     /// The QUIC handshake completed, which proves the peer's address: from now on the
     /// connection counts against its source's share of unauthenticated slots.
     pub(super) fn on_connected(&mut self, now: Instant, ch: ConnectionHandle) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.core.state_mut(ch) else {
             return;
         };
         let was_validated = std::mem::replace(&mut conn.validated, true);
@@ -43,9 +43,9 @@ impl Server {
 }
 
 impl ConnRole for Server {
-    const DRAINED: &'static str = "drained";
+    type State = SConn;
 
-    fn core(&mut self) -> &mut Core {
+    fn core(&mut self) -> &mut Core<SConn> {
         &mut self.core
     }
 
@@ -54,7 +54,7 @@ impl ConnRole for Server {
             Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                 // Before authentication only a handshake is useful; bound what an
                 // unauthenticated peer can make us buffer per stream.
-                let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
+                let authenticated = self.core.state(ch).is_some_and(|c| !c.hotkeys.is_empty());
                 let max = if authenticated {
                     self.config.max_frame_payload_bytes
                 } else {
@@ -68,25 +68,33 @@ impl ConnRole for Server {
                         opened.push(stream);
                     }
                 }
-                if let Some(c) = self.conns.get_mut(&ch) {
-                    c.open_streams += opened.len() as u32;
-                }
-                for stream in opened {
-                    self.streams.insert(
-                        (ch, stream),
+                let Some(conn) = self.core.conn_ref(ch) else {
+                    return;
+                };
+                let Some(c) = self.core.state_mut(ch) else {
+                    return;
+                };
+                c.open_streams += opened.len() as u32;
+                for &stream in &opened {
+                    c.streams.insert(
+                        stream,
                         SStream {
                             phase: Phase::Reading(FrameDecoder::new(max)),
                             last_progress: now,
                             out: OutQueue::default(),
                             notify_writable: false,
+                            credit: ChunkCredit::default(),
+                            wants: None,
                             hold: Hold::Nothing,
                             last_send_progress: now,
                             send_deadline: false,
                         },
                     );
+                }
+                for stream in opened {
                     self.deadlines.schedule(
                         now + self.config.request_read_timeout,
-                        Deadline::Read(ch, stream),
+                        Deadline::Read(conn, stream),
                     );
                     self.read(now, ch, stream);
                 }
@@ -99,14 +107,21 @@ impl ConnRole for Server {
                 self.cancel_request_of(removed, CancelReason::PeerCancelled);
             }
             Event::Connected => self.on_connected(now, ch),
-            Event::ConnectionLost { reason } => self.on_conn_closed(now, ch, reason.to_string()),
+            Event::ConnectionLost { reason } => self.lose(now, ch, ConnectionEnd::Lost(reason)),
             _ => {}
         }
     }
 
-    fn on_conn_closed(&mut self, _now: Instant, ch: ConnectionHandle, reason: String) {
-        let Some(conn) = self.conns.remove(&ch) else {
-            return;
+    fn on_conn_closed(
+        &mut self,
+        _now: Instant,
+        ch: ConnectionHandle,
+        conn: SConn,
+        end: ConnectionEnd,
+    ) {
+        let reason = match end {
+            ConnectionEnd::Drained => "drained".to_string(),
+            other => other.to_string(),
         };
         self.parking.remove_conn(ch);
         for hk in &conn.hotkeys {
@@ -114,19 +129,27 @@ impl ConnRole for Server {
                 self.by_hotkey.remove(hk);
             }
         }
-        let keys: Vec<(ConnectionHandle, StreamId)> = self
-            .streams
-            .keys()
-            .filter(|(c, _)| *c == ch)
-            .copied()
-            .collect();
-        for (ch, stream) in keys {
-            let removed = self.remove_stream(ch, stream);
-            self.cancel_request_of(removed, CancelReason::ConnectionLost);
+        // Its streams went with it: what they held of the server's shared budgets and
+        // queues is given back here.
+        let SConn {
+            id,
+            remote,
+            streams,
+            ..
+        } = conn;
+        if !streams.is_empty() {
+            self.released.push(ch);
+        }
+        for (_, mut s) in streams {
+            self.queued_out_total = self.queued_out_total.saturating_sub(s.out.bytes() as u64);
+            if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
+                self.budget.release(None, r);
+            }
+            self.cancel_request_of(Some(s), CancelReason::ConnectionLost);
         }
         self.events.push_back(ServerEvent::ConnectionClosed {
-            conn: conn.id,
-            remote: conn.remote,
+            conn: id,
+            remote,
             reason,
         });
     }

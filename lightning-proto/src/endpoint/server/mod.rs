@@ -9,7 +9,8 @@ mod requests;
 mod synapses;
 mod waiting;
 
-use answers::{answer_backlog, error_response};
+use answers::{answer_backlog, error_response, release_credit};
+use requests::RequestRate;
 pub use synapses::SynapseIndex;
 use synapses::SynapseTable;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{
-    ConnectionHandle, Dir, Event, Incoming, ReadError, StreamEvent, StreamId, Transmit, VarInt,
+    ConnectionHandle, Dir, Event, Incoming, ReadError, StreamEvent, StreamId, VarInt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -28,12 +29,13 @@ use rand_core::{RngCore, SeedableRng};
 use super::budget::{ReadBudget, Reservation, Shortfall};
 use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
-use super::core::{ConnRole, Core};
+use super::core::{ConnRef, ConnRole, Core};
+use super::error::ConnectionEnd;
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
-use super::{RequestId, TimeoutReason};
+use super::RequestId;
 use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
 use crate::identity::Signer;
@@ -196,6 +198,42 @@ pub enum ServerEvent {
     },
 }
 
+/// Room reserved in a streaming response's chunk queue: chunks the application may send
+/// that [`Server::send_chunk`] will take whatever else happens meanwhile.
+///
+/// The core is the one owner of streaming backpressure: a driver hands this credit to
+/// the handler's sink and holds no chunk queue of its own. A chunk uses one of `chunks`
+/// and its length of `bytes` (saturating); one chunk of any size may go when `bytes`
+/// is the whole of `max_queued_chunk_bytes`, which happens only when nothing else is
+/// queued or on its way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkCredit {
+    /// Chunks.
+    pub chunks: usize,
+    /// Bytes over those chunks.
+    pub bytes: u64,
+}
+
+impl ChunkCredit {
+    /// Whether a chunk of `len` bytes fits this credit, where `cap` is the server's
+    /// `max_queued_chunk_bytes`.
+    pub fn fits(&self, len: u64, cap: u64) -> bool {
+        self.chunks > 0 && (len <= self.bytes || self.bytes >= cap)
+    }
+
+    /// Uses the credit of one chunk of `len` bytes (the same arithmetic on both sides).
+    pub fn consume(&mut self, len: u64) {
+        self.chunks = self.chunks.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len);
+    }
+
+    /// Adds a grant.
+    pub fn add(&mut self, grant: ChunkCredit) {
+        self.chunks = self.chunks.saturating_add(grant.chunks);
+        self.bytes = self.bytes.saturating_add(grant.bytes);
+    }
+}
+
 /// Why an answer could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerError {
@@ -252,21 +290,20 @@ pub struct ServerStats {
     pub send_timeouts: u64,
 }
 
+/// What the miner keeps per connection, in the core's connection table.
 #[derive(Debug)]
-struct SConn {
+pub(crate) struct SConn {
     id: ConnId,
     remote: SocketAddr,
+    /// Its request streams, from `Opened` until they leave (see `remove_stream`). The
+    /// peer opens them, so their ids are not hashed with the fast id hasher.
+    streams: HashMap<StreamId, SStream>,
     /// Validator hotkeys authenticated on this connection, latest last.
     hotkeys: Vec<String>,
     /// Last time any request bytes arrived on this connection.
     last_progress: Instant,
-    /// Request bytes received since `rate_window_start`.
-    rate_window_bytes: u64,
-    /// Start of the current window over which the request rate is measured.
-    rate_window_start: Instant,
-    /// End of the last window in which the connection delivered request bytes at
-    /// `min_request_rate` or faster.
-    last_rate_ok: Instant,
+    /// How fast request bytes arrive (`min_request_rate`).
+    rate: RequestRate,
     /// The peer has proven its address (Retry token or completed QUIC handshake).
     validated: bool,
     /// Request bytes reserved by this connection's streams (see `budget`).
@@ -284,6 +321,13 @@ struct SConn {
     /// Streaming responses told `Full` because of the connection's queued bytes: each
     /// gets `StreamWritable` once they fall below half the cap.
     writable_waiters: Vec<StreamId>,
+    /// Chunk credit granted on its streams and not used yet, in bytes: counted with
+    /// `queued_out` against the connection's cap.
+    credited_bytes: u64,
+    /// The one stream of the connection whose credit may take a chunk of any size (see
+    /// [`ChunkCredit`]): one at a time, so such chunks overshoot the cap by one chunk
+    /// per connection at most.
+    whole_credit: Option<StreamId>,
 }
 
 #[derive(Debug)]
@@ -304,8 +348,16 @@ struct SStream {
     /// last window at the minimum rate, whichever is later.
     last_progress: Instant,
     out: OutQueue,
-    /// The application asked for more chunk room while the queue was full.
+    /// The application may want more chunk room: tell it (`StreamWritable`) once there
+    /// is some.
     notify_writable: bool,
+    /// Room in `out` reserved for chunks the application may still send
+    /// ([`Server::grant_chunk_credit`]).
+    credit: ChunkCredit,
+    /// Bytes the application's next chunk needs, when it gave back a credit too small
+    /// for it ([`Server::return_chunk_credit`]): only a grant that fits it is worth
+    /// making.
+    wants: Option<u64>,
     /// What it holds of the read budget.
     hold: Hold,
     /// Last time quinn took bytes of its response (or when it was queued).
@@ -329,11 +381,14 @@ enum Hold {
     },
 }
 
+/// The server's own deadlines. Those of a connection or stream carry a [`ConnRef`], so
+/// one left over from a closed connection never fires on a later one with the same
+/// quinn handle.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Deadline {
-    Auth(ConnectionHandle, ConnId),
-    Read(ConnectionHandle, StreamId),
-    Send(ConnectionHandle, StreamId),
+    Auth(ConnRef),
+    Read(ConnRef, StreamId),
+    Send(ConnRef, StreamId),
     Handler(RequestId),
     Cleanup,
 }
@@ -342,7 +397,8 @@ enum Deadline {
 ///
 /// See the [crate documentation](crate) for the drive loop.
 pub struct Server {
-    core: Core,
+    /// The connection table: each entry holds the quinn connection and its `SConn`.
+    core: Core<SConn>,
     config: ServerConfig,
     miner_hotkey: String,
     signer: Arc<dyn Signer>,
@@ -350,17 +406,14 @@ pub struct Server {
     /// Test hook: a fingerprint to claim in responses instead of the real one.
     advertised_fingerprint: Option<String>,
     synapses: SynapseTable,
-    conns: IdMap<ConnectionHandle, SConn>,
     by_hotkey: HashMap<String, ConnectionHandle>,
     nonces: NonceCache,
     rate: HandshakeRateLimiter,
     permits: HashSet<String>,
     allowlist: Option<HashSet<IpAddr>>,
-    streams: HashMap<(ConnectionHandle, StreamId), SStream>,
     requests: IdMap<RequestId, (ConnectionHandle, StreamId)>,
     deadlines: Timers<Deadline>,
     events: VecDeque<ServerEvent>,
-    next_conn: u64,
     next_request: u64,
     stats: ServerStats,
     scratch: Vec<u8>,
@@ -379,7 +432,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("miner_hotkey", &self.miner_hotkey)
-            .field("connections", &self.conns.len())
+            .field("connections", &self.core.live_count())
             .field("requests", &self.requests.len())
             .finish_non_exhaustive()
     }
@@ -478,15 +531,12 @@ impl Server {
             fingerprint,
             advertised_fingerprint: None,
             synapses: SynapseTable::default(),
-            conns: IdMap::default(),
             by_hotkey: HashMap::new(),
             permits: HashSet::new(),
             allowlist: None,
-            streams: HashMap::new(),
             requests: IdMap::default(),
             deadlines,
             events: VecDeque::new(),
-            next_conn: 0,
             next_request: 0,
             stats: ServerStats::default(),
             scratch: Vec::new(),
@@ -555,19 +605,23 @@ impl Server {
 
     /// Open QUIC connections (authenticated or not).
     pub fn connection_count(&self) -> usize {
-        self.conns.len()
+        self.core.live_count()
     }
 
     /// Connections with no authenticated validator yet.
     pub fn unauthenticated_count(&self) -> usize {
-        self.conns.values().filter(|c| c.hotkeys.is_empty()).count()
+        self.core
+            .states()
+            .map(|(_, c)| c)
+            .filter(|c| c.hotkeys.is_empty())
+            .count()
     }
 
     /// Authenticated validator hotkeys and their connections.
     pub fn validators(&self) -> impl Iterator<Item = (&str, ConnId)> + '_ {
         self.by_hotkey
             .iter()
-            .filter_map(|(hk, ch)| self.conns.get(ch).map(|c| (hk.as_str(), c.id)))
+            .filter_map(|(hk, ch)| self.core.state(*ch).map(|c| (hk.as_str(), c.id)))
     }
 
     /// Nonces held by the replay cache.
@@ -593,17 +647,35 @@ impl Server {
 
     /// Bytes queued for sending but not yet accepted by QUIC, over all streams.
     pub fn queued_bytes(&self) -> usize {
-        self.streams.values().map(|s| s.out.bytes()).sum()
+        self.core
+            .states()
+            .flat_map(|(_, c)| c.streams.values())
+            .map(|s| s.out.bytes())
+            .sum()
     }
 
     // ----- internals ----------------------------------------------------------------------
 
     fn handle_of(&self, conn: ConnId) -> Option<ConnectionHandle> {
-        self.conns
-            .iter()
+        self.core
+            .states()
             .find(|(_, c)| c.id == conn)
-            .map(|(ch, _)| *ch)
+            .map(|(ch, _)| ch)
     }
+}
+
+/// Request stream `id` of connection `ch`.
+fn stream_of(core: &Core<SConn>, ch: ConnectionHandle, id: StreamId) -> Option<&SStream> {
+    core.state(ch)?.streams.get(&id)
+}
+
+/// Request stream `id` of connection `ch`, for changing (its quinn connection untouched).
+fn stream_of_mut(
+    core: &mut Core<SConn>,
+    ch: ConnectionHandle,
+    id: StreamId,
+) -> Option<&mut SStream> {
+    core.state_mut(ch)?.streams.get_mut(&id)
 }
 
 #[allow(dead_code)]
@@ -630,24 +702,7 @@ impl SansIo for Server {
         self.resume_parked(now);
     }
 
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.core.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
-
-    fn next_deadline(&mut self) -> Option<(Instant, TimeoutReason)> {
-        super::earliest(
-            self.core.poll_timeout(),
-            self.deadlines.next().map(|(t, _)| t),
-        )
-    }
-
-    fn set_max_gso_segments(&mut self, n: usize) {
-        self.core.set_max_gso_segments(n);
-    }
+    super::surface::shared_sans_io_methods!();
 }
 
 #[cfg(test)]

@@ -5,17 +5,14 @@ use super::*;
 
 impl Server {
     pub(super) fn read(&mut self, now: Instant, ch: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.core.conn_mut(ch) else {
-            return;
-        };
-        let Some(sconn) = self.conns.get_mut(&ch) else {
+        let Some((conn, sconn)) = self.core.parts_mut(ch) else {
             return;
         };
         let Some(SStream {
             phase: Phase::Reading(decoder),
             hold,
             ..
-        }) = self.streams.get_mut(&(ch, stream))
+        }) = sconn.streams.get_mut(&stream)
         else {
             return;
         };
@@ -104,7 +101,7 @@ impl Server {
         let _ = chunks.finalize();
         if progressed {
             sconn.last_progress = now;
-            note_request_rate(sconn, now, received, self.config.min_request_rate);
+            sconn.rate.note(now, received, self.config.min_request_rate);
         }
         let done = frame.is_some() || failed || fin || reset;
         if done {
@@ -135,7 +132,7 @@ impl Server {
     }
 
     pub(super) fn finish_empty(&mut self, ch: ConnectionHandle, stream: StreamId) {
-        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+        if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             s.phase = Phase::Answered;
             s.out.finish_after_drain();
         }
@@ -162,8 +159,8 @@ impl Server {
         let served = self.synapses.lookup(&packet.synapse_type);
         let kind = served.map(|(_, kind)| kind);
         let caller = self
-            .conns
-            .get(&ch)
+            .core
+            .state(ch)
             .and_then(|c| c.hotkeys.last().cloned().map(|hk| (hk, c.id, c.remote)));
         let Some((validator_hotkey, conn, remote)) = caller else {
             self.stats.request_errors += 1;
@@ -188,7 +185,7 @@ impl Server {
         self.next_request += 1;
         let id = RequestId(self.next_request);
         let deadline = now + self.config.handler_timeout;
-        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+        if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             s.phase = Phase::Handling { id, kind };
         }
         self.requests.insert(id, (ch, stream));
@@ -213,7 +210,7 @@ impl Server {
         kind: SynapseKind,
     ) -> Result<(ConnectionHandle, StreamId), AnswerError> {
         let &(ch, stream) = self.requests.get(&id).ok_or(AnswerError::UnknownRequest)?;
-        match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+        match stream_of(&self.core, ch, stream).map(|s| &s.phase) {
             Some(Phase::Handling { kind: k, .. }) if *k == kind => Ok((ch, stream)),
             Some(Phase::Handling { .. }) => Err(AnswerError::WrongKind),
             _ => Err(AnswerError::UnknownRequest),
@@ -221,19 +218,40 @@ impl Server {
     }
 }
 
-/// Counts `bytes` of request data that arrived on `c` at `now`; each window of at least
-/// [`RATE_WINDOW`] that delivered `min_rate` bytes per second or more moves
-/// `last_rate_ok`.
-pub(super) fn note_request_rate(c: &mut SConn, now: Instant, bytes: u64, min_rate: u64) {
-    c.rate_window_bytes = c.rate_window_bytes.saturating_add(bytes);
-    let elapsed = now.saturating_duration_since(c.rate_window_start);
-    if elapsed < RATE_WINDOW {
-        return;
+/// A connection's request rate, measured over windows of at least [`RATE_WINDOW`].
+#[derive(Debug)]
+pub(super) struct RequestRate {
+    /// Request bytes received since `window_start`.
+    window_bytes: u64,
+    /// Start of the current window.
+    window_start: Instant,
+    /// End of the last window in which the connection delivered request bytes at
+    /// `min_request_rate` or faster.
+    pub(super) last_ok: Instant,
+}
+
+impl RequestRate {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            window_bytes: 0,
+            window_start: now,
+            last_ok: now,
+        }
     }
-    let needed = u128::from(min_rate) * elapsed.as_millis() / 1000;
-    if u128::from(c.rate_window_bytes) >= needed {
-        c.last_rate_ok = now;
+
+    /// Counts `bytes` of request data that arrived at `now`; each window that delivered
+    /// `min_rate` bytes per second or more moves `last_ok`.
+    pub(super) fn note(&mut self, now: Instant, bytes: u64, min_rate: u64) {
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let needed = u128::from(min_rate) * elapsed.as_millis() / 1000;
+        if u128::from(self.window_bytes) >= needed {
+            self.last_ok = now;
+        }
+        self.window_start = now;
+        self.window_bytes = 0;
     }
-    c.rate_window_start = now;
-    c.rate_window_bytes = 0;
 }

@@ -16,7 +16,7 @@ impl Server {
     /// quinn shrinks a window by holding back credit the peer has not used yet, so the
     /// room given to a stream is taken back as its own bytes are read.
     pub(super) fn apply_window(&mut self, ch: ConnectionHandle) {
-        let Some(sconn) = self.conns.get(&ch) else {
+        let Some(sconn) = self.core.state(ch) else {
             return;
         };
         let window = self.config.transport.receive_window.saturating_add(
@@ -35,27 +35,32 @@ impl Server {
         ch: ConnectionHandle,
         stream: StreamId,
     ) -> Option<SStream> {
-        let mut s = self.streams.remove(&(ch, stream))?;
-        if let Some(c) = self.conns.get_mut(&ch) {
-            c.open_streams = c.open_streams.saturating_sub(1);
-        }
-        self.account_queued(ch, s.out.bytes(), 0);
+        let c = self.core.state_mut(ch)?;
+        let mut s = c.streams.remove(&stream)?;
+        c.open_streams = c.open_streams.saturating_sub(1);
+        let freed = release_credit(c, stream, std::mem::take(&mut s.credit));
+        let mut waited = None;
         match std::mem::replace(&mut s.hold, Hold::Nothing) {
             Hold::Nothing => {}
             Hold::Reserved(r) => {
-                let conn = self
-                    .conns
-                    .get_mut(&ch)
-                    .map(|c| (&mut c.reserved, &mut c.reserved_small));
-                self.budget.release(conn, r);
+                self.budget
+                    .release(Some((&mut c.reserved, &mut c.reserved_small)), r);
                 self.released.push(ch);
             }
-            Hold::Waiting { window_extended } => {
+            Hold::Waiting { window_extended } => waited = Some(window_extended),
+        }
+        self.account_queued(ch, s.out.bytes(), 0);
+        match waited {
+            None => {}
+            Some(window_extended) => {
                 self.parking.remove(ch, stream);
                 if window_extended {
                     self.narrow_window(ch);
                 }
             }
+        }
+        if freed {
+            self.wake_writable(ch);
         }
         Some(s)
     }
@@ -77,7 +82,7 @@ impl Server {
 
     /// Takes back the window room of one stream that no longer waits.
     pub(super) fn narrow_window(&mut self, ch: ConnectionHandle) {
-        if let Some(c) = self.conns.get_mut(&ch) {
+        if let Some(c) = self.core.state_mut(ch) {
             c.window_extensions = c.window_extensions.saturating_sub(1);
             self.apply_window(ch);
         }
@@ -131,20 +136,18 @@ impl Server {
         ch: ConnectionHandle,
     ) -> Option<Shortfall> {
         while let Some(stream) = self.parking.head(ch) {
-            let Some(authenticated) = self.conns.get(&ch).map(|c| !c.hotkeys.is_empty()) else {
+            let Some(authenticated) = self.core.state(ch).map(|c| !c.hotkeys.is_empty()) else {
                 self.parking.remove_conn(ch);
                 return None;
             };
-            let declared = match self.streams.get(&(ch, stream)).map(|s| &s.phase) {
+            let declared = match stream_of(&self.core, ch, stream).map(|s| &s.phase) {
                 Some(Phase::Reading(decoder)) => decoder.declared_len(),
                 _ => None,
             };
             let Some(len) = declared else {
                 // Gone or no longer reading: nothing to admit.
                 self.parking.pop_head(ch);
-                let was = self
-                    .streams
-                    .get_mut(&(ch, stream))
+                let was = stream_of_mut(&mut self.core, ch, stream)
                     .map(|s| std::mem::replace(&mut s.hold, Hold::Nothing));
                 if let Some(Hold::Waiting {
                     window_extended: true,
@@ -158,7 +161,7 @@ impl Server {
                 return Some(shortfall);
             }
             let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
-            let sconn = self.conns.get_mut(&ch)?;
+            let sconn = self.core.state_mut(ch)?;
             let reservation = match self.budget.try_reserve(
                 &mut sconn.reserved,
                 &mut sconn.reserved_small,
@@ -169,7 +172,7 @@ impl Server {
                 Err(shortfall) => return Some(shortfall),
             };
             self.parking.pop_head(ch);
-            let s = self.streams.get_mut(&(ch, stream))?;
+            let s = stream_of_mut(&mut self.core, ch, stream)?;
             let was = std::mem::replace(&mut s.hold, Hold::Reserved(reservation));
             s.last_progress = now;
             if let Hold::Waiting {
@@ -204,15 +207,15 @@ impl Server {
             }
             return;
         }
-        let authenticated = self.conns.get(&ch).is_some_and(|c| !c.hotkeys.is_empty());
-        if let Some(s) = self.streams.get_mut(&(ch, stream)) {
+        let authenticated = self.core.state(ch).is_some_and(|c| !c.hotkeys.is_empty());
+        if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             // Unauthenticated frames are small and their connections' windows stay small.
             s.hold = Hold::Waiting {
                 window_extended: authenticated,
             };
         }
         if authenticated {
-            if let Some(c) = self.conns.get_mut(&ch) {
+            if let Some(c) = self.core.state_mut(ch) {
                 c.window_extensions += 1;
             }
             self.apply_window(ch);
