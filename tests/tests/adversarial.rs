@@ -50,6 +50,8 @@ use lightning_tokio::{
 /// How long each attack lasts while the honest validator is measured (unless
 /// [`attack_time`] says otherwise).
 const ATTACK_TIME: Duration = Duration::from_secs(5);
+/// How long the honest validator runs alone before each attack, for its baseline latency.
+const BASELINE_TIME: Duration = Duration::from_secs(1);
 /// Longest wait for the server to forget every attack connection once the attack stops.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(20);
 /// The test server's cap on connections that have not authenticated.
@@ -216,6 +218,8 @@ struct Outcome {
     name: &'static str,
     honest_hotkey: String,
     honest: Honest,
+    /// The honest validator's record over [`BASELINE_TIME`] before the attack started.
+    baseline: Honest,
     honest_after: bool,
     newcomer: Newcomer,
     peak: Peak,
@@ -291,6 +295,15 @@ impl Outcome {
         if !h.failures.is_empty() {
             report!("[{n}]   first failures: {:?}", h.failures);
         }
+        let b = &self.baseline;
+        report!(
+            "[{n}] honest baseline, same load before the attack: {}/{} ok, p50 {:.2} ms, p99 {:.2} ms (under attack: p99 x{:.1})",
+            b.ok,
+            b.total,
+            ms(b.percentile(0.50)),
+            ms(b.percentile(0.99)),
+            h.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64().max(1e-9),
+        );
         let c = &self.newcomer;
         report!(
             "[{n}] a validator connecting during the attack: {}/{} attempts authenticated{}",
@@ -515,6 +528,14 @@ async fn under_attack(name: &'static str) -> Outcome {
             .expect("warm-up query");
         assert!(r.success);
     }
+    // The same honest load without the attack, so its latency under attack has a baseline.
+    let baseline = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(honest_loop(honest.clone(), axon.clone(), stop.clone()));
+        tokio::time::sleep(BASELINE_TIME).await;
+        stop.store(true, Ordering::SeqCst);
+        task.await.expect("baseline task")
+    };
     let before = server.stats().await.expect("stats");
     let rss_before_kib = rss_kib();
     let mut rss_peak_kib = rss_before_kib;
@@ -573,6 +594,7 @@ async fn under_attack(name: &'static str) -> Outcome {
         name,
         honest_hotkey: honest.hotkey().to_string(),
         honest: honest_record,
+        baseline,
         honest_after,
         newcomer,
         peak,
