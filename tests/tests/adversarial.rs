@@ -79,6 +79,10 @@ fn rss_bound_kib(name: &str) -> u64 {
         // defaults (752 MiB). Measured in CI runs: 396-539 MiB. It does not grow with the
         // streams the attackers open.
         UNREAD_ANSWERS | UNREAD_STREAMS => deaf_bound_bytes(DEAF_CONNECTIONS) / 1024,
+        // Two authenticated connections with two 16 MiB requests each in flight: the
+        // requests being read and QUIC's windows, plus the request being deserialized.
+        // Before the codec fix one such request alone took 712 MiB.
+        DUPLICATE_KEYS => 384 * 1024,
         _ => MAX_RSS_GROWTH_KIB,
     }
 }
@@ -116,6 +120,13 @@ fn attacked_server(handshakes: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>) 
     // the miner hold is the transport's doing.
     let filler = Bytes::from(vec![0x5A; 16 << 20]);
     standard_server(lightning_tokio::Tokio::default(), None)
+        // A handler that deserializes its request into a struct, as most real ones do:
+        // what a request with repeated keys costs it is the codec's doing.
+        .typed_handler("typed_size", |req: SizedPayload, _ctx| {
+            Ok::<_, String>(SizeAnswer {
+                bytes: req.kkk.0 as u64,
+            })
+        })
         .streaming_handler("stream_shared", move |data, _ctx, sink| {
             let filler = filler.clone();
             async move {
@@ -145,6 +156,37 @@ fn attacked_server(handshakes: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>) 
                 .unwrap_or_else(|e| e.into_inner())
                 .push((hotkey.to_string(), remote));
         })
+}
+
+/// The request of `typed_size`.
+#[derive(serde::Deserialize)]
+struct SizedPayload {
+    kkk: Blob,
+}
+
+/// A MessagePack `bin` value, of which only the length is kept.
+struct Blob(usize);
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Len;
+        impl serde::de::Visitor<'_> for Len {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.len()))
+            }
+        }
+        d.deserialize_bytes(Len)
+    }
+}
+
+/// The answer of `typed_size`.
+#[derive(serde::Serialize)]
+struct SizeAnswer {
+    bytes: u64,
 }
 
 fn honest_client() -> LightningClient {
@@ -641,6 +683,7 @@ const TRICKLED_BUDGET: &str = "budget held by trickles";
 const TABLE_FILL: &str = "connection table filled by throwaway hotkeys";
 const PARKED_FLOOD: &str = "thousands of waiting requests";
 const UNREAD_STREAMS: &str = "unread streams";
+const DUPLICATE_KEYS: &str = "requests repeating one key";
 
 /// Longest wait for cleanup after `name`. Connections that vanish are closed by the idle
 /// timeout, which QUIC stretches to at least three probe timeouts (RFC 9000 §10.1); deaf
@@ -963,8 +1006,52 @@ fn plan(name: &str, t: &Target) -> Vec<Stage> {
                 ..Stage::default()
             }]
         }
+        // Two authenticated connections keep sending 16 MiB requests, two at a time, whose
+        // data map repeats one key sixteen times (1 MiB each) to a handler that
+        // deserializes them: before the codec was fixed, one such request cost 712 MiB
+        // and a second of CPU.
+        DUPLICATE_KEYS => {
+            let repeated = duplicate_key_request("typed_size", "kkk", 16, 1024 * 1024);
+            vec![Stage {
+                agents: (0..2)
+                    .map(|i| {
+                        AgentSpec::new(
+                            attacker_ip(i),
+                            Auth::Valid,
+                            Then::Streams(vec![repeated.clone()]),
+                        )
+                        .keys(vec![key(0x50 + i as u8)])
+                        .max_streams(2)
+                    })
+                    .collect(),
+                ..Stage::default()
+            }]
+        }
         other => panic!("no attack named {other:?}"),
     }
+}
+
+/// A request frame for `synapse` whose data map holds `key` `copies` times, each with
+/// `size` bytes: encoded with distinct keys of the same length, which are then renamed
+/// in place (the payload bytes, 0x5A, cannot be mistaken for them).
+fn duplicate_key_request(synapse: &str, key: &str, copies: usize, size: usize) -> Bytes {
+    assert!(key.len() == 3 && copies <= 100);
+    let names: Vec<String> = (0..copies).map(|i| format!("k{i:02}")).collect();
+    let data: Vec<(&str, rmpv::Value)> = names
+        .iter()
+        .map(|n| (n.as_str(), rmpv::Value::Binary(vec![0x5A; size])))
+        .collect();
+    let mut frame = request_frame(synapse, &data).to_vec();
+    for name in &names {
+        let mut from = vec![0xa3];
+        from.extend_from_slice(name.as_bytes());
+        let at = frame
+            .windows(4)
+            .position(|w| w == from.as_slice())
+            .expect("key in the frame");
+        frame[at + 1..at + 4].copy_from_slice(key.as_bytes());
+    }
+    Bytes::from(frame)
 }
 
 /// One encoded request frame (a SynapsePacket) for `synapse` with `data`.
@@ -1231,6 +1318,18 @@ fn connection_table_filled_by_throwaway_hotkeys() {
 
 /// Thousands of requests waiting for budget cost O(1) each to resume, are capped per
 /// connection and in total, and the honest validator keeps being served.
+/// Requests that repeat one key (case 8 of issue 18): the handler deserializes each in
+/// memory and time proportional to its bytes, so the miner's memory stays within the
+/// common bound and the honest validator is served.
+#[test]
+fn requests_repeating_one_key() {
+    let outcome = run(DUPLICATE_KEYS);
+    assert!(
+        outcome.attackers[0].get("answer_type_0x04") > 0,
+        "no attacker request reached the handler"
+    );
+}
+
 #[test]
 fn thousands_of_waiting_requests() {
     let outcome = run(PARKED_FLOOD);

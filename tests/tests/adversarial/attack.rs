@@ -318,6 +318,12 @@ impl AgentSpec {
         self.reconnect_delay = delay;
         self
     }
+
+    /// Most streams open at once per connection.
+    pub fn max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
 }
 
 /// A kind of junk datagram.
