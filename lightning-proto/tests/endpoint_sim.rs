@@ -1314,3 +1314,72 @@ fn every_request_is_answered_once_whatever_the_drain_order() {
         Ok(())
     });
 }
+
+/// Dials the miner with a first query at once, on a 20 ms one-way link, and returns the
+/// time to its answer in round trips, with `pipeline` as the client's
+/// `pipeline_first_requests`, and the answer.
+fn first_answer_in_rtts(seed: u64, pipeline: bool, server: ServerConfig) -> (f64, ClientEvent) {
+    let one_way = Duration::from_millis(20);
+    let mut w = World::new(seed);
+    w.sim.set_default_link(LinkConditions {
+        latency: one_way,
+        ..LinkConditions::perfect()
+    });
+    w.add_server(SERVER, server, MINER_SEED);
+    let config = ClientConfig {
+        pipeline_first_requests: pipeline,
+        ..ClientConfig::default()
+    };
+    let c = w.make_client(config, VALIDATOR_SEED, 0);
+    let c = w.add_client(CLIENT, c);
+    let start = w.sim.elapsed();
+    let id = request(
+        &mut w,
+        c,
+        "echo",
+        data(&[("k", 7u64.into())]),
+        RequestOptions::default(),
+    );
+    let outcome = wait_outcome(&mut w, c, id, 10 * SECOND);
+    let rtts = (w.sim.elapsed() - start).as_secs_f64() / (2.0 * one_way.as_secs_f64());
+    (rtts, outcome)
+}
+
+/// Issue 15's setup goal: against a Lightning miner the first query travels right behind
+/// the handshake (both ends negotiated `PIPELINE_ALPN`) and is answered after 2 round
+/// trips (QUIC + TLS, then handshake and query together) instead of 3.
+#[test]
+fn a_pipelined_first_query_is_answered_after_two_round_trips() {
+    let (pipelined, outcome) = first_answer_in_rtts(41, true, ServerConfig::default());
+    let ClientEvent::Response { response, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(response.success);
+    let (waited, _) = first_answer_in_rtts(41, false, ServerConfig::default());
+    assert!(pipelined < 2.5, "pipelined: {pipelined:.2} RTT");
+    assert!(waited >= 2.5, "not pipelined: {waited:.2} RTT");
+}
+
+/// A pipelined query behind a handshake the miner refuses is refused at once with
+/// `authentication failed`, like any unauthenticated request, not left to time out.
+#[test]
+fn a_pipelined_query_behind_a_refused_handshake_is_refused_at_once() {
+    let server = ServerConfig {
+        require_validator_permit: true,
+        ..ServerConfig::default()
+    };
+    let (rtts, outcome) = first_answer_in_rtts(42, true, server);
+    let outcome_text = format!("{outcome:?}");
+    match outcome {
+        ClientEvent::Response { response, .. } => {
+            assert!(!response.success);
+            assert_eq!(
+                response.error.as_deref(),
+                Some(lightning_proto::endpoint::wire_errors::AUTHENTICATION_FAILED)
+            );
+        }
+        ClientEvent::RequestFailed { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(rtts < 3.0, "{rtts:.2} RTT: {outcome_text}");
+}

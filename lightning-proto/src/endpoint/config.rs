@@ -129,6 +129,15 @@ pub struct ClientConfig {
     /// How many received chunks of one streaming response may wait for the application
     /// before we stop reading that stream (QUIC flow control then slows the miner).
     pub stream_read_ahead_chunks: usize,
+    /// Send the first requests to a Lightning miner right behind the handshake instead of
+    /// after its answer (on by default): the first answer arrives 2 RTT after dialing
+    /// instead of 3. Used only when the miner negotiates `tls::PIPELINE_ALPN` (a
+    /// btlightning miner never does) and the address has a single hotkey. The trade-off:
+    /// that first query leaves before the miner has proven its hotkey, so a host that
+    /// impersonates the miner's address would see its contents (it could not answer it:
+    /// the handshake check still fails the query). Turn it off if query contents must
+    /// reach only a proven miner.
+    pub pipeline_first_requests: bool,
 }
 
 impl Default for ClientConfig {
@@ -141,6 +150,7 @@ impl Default for ClientConfig {
             max_frame_payload_bytes: DEFAULT_MAX_FRAME_PAYLOAD,
             max_stream_payload_bytes: u64::from(DEFAULT_MAX_FRAME_PAYLOAD),
             stream_read_ahead_chunks: 32,
+            pipeline_first_requests: true,
         }
     }
 }

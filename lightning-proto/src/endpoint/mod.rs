@@ -39,6 +39,7 @@ pub use error::{
 pub use server::{
     wire_errors, AnswerError, CancelReason, ChunkCredit, ConnId, IncomingRequest, Server,
     ServerEvent, ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
+    UNAUTHENTICATED_MAX_FRAME,
 };
 pub use surface::{Datagram, SansIo};
 

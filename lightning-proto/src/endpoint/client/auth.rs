@@ -8,7 +8,10 @@ impl Client {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        let Link::Up { ch, fingerprint } = &peer.link else {
+        let Link::Up {
+            ch, fingerprint, ..
+        } = &peer.link
+        else {
             return;
         };
         let (ch, fp) = (*ch, fingerprint.clone());
@@ -158,6 +161,7 @@ impl Client {
         if peer.link.handle() != Some(ch) {
             return;
         }
+        let mut to_release = Vec::new();
         match result {
             Ok(()) => {
                 peer.hotkeys
@@ -183,6 +187,18 @@ impl Client {
                     }
                     _ => true,
                 });
+                // And those sent right behind the handshake (pipelining): the miner
+                // refuses them; they fail with the handshake's error.
+                let pipelined: Vec<QueryId> = self
+                    .requests
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.hotkey == hs.hotkey
+                            && matches!(r.state, ReqState::Open { ch: c, .. } if c == ch)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                failed.extend(pipelined);
                 let none_left = peer.hotkeys.values().all(|s| *s == HotkeyStatus::Failed);
                 self.events.push_back(ClientEvent::HandshakeFailed {
                     addr,
@@ -190,7 +206,9 @@ impl Client {
                     error: error.clone(),
                 });
                 for id in failed {
-                    self.requests.remove(&id);
+                    if let Some(req) = self.requests.remove(&id) {
+                        to_release.push(req);
+                    }
                     self.events.push_back(ClientEvent::RequestFailed {
                         id,
                         error: error.clone(),
@@ -203,6 +221,9 @@ impl Client {
                     self.close_conn(now, ch, "no_authenticated_hotkeys");
                 }
             }
+        }
+        for req in to_release {
+            self.finish_stream_quietly(&req);
         }
     }
 }

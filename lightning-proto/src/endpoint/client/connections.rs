@@ -144,15 +144,24 @@ impl ConnRole for Client {
                     .conn(ch)
                     .and_then(crate::tls::peer_leaf_der)
                     .map(|der| handshake::cert_fingerprint(&der));
+                let pipelining = self.config.pipeline_first_requests
+                    && self
+                        .core
+                        .conn(ch)
+                        .is_some_and(crate::tls::negotiated_pipelining);
                 match fp {
                     Some(fp) => {
                         if let Some(peer) = self.peers.get_mut(&addr) {
                             peer.link = Link::Up {
                                 ch,
                                 fingerprint: fp,
+                                pipelining,
                             };
                         }
                         self.start_handshakes(now, addr);
+                        if pipelining {
+                            self.pump_waiting(now, addr);
+                        }
                     }
                     None => {
                         self.close_conn(now, ch, "no peer certificate");

@@ -143,10 +143,12 @@ enum Link {
     /// QUIC and TLS under way.
     Dialing(ConnectionHandle),
     /// Established; `fingerprint` is the miner certificate's, which its handshake
-    /// answers must sign (PROTOCOL §8).
+    /// answers must sign (PROTOCOL §8). `pipelining`: the miner is a Lightning miner
+    /// that holds requests sent right behind a handshake (`tls::PIPELINE_ALPN`).
     Up {
         ch: ConnectionHandle,
         fingerprint: String,
+        pipelining: bool,
     },
 }
 

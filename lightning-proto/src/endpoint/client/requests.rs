@@ -102,12 +102,33 @@ impl Client {
         let Some(ch) = peer.link.handle() else {
             return;
         };
+        // Behind the handshake of the address's only hotkey, a Lightning miner holds the
+        // request until the handshake is checked (`tls::PIPELINE_ALPN`).
+        let pipelining = matches!(
+            peer.link,
+            Link::Up {
+                pipelining: true,
+                ..
+            }
+        ) && peer.hotkeys.len() == 1;
         let mut still = VecDeque::new();
         while let Some(id) = peer.waiting.pop_front() {
             let Some(req) = self.requests.get_mut(&id) else {
                 continue;
             };
-            if peer.hotkeys.get(&req.hotkey) != Some(&HotkeyStatus::Authenticated) {
+            let small = match &req.state {
+                ReqState::Waiting(frame) => {
+                    frame.len() <= super::super::UNAUTHENTICATED_MAX_FRAME as usize
+                }
+                ReqState::Open { .. } => false,
+            };
+            let sendable = match peer.hotkeys.get(&req.hotkey) {
+                Some(HotkeyStatus::Authenticated) => true,
+                // The miner reads at most a small frame before the handshake.
+                Some(HotkeyStatus::Pending) => pipelining && small,
+                _ => false,
+            };
+            if !sendable {
                 still.push_back(id);
                 continue;
             }

@@ -78,6 +78,8 @@ impl Server {
                         writable_waiters: Vec::new(),
                         credited_bytes: 0,
                         whole_credit: None,
+                        held: Vec::new(),
+                        handshake_failed: false,
                     },
                 );
                 self.deadlines

@@ -16,6 +16,7 @@ impl Server {
             MessageType::HandshakeRequest => {
                 let response = self.handshake(now, ch, &frame.payload);
                 self.answer(ch, stream, response.encode());
+                self.release_held(now, ch);
             }
             MessageType::SynapsePacket => self.on_request(now, ch, stream, &frame.payload),
             // Any other valid type: finish without writing anything (PROTOCOL §2).

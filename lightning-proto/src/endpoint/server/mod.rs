@@ -80,9 +80,10 @@ pub mod wire_errors {
     }
 }
 
-/// Largest frame accepted on a connection that has not authenticated. A handshake request
-/// is about 200 bytes; anything else is answered `authentication failed` regardless.
-const UNAUTHENTICATED_MAX_FRAME: u32 = 64 * 1024;
+/// Largest frame accepted on a stream opened before its connection authenticated. A
+/// handshake request is about 200 bytes; a request pipelined behind it
+/// (`tls::PIPELINE_ALPN`) must fit too, so validators pipeline only requests this small.
+pub const UNAUTHENTICATED_MAX_FRAME: u32 = 64 * 1024;
 
 /// Connection-wide QUIC receive window until the connection authenticates: with the
 /// stream limit below, all an unauthenticated peer can make us buffer. Raised to
@@ -328,6 +329,13 @@ pub(crate) struct SConn {
     /// [`ChunkCredit`]): one at a time, so such chunks overshoot the cap by one chunk
     /// per connection at most.
     whole_credit: Option<StreamId>,
+    /// Requests that arrived right behind the handshake (pipelining, [`Phase::Held`]):
+    /// served once it succeeds, refused if it fails. At most the unauthenticated
+    /// stream limit, each within the unauthenticated frame size.
+    held: Vec<(StreamId, Bytes)>,
+    /// A handshake on this connection was refused while requests were held: later ones
+    /// are refused at once.
+    handshake_failed: bool,
 }
 
 #[derive(Debug)]
@@ -336,6 +344,9 @@ enum Phase {
     Reading(FrameDecoder),
     /// The application owns the request.
     Handling { id: RequestId, kind: SynapseKind },
+    /// A request read before its connection authenticated, from a validator that
+    /// pipelines (`tls::PIPELINE_ALPN`): it waits in `SConn::held` for the handshake.
+    Held,
     /// Nothing more to do but drain `out`.
     Answered,
 }

@@ -163,6 +163,9 @@ impl Server {
             .state(ch)
             .and_then(|c| c.hotkeys.last().cloned().map(|hk| (hk, c.id, c.remote)));
         let Some((validator_hotkey, conn, remote)) = caller else {
+            if self.hold_for_handshake(ch, stream, payload) {
+                return;
+            }
             self.stats.request_errors += 1;
             let frame = if kind == Some(SynapseKind::Streaming) {
                 StreamEnd {
@@ -202,6 +205,68 @@ impl Server {
             kind,
             deadline,
         }));
+    }
+
+    /// Keeps a request that arrived before its connection authenticated, if the
+    /// validator pipelines (it negotiated `tls::PIPELINE_ALPN`), another of its streams
+    /// is still being read (the handshake, presumably) and no handshake on the
+    /// connection has failed yet; `false` if it must be refused now.
+    fn hold_for_handshake(
+        &mut self,
+        ch: ConnectionHandle,
+        stream: StreamId,
+        payload: &Bytes,
+    ) -> bool {
+        let pipelining = self
+            .core
+            .conn(ch)
+            .is_some_and(crate::tls::negotiated_pipelining);
+        let Some(c) = self.core.state_mut(ch) else {
+            return false;
+        };
+        // Held only while another stream may still carry the handshake: a request with
+        // no handshake in sight is refused at once, as the reference does.
+        let handshake_may_come = c
+            .streams
+            .iter()
+            .any(|(id, s)| *id != stream && matches!(s.phase, Phase::Reading(_)));
+        if !pipelining
+            || !handshake_may_come
+            || c.handshake_failed
+            || c.held.len() >= UNAUTHENTICATED_BIDI_STREAMS as usize
+        {
+            return false;
+        }
+        let Some(s) = c.streams.get_mut(&stream) else {
+            return false;
+        };
+        s.phase = Phase::Held;
+        c.held.push((stream, payload.clone()));
+        true
+    }
+
+    /// After a handshake on `ch`: serves the requests held for it if the connection is
+    /// now authenticated, refuses them (`authentication failed`) if not.
+    pub(super) fn release_held(&mut self, now: Instant, ch: ConnectionHandle) {
+        let Some(c) = self.core.state_mut(ch) else {
+            return;
+        };
+        if c.held.is_empty() {
+            return;
+        }
+        if c.hotkeys.is_empty() {
+            // A pipelining validator pipelines behind its only hotkey's handshake.
+            c.handshake_failed = true;
+        }
+        for (stream, payload) in std::mem::take(&mut c.held) {
+            let still_held = matches!(
+                stream_of(&self.core, ch, stream).map(|s| &s.phase),
+                Some(Phase::Held)
+            );
+            if still_held {
+                self.on_request(now, ch, stream, &payload);
+            }
+        }
     }
 
     pub(super) fn handling(
