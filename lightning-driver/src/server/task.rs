@@ -26,6 +26,7 @@ pub(crate) enum Command {
         reply: async_channel::Sender<bool>,
     },
     Stats(async_channel::Sender<ServerSnapshot>),
+    Metrics(async_channel::Sender<ServerMetrics>),
     Stop(async_channel::Sender<()>),
 }
 
@@ -39,6 +40,7 @@ impl std::fmt::Debug for Command {
             Self::SetAllowlist(_) => "SetAllowlist",
             Self::SetHandler { .. } => "SetHandler",
             Self::Stats(_) => "Stats",
+            Self::Metrics(_) => "Metrics",
             Self::Stop(_) => "Stop",
         })
     }
@@ -66,6 +68,13 @@ pub(super) struct Inflight {
     /// Dropping it tells the handler task to stop.
     pub(super) _cancel: CancelGuard,
     pub(super) stream: Option<StreamOut>,
+    /// The synapse's slot, for its metrics.
+    pub(super) synapse: usize,
+    /// When the handler was called.
+    pub(super) started: Instant,
+    /// The handler has finished and its outcome is counted (a stream may still be
+    /// sending its last chunks).
+    pub(super) finished: bool,
 }
 
 pub(super) struct ServerRole<R: Runtime> {
@@ -83,6 +92,7 @@ pub(super) struct ServerRole<R: Runtime> {
     pub(super) stop_replies: Vec<async_channel::Sender<()>>,
     /// Dropped when the task ends, which is what `stop` and `serve_forever` wait for.
     pub(super) _done: async_channel::Sender<()>,
+    pub(super) metrics: ServerCounters,
 }
 
 impl<R: Runtime> ServerRole<R> {
@@ -92,15 +102,18 @@ impl<R: Runtime> ServerRole<R> {
     pub(super) fn set_handler(&mut self, synapse: String, handler: Option<Handler>) -> bool {
         match handler {
             Some(h) => {
-                let index = self.ep.register_synapse(synapse, synapse_kind(&h));
+                let index = self.ep.register_synapse(synapse.clone(), synapse_kind(&h));
+                self.metrics.register(index.slot(), &synapse);
                 install(&mut self.handlers, index, h).is_some()
             }
             None => match self.ep.unregister_synapse(&synapse) {
-                Some(index) => self
-                    .handlers
-                    .get_mut(index.slot())
-                    .and_then(Option::take)
-                    .is_some(),
+                Some(index) => {
+                    self.metrics.unregister(index.slot());
+                    self.handlers
+                        .get_mut(index.slot())
+                        .and_then(Option::take)
+                        .is_some()
+                }
                 None => false,
             },
         }
@@ -117,6 +130,7 @@ impl<R: Runtime> ServerRole<R> {
             return;
         };
         let id = req.id;
+        let slot = req.synapse.slot();
         let mut ctx = RequestContext {
             id,
             conn: req.conn,
@@ -128,8 +142,11 @@ impl<R: Runtime> ServerRole<R> {
         };
         match handler {
             Handler::Sync(f) => {
+                let started = Instant::now();
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(req.data, ctx)))
                     .unwrap_or_else(|_| Err("handler panicked".into()));
+                self.metrics
+                    .record(slot, outcome_of(&result), Some(started.elapsed()));
                 self.answer(now, id, result);
             }
             Handler::Async(f) => {
@@ -138,6 +155,7 @@ impl<R: Runtime> ServerRole<R> {
                 };
                 let (cancel_tx, cancel_rx) = cancel_pair();
                 ctx.cancel = Some(cancel_rx.clone());
+                let started = Instant::now();
                 let mut fut = f(req.data, ctx);
                 // One inline poll first: a handler that finishes without waiting (an echo, a
                 // lookup) is answered here, with no task spawned and no hop between threads.
@@ -148,6 +166,8 @@ impl<R: Runtime> ServerRole<R> {
                     std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
                         .unwrap_or_else(|_| Poll::Ready(Err("handler panicked".into())));
                 if let Poll::Ready(result) = polled {
+                    self.metrics
+                        .record(slot, outcome_of(&result), Some(started.elapsed()));
                     self.answer(now, id, result);
                     return;
                 }
@@ -156,6 +176,9 @@ impl<R: Runtime> ServerRole<R> {
                     Inflight {
                         _cancel: cancel_tx,
                         stream: None,
+                        synapse: slot,
+                        started,
+                        finished: false,
                     },
                 );
                 self.runtime.spawn(async move {
@@ -198,6 +221,9 @@ impl<R: Runtime> ServerRole<R> {
                             overflow: VecDeque::new(),
                             end: None,
                         }),
+                        synapse: slot,
+                        started: Instant::now(),
+                        finished: false,
                     },
                 );
                 let sink = ChunkSink {
@@ -249,6 +275,7 @@ impl<R: Runtime> ServerRole<R> {
         let Some(inflight) = self.inflight.get_mut(&id) else {
             return;
         };
+        let slot = inflight.synapse;
         let Some(out) = inflight.stream.as_mut() else {
             return;
         };
@@ -257,6 +284,7 @@ impl<R: Runtime> ServerRole<R> {
             match self.ep.send_chunk(now, id, chunk.clone()) {
                 Ok(()) => {
                     let len = chunk.len() as u64;
+                    self.metrics.chunk(slot, len);
                     out.overflow.pop_front();
                     out.ahead.taken(len);
                     if let Some(credits) = &out.credits {
@@ -289,6 +317,33 @@ impl<R: Runtime> ServerRole<R> {
         if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
             out.overflow.push_back(data);
             self.pump_stream(now, id);
+        }
+    }
+
+    pub(super) fn metrics_snapshot(&self) -> ServerMetrics {
+        let stats = self.ep.stats();
+        let mut handshakes_refused = self.metrics.handshakes_refused.clone();
+        // The one refusal that raises no event: a request that did not decode.
+        let malformed = stats
+            .handshakes_rejected
+            .saturating_sub(handshakes_refused.total());
+        handshakes_refused.add("malformed", malformed);
+        let quic: Vec<_> = self.ep.connection_stats().map(|(_, s)| s).collect();
+        ServerMetrics {
+            stats,
+            connections: self.ep.connection_count(),
+            unauthenticated: self.ep.unauthenticated_count(),
+            validators: self.ep.validators().count(),
+            closed: self.metrics.closed,
+            handshakes_refused,
+            synapses: self.metrics.synapses(),
+            requests_in_flight: self.ep.requests_in_flight(),
+            queued_bytes: self.ep.queued_bytes(),
+            reserved_request_bytes: self.ep.reserved_request_bytes(),
+            parked_streams: self.ep.parked_streams(),
+            active_nonces: self.ep.active_nonce_count(),
+            io: self.metrics.io,
+            path: crate::metrics::PathSummary::from_stats(&quic),
         }
     }
 
@@ -366,6 +421,10 @@ impl<R: Runtime> Role for ServerRole<R> {
         &mut self.ep
     }
 
+    fn io(&mut self) -> &mut crate::metrics::IoCounters {
+        &mut self.metrics.io
+    }
+
     fn own_deadline(&self) -> Option<Instant> {
         self.stop_deadline
     }
@@ -373,11 +432,23 @@ impl<R: Runtime> Role for ServerRole<R> {
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Respond { id, result } => {
-                self.inflight.remove(&id);
+                if let Some(inflight) = self.inflight.remove(&id) {
+                    let took = now.saturating_duration_since(inflight.started);
+                    self.metrics
+                        .record(inflight.synapse, outcome_of(&result), Some(took));
+                }
                 self.answer(now, id, result);
             }
             Command::Chunk { id, data } => self.on_chunk(now, id, data),
             Command::EndStream { id, result } => {
+                if let Some(inflight) = self.inflight.get_mut(&id) {
+                    if !inflight.finished {
+                        inflight.finished = true;
+                        let took = now.saturating_duration_since(inflight.started);
+                        self.metrics
+                            .record(inflight.synapse, outcome_of(&result), Some(took));
+                    }
+                }
                 if let Some(out) = self.inflight.get_mut(&id).and_then(|i| i.stream.as_mut()) {
                     out.end = Some(result);
                     out.credits = None;
@@ -397,6 +468,9 @@ impl<R: Runtime> Role for ServerRole<R> {
             Command::Stats(reply) => {
                 let _ = reply.try_send(self.snapshot());
             }
+            Command::Metrics(reply) => {
+                let _ = reply.try_send(self.metrics_snapshot());
+            }
             Command::Stop(reply) => {
                 self.stop = true;
                 self.stop_replies.push(reply);
@@ -414,7 +488,12 @@ impl<R: Runtime> Role for ServerRole<R> {
                     if reason != CancelReason::ConnectionLost {
                         tracing::debug!(?id, ?reason, "request cancelled");
                     }
-                    self.inflight.remove(&id);
+                    if let Some(inflight) = self.inflight.remove(&id) {
+                        if !inflight.finished {
+                            self.metrics
+                                .record(inflight.synapse, Outcome::from(reason), None);
+                        }
+                    }
                 }
                 ServerEvent::StreamWritable { id } => self.pump_stream(now, id),
                 ServerEvent::Authenticated {
@@ -431,9 +510,10 @@ impl<R: Runtime> Role for ServerRole<R> {
                     validator_hotkey,
                     error,
                 } => {
+                    self.metrics.handshakes_refused.add(error.reason_code(), 1);
                     tracing::debug!(%remote, ?validator_hotkey, "handshake rejected: {error}");
                 }
-                ServerEvent::ConnectionClosed { .. } => {}
+                ServerEvent::ConnectionClosed { reason, .. } => self.metrics.closed.record(&reason),
             }
         }
         events
@@ -462,6 +542,15 @@ impl<R: Runtime> Role for ServerRole<R> {
 
     fn in_flight(&self) -> usize {
         self.inflight.len()
+    }
+}
+
+/// How a handler's result counts.
+fn outcome_of<T>(result: &std::result::Result<T, String>) -> Outcome {
+    if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
     }
 }
 
