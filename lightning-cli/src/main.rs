@@ -11,6 +11,7 @@
 mod demo;
 mod keygen;
 mod load;
+mod metrics_http;
 mod query;
 mod seed;
 mod serve;
