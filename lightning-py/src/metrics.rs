@@ -61,7 +61,10 @@ pub fn server<'py>(py: Python<'py>, m: &ServerMetrics) -> PyResult<Bound<'py, Py
     d.set_item("connections_accepted", s.accepted)?;
     d.set_item("connections_closed", pairs(py, m.closed.by_reason())?)?;
     d.set_item("handshakes_accepted", s.handshakes_ok)?;
-    d.set_item("handshakes_refused", pairs(py, m.handshakes_refused.iter())?)?;
+    d.set_item(
+        "handshakes_refused",
+        pairs(py, m.handshakes_refused.iter())?,
+    )?;
     d.set_item("admission_refusals", pairs(py, m.admission_refusals())?)?;
     d.set_item("retries", s.retried)?;
     d.set_item("evictions", s.evicted)?;
