@@ -180,6 +180,57 @@ fn unknown_synapse_names_count_under_one_label() {
     });
 }
 
+#[test]
+fn timed_out_and_cancelled_requests_count_as_such() {
+    tokio_block_on(async {
+        let runtime = Tokio::default();
+        let server = standard_server(runtime.clone(), None)
+            .configure(|c| c.handler_timeout = Duration::from_secs(1))
+            .start()
+            .await
+            .expect("server");
+        let client = client(runtime);
+        let axon = axon_of(&server);
+        let slow = DataMap::from_values([("ms".to_string(), 60_000u64.into())]).expect("key");
+        let r = client
+            .query_axon(&axon, QuicRequest::new("slow", slow.clone()))
+            .await
+            .expect("an answer");
+        assert_eq!(r.error.as_deref(), Some("handler timed out"));
+
+        // A query dropped once its handler is running: the server sees the stream stopped.
+        let query = client.query_axon(&axon, QuicRequest::new("slow", slow));
+        let running = async {
+            wait_for(&server, |m| m.requests_in_flight == 1).await;
+        };
+        futures_lite::future::or(
+            async {
+                let r = query.await;
+                panic!("answered before it was dropped: {r:?}");
+            },
+            running,
+        )
+        .await;
+
+        let m = wait_for(&server, |m| {
+            m.synapse("slow").is_some_and(|s| s.peer_cancelled == 1)
+        })
+        .await;
+        let s = m.synapse("slow").expect("slow");
+        assert_eq!((s.timed_out, s.peer_cancelled, s.ok), (1, 1, 0), "{s:?}");
+        // Neither handler finished, so neither has a handler time.
+        assert_eq!(s.handler_seconds.count(), 0);
+        let c = client.metrics().await.expect("client metrics");
+        let slow = c.synapse("slow").expect("slow");
+        assert_eq!(
+            (slow.outcome("error"), slow.outcome("cancelled")),
+            (1, 1),
+            "{slow:?}"
+        );
+        server.stop().await.expect("stop");
+    });
+}
+
 /// Polls the server's metrics until `done` holds (a close takes a round trip).
 async fn wait_for(
     server: &lightning_tokio::LightningServer,
