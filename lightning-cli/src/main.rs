@@ -1,7 +1,8 @@
 //! `lightning`: try the Lightning QUIC transport from a shell.
 //!
 //! - `lightning demo`: a miner and a validator on loopback and a latency/throughput table.
-//! - `lightning serve`: a miner with the `echo` and `stream` synapses.
+//! - `lightning serve`: a miner with the `echo` and `stream` synapses (`--metrics ADDR`:
+//!   Prometheus metrics over HTTP at `/metrics`).
 //! - `lightning query`: load one miner and summarise latency and throughput.
 //! - `lightning keygen`: a new seed and its SS58 hotkey.
 //!
@@ -11,6 +12,7 @@
 mod demo;
 mod keygen;
 mod load;
+mod metrics_http;
 mod query;
 mod seed;
 mod serve;
@@ -31,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve synapses `echo` and `stream`; prints {"port":..,"hotkey":"..","fingerprint":".."}
-    /// when ready.
+    /// when ready (plus "metrics":"ip:port" with --metrics).
     Serve(serve::ServeArgs),
     /// Send queries to a miner and report latency and throughput.
     Query(query::QueryArgs),

@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// admitted, and the miner says so at start.
     #[arg(long, value_name = "FILE")]
     pub validators: Option<std::path::PathBuf>,
+
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (e.g. 127.0.0.1:9464;
+    /// port 0 picks a free one, announced as "metrics" in the ready line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
@@ -147,12 +152,28 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .start()
         .await
         .map_err(|e| format!("cannot start the server on {addr}: {e}"))?;
+    let server = std::sync::Arc::new(server);
+    let metrics = match args.metrics {
+        Some(at) => {
+            let listener = crate::metrics_http::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("metrics listener: {e}"))?;
+            Some((bound, crate::metrics_http::spawn(listener, server.clone())))
+        }
+        None => None,
+    };
 
-    let ready = serde_json::json!({
+    let mut ready = serde_json::json!({
         "port": server.local_addr().port(),
         "hotkey": server.hotkey(),
         "fingerprint": server.fingerprint(),
     });
+    if let Some((bound, _)) = &metrics {
+        ready["metrics"] = serde_json::Value::String(bound.to_string());
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")
         .and_then(|()| stdout.flush())
@@ -163,9 +184,15 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         server.hotkey(),
         server.local_addr()
     );
+    if let Some((bound, _)) = &metrics {
+        eprintln!("lightning serve: metrics at http://{bound}/metrics");
+    }
 
     let signal = shutdown.wait().await;
     eprintln!("lightning serve: {signal} received, stopping");
+    if let Some((_, task)) = metrics {
+        task.abort();
+    }
     let served = server.stats().await.map(|s| s.stats.requests).ok();
     server
         .stop()

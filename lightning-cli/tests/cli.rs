@@ -27,6 +27,8 @@ struct Miner {
     guard: Guard,
     port: u16,
     hotkey: String,
+    /// The metrics listener's address, with `--metrics`.
+    metrics: Option<String>,
     // Kept open so the server never sees a closed stdout.
     _stdout: BufReader<ChildStdout>,
 }
@@ -60,11 +62,13 @@ fn serve_with(extra: &[&str]) -> Miner {
         .unwrap_or_else(|e| panic!("ready line {line:?} is not JSON: {e}"));
     let port = u16::try_from(ready["port"].as_u64().expect("port")).unwrap();
     let hotkey = ready["hotkey"].as_str().expect("hotkey").to_string();
+    let metrics = ready["metrics"].as_str().map(str::to_string);
     assert_ne!(port, 0);
     Miner {
         guard,
         port,
         hotkey,
+        metrics,
         _stdout: stdout,
     }
 }
@@ -491,4 +495,78 @@ fn a_request_over_the_frame_limit_is_refused_locally() {
             && error.contains("exceeds the client's max_frame_payload_bytes of 67108864 bytes"),
         "{error}"
     );
+}
+
+/// One HTTP/1.1 GET; returns the status line, the head and the body.
+fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read the answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of sample `series` (name and labels, as printed) in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn serve_metrics_endpoint_counts_the_traffic_sent() {
+    let miner = serve_with(&["--metrics", "127.0.0.1:0"]);
+    let addr = miner
+        .metrics
+        .clone()
+        .expect("the ready line names the metrics address");
+    assert!(!addr.ends_with(":0"), "{addr}");
+
+    let (status, head, before) = http_get(&addr, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let echo_ok = r#"lightning_server_requests_total{synapse="echo",outcome="ok"}"#;
+    assert_eq!(sample(&before, echo_ok), Some(0.0), "{before}");
+
+    let (out, s) = query(&miner, &miner.hotkey, &["-n", "25", "--concurrency", "4"]);
+    assert!(out.status.success());
+    assert_eq!(s["ok"].as_u64(), Some(25));
+    let (out, _) = query(&miner, &miner.hotkey, &["-n", "3", "--synapse", "nope"]);
+    assert!(!out.status.success());
+
+    let (status, _, after) = http_get(&addr, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(sample(&after, echo_ok), Some(25.0), "{after}");
+    let unknown =
+        r#"lightning_server_requests_total{synapse="unknown",outcome="unrecognized_synapse"}"#;
+    assert_eq!(sample(&after, unknown), Some(3.0), "{after}");
+    assert!(!after.contains("nope"));
+    assert_eq!(
+        sample(&after, "lightning_server_handshakes_accepted_total"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&after, "lightning_server_connections_accepted_total"),
+        Some(2.0)
+    );
+    let handled = r#"lightning_server_handler_duration_seconds_count{synapse="echo"}"#;
+    assert_eq!(sample(&after, handled), Some(25.0));
+    for dir in ["in", "out"] {
+        let bytes = format!(r#"lightning_server_udp_bytes_total{{direction="{dir}"}}"#);
+        let (b0, b1) = (sample(&before, &bytes), sample(&after, &bytes));
+        assert!(b1 > b0, "{bytes}: {b0:?} then {b1:?}");
+    }
+
+    let (status, _, _) = http_get(&addr, "/");
+    assert!(status.contains(" 404 "), "{status}");
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use futures_lite::Stream;
 use lightning_proto::endpoint::{Datagram, SansIo, Transmit};
 
+use crate::metrics::IoCounters;
 use crate::runtime::{Runtime, Timer};
 use crate::socket::EndpointSocket;
 
@@ -44,6 +45,8 @@ pub(crate) trait Role: Send + 'static {
 
     /// The endpoint itself.
     fn endpoint(&mut self) -> &mut Self::Endpoint;
+    /// The role's socket counters, which the loop keeps.
+    fn io(&mut self) -> &mut IoCounters;
     /// A deadline of the role's own besides the endpoint's (a stop's grace period).
     fn own_deadline(&self) -> Option<Instant> {
         None
@@ -158,8 +161,15 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // `EVENTS_PER_FLUSH`).
         for _ in 0..RECV_BATCHES_PER_ROUND {
             let rx = &mut self.rx;
-            match self.socket.poll_recv(cx, |d| rx.push(d)) {
-                Poll::Ready(Ok(n)) => busy |= n > 0,
+            let mut bytes = 0;
+            match self.socket.poll_recv(cx, |d| {
+                bytes += d.payload.len();
+                rx.push(d);
+            }) {
+                Poll::Ready(Ok(n)) => {
+                    busy |= n > 0;
+                    self.role.io().received(n, bytes);
+                }
                 Poll::Ready(Err(e)) => {
                     tracing::warn!("UDP receive failed: {e}");
                     break;
@@ -258,8 +268,14 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
                 },
             };
             match self.socket.poll_send(cx, &transmit, &self.tx_buf) {
-                Poll::Ready(Ok(())) => sent = true,
+                Poll::Ready(Ok(())) => {
+                    sent = true;
+                    self.role
+                        .io()
+                        .sent(transmit.size.min(self.tx_buf.len()), transmit.segment_size);
+                }
                 Poll::Ready(Err(e)) => {
+                    self.role.io().send_errors += 1;
                     // Treated as a lost packet; QUIC retransmits.
                     tracing::debug!("UDP send to {} failed: {e}", transmit.destination);
                     sent = true;

@@ -36,19 +36,28 @@ mod driver;
 mod error;
 mod handler;
 mod identity;
+mod metrics;
 mod runtime;
 mod server;
 mod socket;
 mod types;
 
 pub use client::{
-    ChunkStream, ClientBuilder, ClientStats, ConnectReport, LightningClient, PeerStats,
+    ChunkStream, ClientBuilder, ClientMetrics, ClientStats, ClientSynapseMetrics, ConnectReport,
+    LightningClient, PeerStats, CLIENT_OUTCOMES, MAX_CLIENT_SYNAPSE_LABELS, OTHER_SYNAPSE_LABEL,
 };
 pub use error::{LightningError, Result};
 pub use handler::{peer_error, ChunkSink, RequestContext, StreamClosed, PEER_MESSAGE_MARKER};
 pub use identity::Identity;
+pub use metrics::{
+    CloseReason, ClosedConnections, Histogram, IoCounters, PathSummary, ReasonCounts,
+    LATENCY_BUCKETS, METRICS_CONTENT_TYPE,
+};
 pub use runtime::{Direction, Runtime, Timer, UdpIo};
-pub use server::{LightningServer, ServerBuilder, ServerSnapshot};
+pub use server::{
+    LightningServer, ServerBuilder, ServerMetrics, ServerSnapshot, SynapseMetrics,
+    UNKNOWN_SYNAPSE_LABEL,
+};
 pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
 pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
 

@@ -135,6 +135,19 @@ fn log_failures(report: &lightning_tokio::ConnectReport) {
     }
 }
 
+impl PyClient {
+    fn metrics_snapshot(&self, py: Python<'_>) -> PyResult<lightning_tokio::ClientMetrics> {
+        let Some(client) = self.state()?.client.clone() else {
+            return Ok(Default::default());
+        };
+        match wait(py, client.metrics())? {
+            Ok(m) => Ok(m),
+            Err(lightning_tokio::LightningError::Closed) => Ok(Default::default()),
+            Err(e) => Err(to_py(e)),
+        }
+    }
+}
+
 #[pymethods]
 impl PyClient {
     /// See `lightning_quic.Lightning`.
@@ -503,6 +516,17 @@ impl PyClient {
             out.push((format!("connection_{}", peer.addr), state.to_string()));
         }
         Ok(out)
+    }
+
+    /// The client's metrics as a dict (see `ClientMetrics` in `_native.pyi`).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let snapshot = self.metrics_snapshot(py)?;
+        crate::metrics::client(py, &snapshot)
+    }
+
+    /// The client's metrics in the Prometheus text format (version 0.0.4).
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.metrics_snapshot(py)?.to_prometheus())
     }
 
     /// Closes every connection; later queries reconnect on demand.

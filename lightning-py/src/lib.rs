@@ -21,6 +21,7 @@ mod errors;
 mod executor;
 mod handlers;
 mod logging;
+mod metrics;
 mod runtime;
 mod server;
 mod stream;

@@ -170,6 +170,17 @@ impl PyServer {
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    fn metrics_snapshot(&self, py: Python<'_>) -> PyResult<lightning_tokio::ServerMetrics> {
+        let Some((server, _)) = self.running()? else {
+            return Ok(Default::default());
+        };
+        match wait(py, server.metrics())? {
+            Ok(m) => Ok(m),
+            Err(LightningError::Closed) => Ok(Default::default()),
+            Err(e) => Err(to_py(e)),
+        }
+    }
+
     fn running(&self) -> PyResult<Option<(Arc<LightningServer>, Pools)>> {
         Ok(self
             .state()?
@@ -657,6 +668,19 @@ impl PyServer {
             )?;
         }
         Ok(out)
+    }
+
+    /// The server's metrics as a dict (see `ServerMetrics` in `_native.pyi`); zeros
+    /// before `start()`.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let snapshot = self.metrics_snapshot(py)?;
+        crate::metrics::server(py, &snapshot)
+    }
+
+    /// The server's metrics in the Prometheus text format (version 0.0.4), to serve from
+    /// the application's own HTTP endpoint.
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.metrics_snapshot(py)?.to_prometheus())
     }
 
     /// Kept for btlightning compatibility; idle connections are closed by the QUIC idle

@@ -294,6 +294,12 @@ impl Outcome {
             read_timeouts: a.read_timeouts - b.read_timeouts,
             evicted: a.evicted - b.evicted,
             send_timeouts: a.send_timeouts - b.send_timeouts,
+            refused_unauthenticated: a.refused_unauthenticated - b.refused_unauthenticated,
+            refused_per_source: a.refused_per_source - b.refused_per_source,
+            refused_full: a.refused_full - b.refused_full,
+            unknown_synapse: a.unknown_synapse - b.unknown_synapse,
+            unauthenticated_requests: a.unauthenticated_requests - b.unauthenticated_requests,
+            malformed_requests: a.malformed_requests - b.malformed_requests,
         }
     }
 

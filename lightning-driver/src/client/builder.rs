@@ -128,6 +128,7 @@ impl<R: Runtime> ClientBuilder<R> {
             tickets: IdMap::default(),
             waiters: IdMap::default(),
             connects: Vec::new(),
+            metrics: Default::default(),
         };
         let driver = Driver::new(&self.runtime, role, socket, rx);
         self.runtime.spawn(driver);

@@ -2,10 +2,16 @@
 //! to the endpoint task, which owns the sans-IO [`lightning_proto::endpoint::Client`].
 
 mod builder;
+mod metrics;
 mod stream;
 mod task;
 
 pub use builder::ClientBuilder;
+use metrics::{ClientCounters, Outcome};
+pub use metrics::{
+    ClientMetrics, ClientSynapseMetrics, CLIENT_OUTCOMES, MAX_CLIENT_SYNAPSE_LABELS,
+    OTHER_SYNAPSE_LABEL,
+};
 pub use stream::ChunkStream;
 use stream::StreamMsg;
 use task::{ClientRole, Command, Query, Reply, UnaryOutcome};
@@ -295,6 +301,21 @@ impl LightningClient {
         let (reply, rx) = async_channel::bounded(1);
         self.shared.send(Command::Stats(reply))?;
         rx.recv().await.map_err(|_| LightningError::Closed)
+    }
+
+    /// A snapshot of the client's metrics: queries per synapse and outcome, end-to-end
+    /// latency histograms, handshakes, connections, socket traffic, and quinn's path
+    /// figures over the open connections. See `docs/metrics.md`.
+    pub async fn metrics(&self) -> Result<ClientMetrics> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.shared.send(Command::Metrics(reply))?;
+        rx.recv().await.map_err(|_| LightningError::Closed)
+    }
+
+    /// The same metrics in the Prometheus text format (version 0.0.4), to serve from the
+    /// application's own HTTP server with [`METRICS_CONTENT_TYPE`](crate::METRICS_CONTENT_TYPE).
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(self.metrics().await?.to_prometheus())
     }
 
     /// Closes every connection (reason `client_shutdown`) and forgets every miner. Queries

@@ -33,12 +33,17 @@ pub(super) enum Command {
     },
     Authenticated(async_channel::Sender<HashSet<String>>),
     Stats(async_channel::Sender<ClientStats>),
+    Metrics(async_channel::Sender<ClientMetrics>),
     CloseAll(async_channel::Sender<()>),
 }
 
 pub(super) struct Waiter {
     pub(super) ticket: u64,
     pub(super) reply: Reply,
+    /// The synapse's metrics slot.
+    pub(super) synapse: usize,
+    /// When the query reached the endpoint task.
+    pub(super) started: Instant,
 }
 
 impl Waiter {
@@ -91,6 +96,7 @@ pub(super) struct ClientRole {
     pub(super) tickets: IdMap<u64, QueryId>,
     pub(super) waiters: IdMap<QueryId, Waiter>,
     pub(super) connects: Vec<ConnectWait>,
+    pub(super) metrics: ClientCounters,
 }
 
 impl ClientRole {
@@ -104,6 +110,7 @@ impl ClientRole {
             reply,
         } = query;
         let streaming = matches!(reply, Reply::Stream(_));
+        let synapse = self.metrics.slot(&request.synapse_type);
         let opts = RequestOptions { timeout, streaming };
         match self.ep.request(
             now,
@@ -118,9 +125,27 @@ impl ClientRole {
                     let _ = tx.try_send(StreamMsg::Accepted);
                 }
                 self.tickets.insert(ticket, id);
-                self.waiters.insert(id, Waiter { ticket, reply });
+                self.waiters.insert(
+                    id,
+                    Waiter {
+                        ticket,
+                        reply,
+                        synapse,
+                        started: now,
+                    },
+                );
             }
-            Err(e) => Waiter { ticket, reply }.fail(e.into()),
+            Err(e) => {
+                let e = LightningError::from(e);
+                self.metrics.record(synapse, Outcome::of_error(&e), None);
+                Waiter {
+                    ticket,
+                    reply,
+                    synapse,
+                    started: now,
+                }
+                .fail(e)
+            }
         }
     }
 
@@ -238,6 +263,24 @@ impl ClientRole {
         }
     }
 
+    pub(super) fn metrics_snapshot(&self) -> ClientMetrics {
+        let quic: Vec<_> = self
+            .ep
+            .peers()
+            .filter_map(|(addr, _)| self.ep.connection_stats(addr))
+            .collect();
+        ClientMetrics {
+            connections: self.ep.peers().filter(|(_, connected)| *connected).count(),
+            closed: self.metrics.closed,
+            handshakes_ok: self.metrics.handshakes_ok,
+            handshakes_failed: self.metrics.handshakes_failed.clone(),
+            synapses: self.metrics.synapses.clone(),
+            requests_in_flight: self.ep.requests_in_flight(),
+            io: self.metrics.io,
+            path: crate::metrics::PathSummary::from_stats(&quic),
+        }
+    }
+
     pub(super) fn finish(&mut self, id: QueryId) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
         self.tickets.remove(&waiter.ticket);
@@ -259,7 +302,10 @@ impl Role for ClientRole {
             Command::Query(query) => self.on_query(now, query),
             Command::Cancel(ticket) => {
                 if let Some(id) = self.tickets.remove(&ticket) {
-                    self.waiters.remove(&id);
+                    if let Some(waiter) = self.waiters.remove(&id) {
+                        self.metrics
+                            .record(waiter.synapse, Outcome::Cancelled, None);
+                    }
                     self.ep.cancel(now, id);
                 }
             }
@@ -280,6 +326,9 @@ impl Role for ClientRole {
             Command::Stats(reply) => {
                 let _ = reply.try_send(self.stats());
             }
+            Command::Metrics(reply) => {
+                let _ = reply.try_send(self.metrics_snapshot());
+            }
             Command::CloseAll(reply) => {
                 self.ep.close_all(now);
                 let _ = reply.try_send(());
@@ -287,7 +336,11 @@ impl Role for ClientRole {
         }
     }
 
-    fn dispatch_events(&mut self, _now: Instant) -> usize {
+    fn io(&mut self) -> &mut crate::metrics::IoCounters {
+        &mut self.metrics.io
+    }
+
+    fn dispatch_events(&mut self, now: Instant) -> usize {
         let mut events = 0;
         while let Some(event) = self.ep.poll_event() {
             events += 1;
@@ -299,9 +352,18 @@ impl Role for ClientRole {
                 } => {
                     if let Some(Waiter {
                         reply: Reply::Unary(tx),
+                        synapse,
+                        started,
                         ..
                     }) = self.finish(id)
                     {
+                        let outcome = if response.success {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Error
+                        };
+                        let took = now.saturating_duration_since(started);
+                        self.metrics.record(synapse, outcome, Some(took));
                         let _ = tx.send(UnaryOutcome(Ok(QuicResponse {
                             success: response.success,
                             data: response.data,
@@ -313,27 +375,37 @@ impl Role for ClientRole {
                 ClientEvent::Chunk { id, data } => {
                     if let Some(Waiter {
                         reply: Reply::Stream(tx),
+                        synapse,
                         ..
                     }) = self.waiters.get(&id)
                     {
+                        self.metrics.chunk(*synapse, data.len());
                         let _ = tx.try_send(StreamMsg::Chunk(data));
                     }
                 }
                 ClientEvent::StreamEnd { id, .. } => {
                     if let Some(Waiter {
                         reply: Reply::Stream(tx),
+                        synapse,
+                        started,
                         ..
                     }) = self.finish(id)
                     {
+                        let took = now.saturating_duration_since(started);
+                        self.metrics.record(synapse, Outcome::Ok, Some(took));
                         let _ = tx.try_send(StreamMsg::End);
                     }
                 }
                 ClientEvent::RequestFailed { id, error } => {
                     if let Some(waiter) = self.finish(id) {
-                        waiter.fail(error.into());
+                        let error = LightningError::from(error);
+                        self.metrics
+                            .record(waiter.synapse, Outcome::of_error(&error), None);
+                        waiter.fail(error);
                     }
                 }
                 ClientEvent::Authenticated { addr, hotkey } => {
+                    self.metrics.handshakes_ok += 1;
                     self.settle_connects(addr, &hotkey, None);
                 }
                 ClientEvent::HandshakeFailed {
@@ -342,10 +414,14 @@ impl Role for ClientRole {
                     error,
                 } => {
                     tracing::debug!(%addr, %hotkey, "handshake failed: {error}");
+                    self.metrics
+                        .handshakes_failed
+                        .add(handshake_failure(&error), 1);
                     self.settle_connects(addr, &hotkey, Some(&error.into()));
                 }
                 ClientEvent::ConnectionLost { addr, reason } => {
                     tracing::debug!(%addr, "connection lost: {reason}");
+                    self.metrics.closed.record(&reason.to_string());
                 }
             }
         }
@@ -372,5 +448,21 @@ impl Role for ClientRole {
 
     fn in_flight(&self) -> usize {
         self.waiters.len()
+    }
+}
+
+/// A bounded label for why a handshake failed.
+fn handshake_failure(e: &lightning_proto::endpoint::ClientError) -> &'static str {
+    use lightning_proto::endpoint::ClientError;
+    match e {
+        ClientError::Handshake(h) => h.reason_code(),
+        ClientError::HandshakeTimeout => "timeout",
+        ClientError::HandshakeProtocol(_) => "protocol",
+        ClientError::ConnectionLost(_) => "connection_lost",
+        ClientError::Connect(_)
+        | ClientError::ConnectTimeout(_)
+        | ClientError::Reconnect(_)
+        | ClientError::TooManyConnections(_) => "connect",
+        _ => "other",
     }
 }

@@ -271,8 +271,10 @@ impl<R: Runtime> ServerBuilder<R> {
             unix_ms(),
         )?;
         let mut handlers = Vec::new();
+        let mut metrics = ServerCounters::default();
         for (name, h) in self.handlers {
-            let index = endpoint.register_synapse(name, synapse_kind(&h));
+            let index = endpoint.register_synapse(name.clone(), synapse_kind(&h));
+            metrics.register(index.slot(), &name);
             install(&mut handlers, index, h);
         }
         if self.config.require_validator_permit {
@@ -299,6 +301,7 @@ impl<R: Runtime> ServerBuilder<R> {
             stop_deadline: None,
             stop_replies: Vec::new(),
             _done: done_tx,
+            metrics,
         };
         let driver = Driver::new(&self.runtime, role, socket, rx);
         self.runtime.spawn(driver);

@@ -2,10 +2,13 @@
 //! endpoint task that owns the sans-IO [`lightning_proto::endpoint::Server`].
 
 mod builder;
+mod metrics;
 mod task;
 
 use builder::synapse_kind;
 pub use builder::ServerBuilder;
+use metrics::{Outcome, ServerCounters};
+pub use metrics::{ServerMetrics, SynapseMetrics, UNKNOWN_SYNAPSE_LABEL};
 pub(crate) use task::Command;
 use task::{install, ServerRole};
 
@@ -119,6 +122,22 @@ impl LightningServer {
         let (reply, rx) = async_channel::bounded(1);
         self.send(Command::Stats(reply))?;
         rx.recv().await.map_err(|_| LightningError::Closed)
+    }
+
+    /// A snapshot of the server's metrics: counters since start, per-synapse request
+    /// outcomes and handler times, socket traffic, and quinn's path figures summarised
+    /// over the open connections. See `docs/metrics.md`.
+    pub async fn metrics(&self) -> Result<ServerMetrics> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Command::Metrics(reply))?;
+        rx.recv().await.map_err(|_| LightningError::Closed)
+    }
+
+    /// The same metrics in the Prometheus text format (version 0.0.4), for an HTTP
+    /// handler of the application's own to serve with
+    /// [`METRICS_CONTENT_TYPE`](crate::METRICS_CONTENT_TYPE). The driver serves no HTTP.
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(self.metrics().await?.to_prometheus())
     }
 
     /// Replaces the permitted validator set (effective for new handshakes).

@@ -33,6 +33,7 @@ pub(crate) enum Command {
         reply: async_channel::Sender<bool>,
     },
     Stats(async_channel::Sender<ServerSnapshot>),
+    Metrics(async_channel::Sender<ServerMetrics>),
     Stop(async_channel::Sender<()>),
 }
 
@@ -47,6 +48,7 @@ impl std::fmt::Debug for Command {
             Self::SetAllowlist(_) => "SetAllowlist",
             Self::SetHandler { .. } => "SetHandler",
             Self::Stats(_) => "Stats",
+            Self::Metrics(_) => "Metrics",
             Self::Stop(_) => "Stop",
         })
     }
@@ -69,6 +71,10 @@ pub(super) struct Inflight {
     /// Dropping it tells the handler task to stop.
     pub(super) _cancel: CancelGuard,
     pub(super) stream: Option<StreamOut>,
+    /// The synapse's slot, for its metrics.
+    pub(super) synapse: usize,
+    /// When the handler was called.
+    pub(super) started: Instant,
 }
 
 pub(super) struct ServerRole<R: Runtime> {
@@ -86,6 +92,7 @@ pub(super) struct ServerRole<R: Runtime> {
     pub(super) stop_replies: Vec<async_channel::Sender<()>>,
     /// Dropped when the task ends, which is what `stop` and `serve_forever` wait for.
     pub(super) _done: async_channel::Sender<()>,
+    pub(super) metrics: ServerCounters,
 }
 
 impl<R: Runtime> ServerRole<R> {
@@ -95,15 +102,18 @@ impl<R: Runtime> ServerRole<R> {
     pub(super) fn set_handler(&mut self, synapse: String, handler: Option<Handler>) -> bool {
         match handler {
             Some(h) => {
-                let index = self.ep.register_synapse(synapse, synapse_kind(&h));
+                let index = self.ep.register_synapse(synapse.clone(), synapse_kind(&h));
+                self.metrics.register(index.slot(), &synapse);
                 install(&mut self.handlers, index, h).is_some()
             }
             None => match self.ep.unregister_synapse(&synapse) {
-                Some(index) => self
-                    .handlers
-                    .get_mut(index.slot())
-                    .and_then(Option::take)
-                    .is_some(),
+                Some(index) => {
+                    self.metrics.unregister(index.slot());
+                    self.handlers
+                        .get_mut(index.slot())
+                        .and_then(Option::take)
+                        .is_some()
+                }
                 None => false,
             },
         }
@@ -120,6 +130,7 @@ impl<R: Runtime> ServerRole<R> {
             return;
         };
         let id = req.id;
+        let slot = req.synapse.slot();
         let mut ctx = RequestContext {
             id,
             conn: req.conn,
@@ -131,8 +142,11 @@ impl<R: Runtime> ServerRole<R> {
         };
         match handler {
             Handler::Sync(f) => {
+                let started = Instant::now();
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(req.data, ctx)))
                     .unwrap_or_else(|_| Err("handler panicked".into()));
+                self.metrics
+                    .record(slot, outcome_of(&result), Some(started.elapsed()));
                 self.answer(now, id, result);
             }
             Handler::Async(f) => {
@@ -141,6 +155,7 @@ impl<R: Runtime> ServerRole<R> {
                 };
                 let (cancel_tx, cancel_rx) = cancel_pair();
                 ctx.cancel = Some(cancel_rx.clone());
+                let started = Instant::now();
                 let mut fut = f(req.data, ctx);
                 // One inline poll first: a handler that finishes without waiting (an echo, a
                 // lookup) is answered here, with no task spawned and no hop between threads.
@@ -151,6 +166,8 @@ impl<R: Runtime> ServerRole<R> {
                     std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
                         .unwrap_or_else(|_| Poll::Ready(Err("handler panicked".into())));
                 if let Poll::Ready(result) = polled {
+                    self.metrics
+                        .record(slot, outcome_of(&result), Some(started.elapsed()));
                     self.answer(now, id, result);
                     return;
                 }
@@ -159,6 +176,8 @@ impl<R: Runtime> ServerRole<R> {
                     Inflight {
                         _cancel: cancel_tx,
                         stream: None,
+                        synapse: slot,
+                        started,
                     },
                 );
                 self.runtime.spawn(async move {
@@ -195,6 +214,8 @@ impl<R: Runtime> ServerRole<R> {
                         stream: Some(StreamOut {
                             credit: credit.clone(),
                         }),
+                        synapse: slot,
+                        started: Instant::now(),
                     },
                 );
                 let sink = ChunkSink {
@@ -251,8 +272,14 @@ impl<R: Runtime> ServerRole<R> {
 
     /// A chunk the handler sent within its credit: the core takes it.
     pub(super) fn on_chunk(&mut self, now: Instant, id: RequestId, data: Bytes) {
+        let len = data.len() as u64;
         match self.ep.send_chunk(now, id, data) {
-            Ok(()) => self.grant_credit(now, id),
+            Ok(()) => {
+                if let Some(slot) = self.inflight.get(&id).map(|i| i.synapse) {
+                    self.metrics.chunk(slot, len);
+                }
+                self.grant_credit(now, id);
+            }
             Err(e) => {
                 // The request ended meanwhile (or the chunk cannot be framed): the
                 // handler's sink closes.
@@ -270,9 +297,12 @@ impl<R: Runtime> ServerRole<R> {
         id: RequestId,
         result: std::result::Result<(), String>,
     ) {
-        if self.inflight.remove(&id).is_none() {
+        let Some(inflight) = self.inflight.remove(&id) else {
             return;
-        }
+        };
+        let took = now.saturating_duration_since(inflight.started);
+        self.metrics
+            .record(inflight.synapse, outcome_of(&result), Some(took));
         if let Err(e) = &result {
             tracing::debug!(?id, "streaming handler failed: {e}");
             if let Some(message) = crate::handler::peer_message(e) {
@@ -281,6 +311,33 @@ impl<R: Runtime> ServerRole<R> {
             }
         }
         let _ = self.ep.end_stream(now, id, result);
+    }
+
+    pub(super) fn metrics_snapshot(&self) -> ServerMetrics {
+        let stats = self.ep.stats();
+        let mut handshakes_refused = self.metrics.handshakes_refused.clone();
+        // The one refusal that raises no event: a request that did not decode.
+        let malformed = stats
+            .handshakes_rejected
+            .saturating_sub(handshakes_refused.total());
+        handshakes_refused.add("malformed", malformed);
+        let quic: Vec<_> = self.ep.connection_stats().map(|(_, s)| s).collect();
+        ServerMetrics {
+            stats,
+            connections: self.ep.connection_count(),
+            unauthenticated: self.ep.unauthenticated_count(),
+            validators: self.ep.validators().count(),
+            closed: self.metrics.closed,
+            handshakes_refused,
+            synapses: self.metrics.synapses(),
+            requests_in_flight: self.ep.requests_in_flight(),
+            queued_bytes: self.ep.queued_bytes(),
+            reserved_request_bytes: self.ep.reserved_request_bytes(),
+            parked_streams: self.ep.parked_streams(),
+            active_nonces: self.ep.active_nonce_count(),
+            io: self.metrics.io,
+            path: crate::metrics::PathSummary::from_stats(&quic),
+        }
     }
 
     pub(super) fn snapshot(&self) -> ServerSnapshot {
@@ -357,6 +414,10 @@ impl<R: Runtime> Role for ServerRole<R> {
         &mut self.ep
     }
 
+    fn io(&mut self) -> &mut crate::metrics::IoCounters {
+        &mut self.metrics.io
+    }
+
     fn own_deadline(&self) -> Option<Instant> {
         self.stop_deadline
     }
@@ -364,7 +425,11 @@ impl<R: Runtime> Role for ServerRole<R> {
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Respond { id, result } => {
-                self.inflight.remove(&id);
+                if let Some(inflight) = self.inflight.remove(&id) {
+                    let took = now.saturating_duration_since(inflight.started);
+                    self.metrics
+                        .record(inflight.synapse, outcome_of(&result), Some(took));
+                }
                 self.answer(now, id, result);
             }
             Command::Chunk { id, data } => self.on_chunk(now, id, data),
@@ -387,6 +452,9 @@ impl<R: Runtime> Role for ServerRole<R> {
             Command::Stats(reply) => {
                 let _ = reply.try_send(self.snapshot());
             }
+            Command::Metrics(reply) => {
+                let _ = reply.try_send(self.metrics_snapshot());
+            }
             Command::Stop(reply) => {
                 self.stop = true;
                 self.stop_replies.push(reply);
@@ -404,7 +472,10 @@ impl<R: Runtime> Role for ServerRole<R> {
                     if reason != CancelReason::ConnectionLost {
                         tracing::debug!(?id, ?reason, "request cancelled");
                     }
-                    self.inflight.remove(&id);
+                    if let Some(inflight) = self.inflight.remove(&id) {
+                        self.metrics
+                            .record(inflight.synapse, Outcome::from(reason), None);
+                    }
                 }
                 ServerEvent::StreamWritable { id } => self.grant_credit(now, id),
                 ServerEvent::Authenticated {
@@ -421,9 +492,10 @@ impl<R: Runtime> Role for ServerRole<R> {
                     validator_hotkey,
                     error,
                 } => {
+                    self.metrics.handshakes_refused.add(error.reason_code(), 1);
                     tracing::debug!(%remote, ?validator_hotkey, "handshake rejected: {error}");
                 }
-                ServerEvent::ConnectionClosed { .. } => {}
+                ServerEvent::ConnectionClosed { reason, .. } => self.metrics.closed.record(&reason),
             }
         }
         events
@@ -452,6 +524,15 @@ impl<R: Runtime> Role for ServerRole<R> {
 
     fn in_flight(&self) -> usize {
         self.inflight.len()
+    }
+}
+
+/// How a handler's result counts.
+fn outcome_of<T>(result: &std::result::Result<T, String>) -> Outcome {
+    if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
     }
 }
 

@@ -25,7 +25,9 @@ from ._sync import Lightning, LightningServer, QuicAxonInfo
 from ._types import (
     AxonInfo,
     ClientConnectionStats,
+    ClientMetrics,
     ServerConnectionStats,
+    ServerMetrics,
     SynapseRequest,
     SynapseResponse,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "AsyncStreamingResponse",
     "AxonInfo",
     "ClientConnectionStats",
+    "ClientMetrics",
     "HandshakeError",
     "LIGHTNING_AVAILABLE",
     "Lightning",
@@ -62,6 +65,7 @@ __all__ = [
     "RustLightning",
     "RustLightningServer",
     "ServerConnectionStats",
+    "ServerMetrics",
     "SigningError",
     "StreamError",
     "SynapseRequest",

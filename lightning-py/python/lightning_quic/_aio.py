@@ -19,7 +19,7 @@ from . import _native
 from ._metagraph import serving_axons
 from ._native import LoopBridge, PyStreamingResponse, RequestContext, RustLightning
 from ._sync import Axon, LightningServer, _wants_context
-from ._types import SynapseRequest, SynapseResponse
+from ._types import ClientMetrics, SynapseRequest, SynapseResponse
 
 __all__ = ["AsyncLightning", "AsyncLightningServer", "AsyncStreamingResponse", "current_request"]
 
@@ -167,6 +167,14 @@ class AsyncLightning:
     def get_connection_stats(self) -> Dict[str, str]:
         """As :meth:`lightning_quic.Lightning.get_connection_stats` (answers at once)."""
         return dict(self._native.get_connection_stats())
+
+    def metrics(self) -> ClientMetrics:
+        """As :meth:`lightning_quic.Lightning.metrics` (answers at once)."""
+        return self._native.metrics()  # type: ignore[return-value]
+
+    def metrics_text(self) -> str:
+        """As :meth:`lightning_quic.Lightning.metrics_text` (answers at once)."""
+        return self._native.metrics_text()
 
     async def close(self) -> None:
         """Close every connection; later queries reconnect on demand."""

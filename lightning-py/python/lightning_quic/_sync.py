@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from ._metagraph import permitted_validators, serving_axons
 from ._native import PyStreamingResponse, RequestContext, RustLightning, RustLightningServer
-from ._types import SynapseRequest, SynapseResponse
+from ._types import ClientMetrics, ServerMetrics, SynapseRequest, SynapseResponse
 
 __all__ = ["Lightning", "LightningServer", "QuicAxonInfo"]
 
@@ -175,6 +175,14 @@ class Lightning:
     def get_connection_stats(self) -> Dict[str, str]:
         """``total_connections``, ``active_miners`` and ``connection_<ip>:<port>`` (strings)."""
         return dict(self._native.get_connection_stats())
+
+    def metrics(self) -> ClientMetrics:
+        """Counters and latency histograms of this client (see ``docs/metrics.md``)."""
+        return self._native.metrics()  # type: ignore[return-value]
+
+    def metrics_text(self) -> str:
+        """The same metrics in the Prometheus text format (version 0.0.4)."""
+        return self._native.metrics_text()
 
     def close(self) -> None:
         """Close every connection; later queries reconnect on demand."""
@@ -411,6 +419,16 @@ class LightningServer:
     def get_connection_stats(self) -> Dict[str, str]:
         """``total_connections``, ``verified_connections``, ``connection_<hotkey>`` (strings)."""
         return dict(self._native.get_connection_stats())
+
+    def metrics(self) -> ServerMetrics:
+        """Counters and histograms of this server (see ``docs/metrics.md``); zeros before
+        ``start()``."""
+        return self._native.metrics()  # type: ignore[return-value]
+
+    def metrics_text(self) -> str:
+        """The same metrics in the Prometheus text format (version 0.0.4), to serve as
+        ``text/plain; version=0.0.4`` from the application's own HTTP endpoint."""
+        return self._native.metrics_text()
 
     def cleanup_stale_connections(self, max_idle_seconds: int = 300) -> None:
         """Kept for btlightning compatibility; idle connections are closed automatically."""

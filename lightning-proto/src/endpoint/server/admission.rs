@@ -32,6 +32,13 @@ impl Server {
         }
         if unauthenticated >= self.config.max_unauthenticated_connections || full || source_full {
             self.stats.refused += 1;
+            if unauthenticated >= self.config.max_unauthenticated_connections {
+                self.stats.refused_unauthenticated += 1;
+            } else if source_full {
+                self.stats.refused_per_source += 1;
+            } else {
+                self.stats.refused_full += 1;
+            }
             self.scratch.clear();
             let t = self.core.endpoint.refuse(incoming, &mut self.scratch);
             let buf = std::mem::take(&mut self.scratch);

@@ -32,6 +32,7 @@ impl Server {
         let ip = conn.remote.ip();
         if self.unauthenticated_counts(ip).1 > self.config.max_unauthenticated_per_ip {
             self.stats.refused += 1;
+            self.stats.refused_per_source += 1;
             self.close_quic(now, ch, b"too many unauthenticated connections");
         }
     }

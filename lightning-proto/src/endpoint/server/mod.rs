@@ -289,6 +289,20 @@ pub struct ServerStats {
     pub evicted: u64,
     /// Response streams reset because the validator read none of them in time.
     pub send_timeouts: u64,
+    /// Of `refused`: the cap on unauthenticated connections was reached
+    /// (`max_unauthenticated_connections`).
+    pub refused_unauthenticated: u64,
+    /// Of `refused`: the source held its share of unauthenticated connections
+    /// (`max_unauthenticated_per_ip`).
+    pub refused_per_source: u64,
+    /// Of `refused`: `max_connections` validators were held and none could be evicted.
+    pub refused_full: u64,
+    /// Of `request_errors`: requests naming no registered synapse.
+    pub unknown_synapse: u64,
+    /// Of `request_errors`: requests on a connection with no authenticated validator.
+    pub unauthenticated_requests: u64,
+    /// Of `request_errors`: payloads that did not decode as a `SynapsePacket`.
+    pub malformed_requests: u64,
 }
 
 /// What the miner keeps per connection, in the core's connection table.
@@ -663,6 +677,15 @@ impl Server {
             .flat_map(|(_, c)| c.streams.values())
             .map(|s| s.out.bytes())
             .sum()
+    }
+
+    /// quinn's counters (RTT, congestion window, losses, ...) of each open connection.
+    pub fn connection_stats(
+        &self,
+    ) -> impl Iterator<Item = (ConnId, quinn_proto::ConnectionStats)> + '_ {
+        self.core
+            .states()
+            .filter_map(|(ch, c)| self.core.conn(ch).map(|q| (c.id, q.stats())))
     }
 
     // ----- internals ----------------------------------------------------------------------

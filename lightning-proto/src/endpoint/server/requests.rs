@@ -151,6 +151,7 @@ impl Server {
             Ok(p) => p,
             Err(_) => {
                 self.stats.request_errors += 1;
+                self.stats.malformed_requests += 1;
                 let r = error_response(now_secs, wire_errors::INVALID_REQUEST_FORMAT);
                 self.answer(ch, stream, r.encode());
                 return;
@@ -167,6 +168,7 @@ impl Server {
                 return;
             }
             self.stats.request_errors += 1;
+            self.stats.unauthenticated_requests += 1;
             let frame = if kind == Some(SynapseKind::Streaming) {
                 StreamEnd {
                     success: false,
@@ -181,6 +183,7 @@ impl Server {
         };
         let Some((synapse, kind)) = served else {
             self.stats.request_errors += 1;
+            self.stats.unknown_synapse += 1;
             let r = error_response(now_secs, wire_errors::UNRECOGNIZED_SYNAPSE);
             self.answer(ch, stream, r.encode());
             return;
