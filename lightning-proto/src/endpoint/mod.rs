@@ -21,6 +21,7 @@ mod clock;
 mod config;
 mod core;
 mod error;
+mod inq;
 mod outq;
 mod parking;
 mod server;

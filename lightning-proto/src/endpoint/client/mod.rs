@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn_proto::{ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt};
+use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent, StreamId, VarInt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -27,6 +27,7 @@ use super::error::{
     ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,
     StreamFailure,
 };
+use super::inq::{pull_chunk, Pulled};
 use super::outq::{Flush, OutQueue};
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;

@@ -147,14 +147,14 @@ pub(super) fn pull(
     let mut fin = false;
     let mut error = None;
     loop {
-        match chunks.next(usize::MAX) {
-            Ok(Some(chunk)) => decoder.push(chunk.bytes),
-            Ok(None) => {
+        match pull_chunk(&mut chunks, decoder, usize::MAX) {
+            Pulled::Bytes(_) => {}
+            Pulled::Fin => {
                 fin = true;
                 break;
             }
-            Err(ReadError::Blocked) => break,
-            Err(ReadError::Reset(code)) => {
+            Pulled::Blocked => break,
+            Pulled::Reset(code) => {
                 error = Some(ClientError::StreamReset {
                     code: code.into_inner(),
                 });

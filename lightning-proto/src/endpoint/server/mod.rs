@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn_proto::{
-    ConnectionHandle, Dir, Event, Incoming, ReadError, StreamEvent, StreamId, VarInt,
-};
+use quinn_proto::{ConnectionHandle, Dir, Event, Incoming, StreamEvent, StreamId, VarInt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -31,6 +29,7 @@ use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
 use super::core::{ConnRef, ConnRole, Core};
 use super::error::ConnectionEnd;
+use super::inq::{pull_chunk, Pulled};
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
 use super::surface::{Datagram, SansIo};

@@ -70,11 +70,10 @@ impl Server {
                     .saturating_sub(decoder.buffered_len())
                     .max(1)
             };
-            match chunks.next(max) {
-                Ok(Some(chunk)) => {
+            match pull_chunk(&mut chunks, decoder, max) {
+                Pulled::Bytes(n) => {
                     progressed = true;
-                    received += chunk.bytes.len() as u64;
-                    decoder.push(chunk.bytes);
+                    received += n as u64;
                     match decoder.next_frame() {
                         Ok(Some(f)) => {
                             frame = Some(f);
@@ -87,12 +86,12 @@ impl Server {
                         }
                     }
                 }
-                Ok(None) => {
+                Pulled::Fin => {
                     fin = true;
                     break;
                 }
-                Err(ReadError::Blocked) => break,
-                Err(ReadError::Reset(_)) => {
+                Pulled::Blocked => break,
+                Pulled::Reset(_) => {
                     reset = true;
                     break;
                 }
