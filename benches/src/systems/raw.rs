@@ -10,7 +10,7 @@ use lightning_proto::frame::{MessageType, FRAME_HEADER_LEN};
 use lightning_proto::message::{DataMap, SynapsePacket, SynapseResponse, WireMessage};
 use quinn::rustls;
 
-use super::{ManyConns, System, REQUEST_TIMEOUT, SYNAPSE};
+use super::{ManyConns, SetupKind, System, REQUEST_TIMEOUT, SYNAPSE};
 use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Largest frame either side reads (the protocol's default maximum).
@@ -28,7 +28,8 @@ pub struct RawQuinn {
     exec: Exec,
     client_config: quinn::ClientConfig,
     server_config: quinn::ServerConfig,
-    main: Option<(Server, quinn::Endpoint, quinn::Connection)>,
+    /// (own server, if not remote; client endpoint; connection).
+    main: Option<(Option<Server>, quinn::Endpoint, quinn::Connection)>,
     fan: Option<(Vec<Server>, quinn::Endpoint, Vec<quinn::Connection>)>,
     many_server: Option<Server>,
     many_clients: Vec<(quinn::Endpoint, quinn::Connection)>,
@@ -284,8 +285,41 @@ impl System for RawQuinn {
         let server = self.start_server()?;
         let ep = self.client()?;
         let conn = self.exec.block_on(connect(&ep, server.addr))?;
-        self.main = Some((server, ep, conn));
+        self.main = Some((Some(server), ep, conn));
         Ok(())
+    }
+
+    fn open_remote(&mut self, addr: SocketAddr, _hotkey: &str) -> Result<(), String> {
+        let ep = self.client()?;
+        let conn = self.exec.block_on(connect(&ep, addr))?;
+        self.main = Some((None, ep, conn));
+        Ok(())
+    }
+
+    fn setup_remote(
+        &mut self,
+        addr: SocketAddr,
+        _hotkey: &str,
+        _seed: [u8; 32],
+        kind: SetupKind,
+    ) -> Result<Duration, String> {
+        let data = data_map(64)?;
+        let t = Instant::now();
+        let ep = self.client()?;
+        let result = self.exec.block_on(async {
+            let conn = connect(&ep, addr).await?;
+            if kind == SetupKind::FirstReply {
+                echo(&conn, &data).await?;
+            }
+            Ok::<_, String>(conn)
+        });
+        let elapsed = t.elapsed();
+        if let Ok(conn) = &result {
+            conn.close(0u32.into(), b"done");
+        }
+        let _guard = self.exec.enter();
+        drop(ep);
+        result.map(|_| elapsed)
     }
 
     fn close(&mut self) {
@@ -293,7 +327,9 @@ impl System for RawQuinn {
             conn.close(0u32.into(), b"done");
             self.exec.block_on(async move {
                 ep.wait_idle().await;
-                server.endpoint.close(0u32.into(), b"done");
+                if let Some(server) = server {
+                    server.endpoint.close(0u32.into(), b"done");
+                }
             });
         }
     }
