@@ -342,9 +342,15 @@ impl SoakReport {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         let first = self.samples.first().copied();
         let last = self.samples.last().copied();
+        let half_t = last.map_or(0.0, |l| l.t_s / 2.0);
+        let half = self
+            .samples
+            .iter()
+            .min_by(|a, b| (a.t_s - half_t).abs().total_cmp(&(b.t_s - half_t).abs()))
+            .copied();
         let peak = |f: fn(&RssSample) -> u64| self.samples.iter().map(f).max().unwrap_or(0);
         let mut s = format!(
-            "{}: {} requests of {} B at c={} in {:.0} s ({:.0} req/s), client {:.1} µs and server {:.1} µs CPU per request; load average {} at the start, {} at the end; {} RSS samples.\n\n| process | RSS start | peak | end |\n|---|---:|---:|---:|\n",
+            "{}: {} requests of {} B at c={} in {:.0} s ({:.0} req/s), client {:.1} µs and server {:.1} µs CPU per request; load average {} at the start, {} at the end; {} RSS samples (start: after connecting and a 0.3 s warm-up).\n\n| process | RSS start | halfway | peak | end |\n|---|---:|---:|---:|---:|\n",
             self.system,
             self.requests,
             self.size,
@@ -365,8 +371,9 @@ impl SoakReport {
             ("server (miner)", |x: &RssSample| x.server),
         ] {
             s.push_str(&format!(
-                "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
+                "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
                 mib(first.map_or(0, |x| f(&x))),
+                mib(half.map_or(0, |x| f(&x))),
                 mib(peak(f)),
                 mib(last.map_or(0, |x| f(&x)))
             ));
