@@ -109,6 +109,9 @@ fn configs() -> Result<(quinn::ClientConfig, quinn::ServerConfig), String> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(128u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
+    // Lightning and btlightning keep idle connections alive; without this the WAN cells'
+    // long-lived quinn-raw connection idles out (30 s) while the other systems take their turns.
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
     let transport = Arc::new(transport);
 
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
