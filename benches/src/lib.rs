@@ -2,8 +2,10 @@
 //!
 //! One program that measures Lightning (on tokio and on smol), the published btlightning
 //! 0.2.15 (async and sync echo handlers) and a raw quinn echo (the QUIC floor) side by side
-//! on loopback with real UDP, TLS and sr25519, interleaving the systems so that drift in
-//! the machine hits all of them alike. See `benches/README.md` for the method.
+//! with real UDP, TLS and sr25519, interleaving the systems so that drift in the machine
+//! hits all of them alike: validator and miner in separate processes on loopback (the
+//! default), in one process, or through a `lightning-netem` WAN relay ([`wan`]). See
+//! `benches/README.md` for the method.
 #![deny(missing_docs)]
 
 pub mod exec;
