@@ -383,7 +383,7 @@ pub fn markdown(r: &WanReport) -> String {
     if let Some(c) = &r.relay_ceiling {
         let _ = writeln!(
             s,
-            "Relay ceiling in this run (`lan`, {} B datagrams, {} in flight, echo client on two threads of this process, relay in its own process): {:.0} round trips/s = {:.0} datagrams/s forwarded, {:.1} µs of relay CPU per datagram. The `lan` rows are bounded by it; `continent` and `world` are bounded by their rate limits (1 Gbit/s, 100 Mbit/s) and their RTT.\n",
+            "Relay ceiling in this run (`lan`, {} B datagrams, {} in flight, echo client on two threads of this process, relay in its own process): {:.0} round trips/s = {:.0} datagrams/s forwarded, {:.1} µs of relay CPU per datagram. On `lan` the relays share the two cores with both peers, so those rows measure the relay as much as the systems; on `continent` and `world` the RTT and the loss decide.\n",
             c.size, c.window, c.round_trips_per_s, c.datagrams_per_s, c.relay_cpu_us_per_datagram
         );
     }
