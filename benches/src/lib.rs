@@ -2,19 +2,25 @@
 //!
 //! One program that measures Lightning (on tokio and on smol), the published btlightning
 //! 0.2.15 (async and sync echo handlers) and a raw quinn echo (the QUIC floor) side by side
-//! on loopback with real UDP, TLS and sr25519, interleaving the systems so that drift in
-//! the machine hits all of them alike. See `benches/README.md` for the method.
+//! with real UDP, TLS and sr25519, interleaving the systems so that drift in the machine
+//! hits all of them alike: validator and miner in separate processes on loopback (the
+//! default), in one process, or through a `lightning-netem` WAN relay ([`wan`]). See
+//! `benches/README.md` for the method.
 #![deny(missing_docs)]
 
 pub mod exec;
 pub mod os;
+pub mod remote;
 pub mod report;
 pub mod stats;
 pub mod svg;
 pub mod systems;
+pub mod wan;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use remote::Child;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -40,6 +46,8 @@ pub const SYSTEM_NAMES: [&str; 6] = [
 pub struct Plan {
     /// `full`, `quick` or `tiny`.
     pub mode: &'static str,
+    /// Validator and miner in separate processes (the default), or both in this one.
+    pub two_process: bool,
     /// Runtime worker threads per system.
     pub threads: usize,
     /// Payload sizes.
@@ -81,6 +89,7 @@ impl Plan {
     pub fn full() -> Self {
         Self {
             mode: "full",
+            two_process: true,
             threads: 2,
             sizes: SIZES.to_vec(),
             setup_iters: 100,
@@ -166,8 +175,12 @@ pub fn make_system(name: &str, threads: usize) -> Result<Box<dyn System>, String
 pub struct SetupCell {
     /// System.
     pub system: String,
-    /// Percentiles of connect + handshake + first echo.
+    /// Percentiles of connect + handshake + first echo (two processes: a first echo sent
+    /// by a new client at once, which dials on demand).
     pub setup: Percentiles,
+    /// Two processes only: percentiles of a new client's connect until authenticated
+    /// (quinn-raw: until the QUIC handshake completes).
+    pub authenticated: Option<Percentiles>,
 }
 
 /// One system's latency at one size.
@@ -200,6 +213,10 @@ pub struct ThroughputCell {
     pub requests: u64,
     /// Process CPU time (user + system, client and server together) per request, µs.
     pub cpu_us_per_req: f64,
+    /// CPU time of the client's process per request, µs (in one process: everything).
+    pub client_cpu_us_per_req: f64,
+    /// CPU time of the server's process per request, µs (two processes only).
+    pub server_cpu_us_per_req: Option<f64>,
     /// Loopback bytes per request, both directions, IP/UDP/QUIC/TLS included (machine-wide
     /// counter: other loopback traffic on the machine adds noise).
     pub lo_bytes_per_req: f64,
@@ -273,6 +290,11 @@ pub struct Goal {
 pub struct Report {
     /// `full`, `quick` or `tiny`.
     pub mode: String,
+    /// `two processes` or `one process`.
+    pub processes: String,
+    /// The machine's load average (1, 5, 15 min) at the start and at the end: the machine
+    /// is shared.
+    pub load: (String, String),
     /// Machine facts.
     pub machine: serde_json::Value,
     /// UNIX seconds at the start.
@@ -320,11 +342,13 @@ pub struct Options {
     pub verbose: bool,
 }
 
-struct Harness {
+pub(crate) struct Harness {
     plan: Plan,
     opts: Options,
     systems: Vec<Box<dyn System>>,
     failures: Vec<Failure>,
+    /// Two processes: each system's server process.
+    server_pids: Vec<Option<u32>>,
 }
 
 impl Harness {
@@ -365,14 +389,22 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
             systems.push(make_system(name, plan.threads)?);
         }
     }
+    let n = systems.len();
     let mut h = Harness {
         plan,
         opts,
         systems,
         failures: Vec::new(),
+        server_pids: vec![None; n],
     };
     let mut report = Report {
         mode: h.plan.mode.to_owned(),
+        processes: if h.plan.two_process {
+            "two processes".into()
+        } else {
+            "one process".into()
+        },
+        load: (os::loadavg(), String::new()),
         machine: os::machine(),
         started_unix,
         duration_s: 0.0,
@@ -393,12 +425,38 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
         goals: Vec::new(),
     };
 
-    report.setup = setup(&mut h);
+    // Two processes: one server child per system for the whole run.
+    let mut servers: Vec<Option<Child>> = (0..n).map(|_| None).collect();
+    if h.plan.two_process {
+        let exe = h
+            .opts
+            .server_exe
+            .clone()
+            .ok_or("two processes need the lightning-bench executable")?;
+        for i in 0..n {
+            let name = h.systems[i].name();
+            match Child::server(&exe, name, h.plan.threads) {
+                Ok(c) => {
+                    h.server_pids[i] = Some(c.pid());
+                    servers[i] = Some(c);
+                }
+                Err(e) => h.fail(name, "server process", e),
+            }
+        }
+        report.setup = setup_remote(&mut h, &servers);
+    } else {
+        report.setup = setup(&mut h);
+    }
 
     // Long-lived pairs for latency and throughput.
     let mut open = vec![false; h.systems.len()];
     for i in 0..h.systems.len() {
-        match h.systems[i].open() {
+        let opened = match (h.plan.two_process, &servers[i]) {
+            (false, _) => h.systems[i].open(),
+            (true, Some(c)) => h.systems[i].open_remote(c.addr, &c.hotkey),
+            (true, None) => continue,
+        };
+        match opened {
             Ok(()) => open[i] = true,
             Err(e) => {
                 let name = h.systems[i].name();
@@ -427,32 +485,56 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
         }
     }
 
-    report.fanout = fanout(&mut h);
-    report.connections = connections(&mut h);
+    for c in servers.into_iter().flatten() {
+        c.finish();
+    }
+
+    // Fan-out (64 servers) and memory per connection stay in the one-process view.
+    if !h.plan.two_process {
+        report.fanout = fanout(&mut h);
+        report.connections = connections(&mut h);
+    }
 
     report.failures = std::mem::take(&mut h.failures);
     report.goals = report::goals(&report);
     report.duration_s = started.elapsed().as_secs_f64();
+    report.load.1 = os::loadavg();
     Ok(report)
 }
 
 fn notes(plan: &Plan) -> Vec<String> {
-    vec![
-        format!(
+    let two = plan.two_process;
+    let mut out: Vec<String> = Vec::new();
+    if two {
+        out.push(format!(
+            "Two processes: each system's miner (server) runs in a child process of its own (`lightning-bench --serve-many SYSTEM 256 {t}`, {t} runtime threads) for the whole run; the validator (client) of every system runs in the benchmark's process, on its own executor with {t} worker threads. The two talk over loopback UDP.",
+            t = plan.threads
+        ));
+    } else {
+        out.push(format!(
             "Each system runs on its own executor with {} worker threads (tokio multi-thread, or an async-executor driven by {} threads for smol); server and client share the process and the executor. btlightning's sync handler additionally uses tokio's blocking pool, as it does in production.",
             plan.threads, plan.threads
-        ),
-        "Systems are interleaved: each round runs every system once, the order rotating from round to round; a warm-up per system and size is not measured.".into(),
-        "Payload: data = {\"payload\": N bytes of 0x42 as msgpack bin}; miner seed 32x0x01, validator seed 32x0x02; percentiles are nearest rank at round(p/100 x (n-1)) (PROTOCOL.md §12). Every answer is checked to echo the request's data exactly.".into(),
-        "Connection setup: a fresh server per sample (untimed), then new client + QUIC + TLS + sr25519 handshake + first 64-byte echo (timed). quinn-raw has no application handshake (it is the floor).".into(),
-        "Default configs everywhere: Lightning and quinn-raw ask for 4 MiB UDP socket buffers; btlightning uses kernel defaults, as published.".into(),
-        "CPU per request is process CPU time (client and server together) over the throughput rounds; UDP drops and loopback bytes are machine-wide counters, so other traffic on the machine can add to them.".into(),
-    ]
+        ));
+    }
+    out.push("Systems are interleaved: each round runs every system once, the order rotating from round to round; a warm-up per system and size is not measured.".into());
+    out.push("Payload: data = {\"payload\": N bytes of 0x42 as msgpack bin}; miner seed 32x0x01, validator seed 32x0x02; percentiles are nearest rank at round(p/100 x (n-1)) (PROTOCOL.md §12). Every answer is checked to echo the request's data exactly.".into());
+    if two {
+        out.push("Connection setup: a new client per sample against the long-lived server process, timed two ways in alternate samples: until authenticated (connect: QUIC + TLS + sr25519; quinn-raw: the QUIC handshake) and until the answer to a first 64-byte echo sent at once (the client dials on demand; quinn-raw: connect, then echo). Each sample uses a distinct validator hotkey; building the client is timed.".into());
+    } else {
+        out.push("Connection setup: a fresh server per sample (untimed), then new client + QUIC + TLS + sr25519 handshake + first 64-byte echo (timed). quinn-raw has no application handshake (it is the floor).".into());
+    }
+    out.push("Default configs everywhere: Lightning and quinn-raw ask for 4 MiB UDP socket buffers; btlightning uses kernel defaults, as published.".into());
+    if two {
+        out.push("CPU per request is given for each process over the throughput rounds: the client's from getrusage of the benchmark's process (every system's client executor lives there; idle ones cost nothing measurable), the server's from /proc/PID/stat of its child (10 ms ticks). UDP drops and loopback bytes are machine-wide counters, so other traffic on the machine can add to them. Fan-out and memory per connection are in the one-process view (`--in-process`).".into());
+    } else {
+        out.push("CPU per request is process CPU time (client and server together) over the throughput rounds; UDP drops and loopback bytes are machine-wide counters, so other traffic on the machine can add to them.".into());
+    }
+    out
 }
 
 // The loops index several per-system vectors in step; indices read best.
 #[allow(clippy::needless_range_loop)]
-fn warm_up(h: &mut Harness, open: &[bool], size: usize) {
+pub(crate) fn warm_up(h: &mut Harness, open: &[bool], size: usize) {
     let budget = h.plan.warmup;
     let c = h.plan.concurrency;
     for i in 0..h.systems.len() {
@@ -492,11 +574,77 @@ fn setup(h: &mut Harness) -> Vec<SetupCell> {
         .map(|(s, v)| SetupCell {
             system: s.name().to_owned(),
             setup: Percentiles::from_nanos(v),
+            authenticated: None,
         })
         .collect()
 }
 
-fn latency(h: &mut Harness, open: &[bool], size: usize) -> Vec<LatencyCell> {
+/// Connection setup against each system's server process: new clients, timed until
+/// authenticated and (in alternate samples) until the first reply.
+fn setup_remote(h: &mut Harness, servers: &[Option<Child>]) -> Vec<SetupCell> {
+    h.log("connection setup (two processes)");
+    let iters = h.plan.setup_iters;
+    let targets: Vec<_> = servers
+        .iter()
+        .map(|c| c.as_ref().map(|c| (c.addr, c.hotkey.clone())))
+        .collect();
+    let (auth, first) = setup_samples(h, &targets, iters);
+    h.systems
+        .iter()
+        .zip(auth.into_iter().zip(first))
+        .enumerate()
+        .filter(|(i, _)| servers[*i].is_some())
+        .map(|(_, (s, (a, f)))| SetupCell {
+            system: s.name().to_owned(),
+            setup: Percentiles::from_nanos(f),
+            authenticated: Some(Percentiles::from_nanos(a)),
+        })
+        .collect()
+}
+
+/// `iters` rounds; in each, every system (in rotating order) takes one sample until
+/// authenticated and one until the first reply, each with a new client and a distinct
+/// validator hotkey, against `targets[i]` (address, miner hotkey). Returns the samples
+/// (ns) until authenticated and until the first reply.
+pub(crate) fn setup_samples(
+    h: &mut Harness,
+    targets: &[Option<(std::net::SocketAddr, String)>],
+    iters: usize,
+) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
+    use systems::SetupKind;
+    let n = h.systems.len();
+    let mut auth: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut first: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut broken: Vec<bool> = targets.iter().map(Option::is_none).collect();
+    for r in 0..iters {
+        for i in h.order(r) {
+            let Some((addr, hotkey)) = &targets[i] else {
+                continue;
+            };
+            for (k, kind) in [SetupKind::Authenticated, SetupKind::FirstReply]
+                .into_iter()
+                .enumerate()
+            {
+                if broken[i] {
+                    continue;
+                }
+                let seed = systems::many_seed(10_000 + 2 * r + k);
+                match h.systems[i].setup_remote(*addr, hotkey, seed, kind) {
+                    Ok(d) if kind == SetupKind::Authenticated => auth[i].push(d.as_nanos() as u64),
+                    Ok(d) => first[i].push(d.as_nanos() as u64),
+                    Err(e) => {
+                        broken[i] = true;
+                        let name = h.systems[i].name();
+                        h.fail(name, &format!("setup ({kind:?})"), e);
+                    }
+                }
+            }
+        }
+    }
+    (auth, first)
+}
+
+pub(crate) fn latency(h: &mut Harness, open: &[bool], size: usize) -> Vec<LatencyCell> {
     h.log(format!("latency {size} B"));
     let n = h.systems.len();
     let per_round = (h.plan.latency_per_round)(size);
@@ -539,7 +687,7 @@ fn latency(h: &mut Harness, open: &[bool], size: usize) -> Vec<LatencyCell> {
         .collect()
 }
 
-fn throughput(
+pub(crate) fn throughput(
     h: &mut Harness,
     open: &[bool],
     size: usize,
@@ -551,6 +699,7 @@ fn throughput(
     let n = h.systems.len();
     let mut cells: Vec<Option<ThroughputCell>> = vec![None; n];
     let mut cpu = vec![Duration::ZERO; n];
+    let mut server_cpu = vec![Duration::ZERO; n];
     let mut lo = vec![0u64; n];
     let mut broken: Vec<bool> = open.iter().map(|o| !o).collect();
     for r in 0..rounds {
@@ -558,20 +707,25 @@ fn throughput(
             if broken[i] {
                 continue;
             }
-            let (udp0, lo0, cpu0) = (
+            let pid = h.server_pids[i];
+            let server_cpu_now = || pid.map_or(Duration::ZERO, os::process_cpu_time);
+            let (udp0, lo0, cpu0, scpu0) = (
                 os::UdpCounters::read(),
                 os::loopback_bytes(),
                 os::cpu_time(),
+                server_cpu_now(),
             );
             let result = h.systems[i].throughput(size, concurrency, budget, h.plan.tput_max);
-            let (udp1, lo1, cpu1) = (
+            let (udp1, lo1, cpu1, scpu1) = (
                 os::UdpCounters::read(),
                 os::loopback_bytes(),
                 os::cpu_time(),
+                server_cpu_now(),
             );
             match result {
                 Ok((ok, elapsed)) => {
                     cpu[i] += cpu1.saturating_sub(cpu0);
+                    server_cpu[i] += scpu1.saturating_sub(scpu0);
                     lo[i] += lo1.saturating_sub(lo0);
                     let cell = cells[i].get_or_insert_with(|| ThroughputCell {
                         size,
@@ -581,6 +735,8 @@ fn throughput(
                         rounds: Vec::new(),
                         requests: 0,
                         cpu_us_per_req: 0.0,
+                        client_cpu_us_per_req: 0.0,
+                        server_cpu_us_per_req: None,
                         lo_bytes_per_req: 0.0,
                         udp_drops: 0,
                         wire_request_bytes: systems::wire_request_bytes(size),
@@ -605,7 +761,10 @@ fn throughput(
             let mut c = c?;
             c.rps = median(&c.rounds);
             let reqs = c.requests.max(1) as f64;
-            c.cpu_us_per_req = cpu[i].as_secs_f64() * 1e6 / reqs;
+            c.client_cpu_us_per_req = cpu[i].as_secs_f64() * 1e6 / reqs;
+            c.server_cpu_us_per_req =
+                h.server_pids[i].map(|_| server_cpu[i].as_secs_f64() * 1e6 / reqs);
+            c.cpu_us_per_req = c.client_cpu_us_per_req + c.server_cpu_us_per_req.unwrap_or(0.0);
             c.lo_bytes_per_req = lo[i] as f64 / reqs;
             Some(c)
         })
@@ -662,48 +821,6 @@ fn fanout(h: &mut Harness) -> Vec<FanoutCell> {
     out
 }
 
-/// A many-connections server in a child process (`lightning-bench --serve-many`).
-struct Child {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    hotkey: String,
-}
-
-fn spawn_child(exe: &Path, system: &str, n: usize, threads: usize) -> Result<Child, String> {
-    let mut child = std::process::Command::new(exe)
-        .args(["--serve-many", system, &n.to_string(), &threads.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| format!("child: {e}"))?;
-    let mut parts = line.trim_end().splitn(3, ' ');
-    let (Some("READY"), Some(addr)) = (parts.next(), parts.next()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(format!("child said {line:?}"));
-    };
-    let addr = addr.parse().map_err(|e| format!("child addr: {e}"))?;
-    let hotkey = parts.next().unwrap_or("").to_owned();
-    Ok(Child {
-        child,
-        addr,
-        hotkey,
-    })
-}
-
-impl Child {
-    fn finish(mut self) {
-        // Closing stdin tells the child to stop.
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
 /// The child side of the many-connections cell: serve until stdin closes.
 pub fn serve_many(system: &str, n: usize, threads: usize) -> Result<(), String> {
     let mut sys = make_system(system, threads)?;
@@ -731,7 +848,15 @@ fn connections(h: &mut Harness) -> Vec<ConnsCell> {
         let name = h.systems[i].name().to_owned();
         let exe = h.opts.server_exe.clone();
         let (addr, hotkey, child, measured_in) = match &exe {
-            Some(exe) => match spawn_child(exe, &name, n, h.plan.threads) {
+            Some(exe) => match Child::spawn(
+                exe,
+                &[
+                    "--serve-many".into(),
+                    name.clone(),
+                    n.to_string(),
+                    h.plan.threads.to_string(),
+                ],
+            ) {
                 Ok(c) => (c.addr, c.hotkey.clone(), Some(c), "server process"),
                 Err(e) => {
                     h.fail(&name, "connections: server", e);
@@ -746,7 +871,7 @@ fn connections(h: &mut Harness) -> Vec<ConnsCell> {
                 }
             },
         };
-        let pid = child.as_ref().map(|c| c.child.id());
+        let pid = child.as_ref().map(Child::pid);
         std::thread::sleep(Duration::from_millis(200));
         let rss_before = os::rss_bytes(pid);
         let result = h.systems[i].connect_many(addr, &hotkey, n);
@@ -754,7 +879,9 @@ fn connections(h: &mut Harness) -> Vec<ConnsCell> {
         let rss_after = os::rss_bytes(pid);
         h.systems[i].drop_many_clients();
         match child {
-            Some(c) => c.finish(),
+            Some(c) => {
+                c.finish();
+            }
             None => h.systems[i].stop_many_server(),
         }
         match result {

@@ -1,14 +1,17 @@
 //! `lightning-bench`: Lightning vs btlightning vs raw quinn, side by side, in one run.
 //!
 //! ```text
-//! cargo run --release -p lightning-benches -- [--quick] [--out benches/results]
-//!     [--only system,system] [--threads N]
+//! cargo run --release -p lightning-benches -- [--quick] [--in-process | --wan]
+//!     [--out DIR] [--only system,system] [--threads N] [--profiles lan,continent,world]
+//! cargo run --release -p lightning-benches -- --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use lightning_benches::wan::{run_wan, WanPlan};
 use lightning_benches::{run, write_outputs, Options, Plan};
+use lightning_netem::Profile;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,12 +33,32 @@ fn main() -> ExitCode {
         };
     }
 
+    if args.first().map(String::as_str) == Some("--relay") {
+        let (Some(profile), Some(target), Some(seed)) = (args.get(1), args.get(2), args.get(3))
+        else {
+            eprintln!("usage: --relay PROFILE TARGET SEED");
+            return ExitCode::FAILURE;
+        };
+        return match lightning_benches::remote::serve_relay(profile, target, seed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     if args.first().map(String::as_str) == Some("--soak") {
         return soak(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("--soak-2p") {
+        return soak_two_process(&args[1..]);
+    }
 
     let mut plan = Plan::full();
-    let mut out = PathBuf::from("benches/results");
+    let mut wan_plan = WanPlan::full();
+    let (mut in_process, mut wan) = (false, false);
+    let mut out = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -43,24 +66,50 @@ fn main() -> ExitCode {
                 plan = Plan {
                     only: plan.only,
                     ..Plan::quick()
-                }
+                };
+                wan_plan = WanPlan {
+                    only: wan_plan.only,
+                    profiles: wan_plan.profiles,
+                    ..WanPlan::quick()
+                };
             }
             "--tiny" => {
                 plan = Plan {
                     only: plan.only,
                     ..Plan::tiny()
-                }
+                };
+                wan_plan = WanPlan {
+                    only: wan_plan.only,
+                    ..WanPlan::tiny()
+                };
             }
+            "--in-process" => in_process = true,
+            "--wan" => wan = true,
+            "--profiles" => match it.next().map(|l| {
+                l.split(',')
+                    .map(str::parse::<Profile>)
+                    .collect::<Result<Vec<_>, _>>()
+            }) {
+                Some(Ok(p)) => wan_plan.profiles = p,
+                Some(Err(e)) => return usage(&e.to_string()),
+                None => return usage("--profiles needs a list"),
+            },
             "--out" => match it.next() {
-                Some(dir) => out = PathBuf::from(dir),
+                Some(dir) => out = Some(PathBuf::from(dir)),
                 None => return usage("--out needs a directory"),
             },
             "--only" => match it.next() {
-                Some(list) => plan.only = list.split(',').map(str::to_owned).collect(),
+                Some(list) => {
+                    plan.only = list.split(',').map(str::to_owned).collect();
+                    wan_plan.only = plan.only.clone();
+                }
                 None => return usage("--only needs a list"),
             },
             "--threads" => match it.next().and_then(|n| n.parse().ok()) {
-                Some(n) => plan.threads = n,
+                Some(n) => {
+                    plan.threads = n;
+                    wan_plan.threads = n;
+                }
                 None => return usage("--threads needs a number"),
             },
             "-h" | "--help" => return usage(""),
@@ -71,6 +120,18 @@ fn main() -> ExitCode {
         server_exe: std::env::current_exe().ok(),
         verbose: true,
     };
+    if wan {
+        let out = out.unwrap_or_else(|| PathBuf::from("benches/results/wan"));
+        return run_wan_and_write(wan_plan, opts, &out);
+    }
+    plan.two_process = !in_process;
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from(if in_process {
+            "benches/results/in-process"
+        } else {
+            "benches/results"
+        })
+    });
     let report = match run(plan, opts) {
         Ok(r) => r,
         Err(e) => {
@@ -92,12 +153,69 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_wan_and_write(plan: WanPlan, opts: Options, out: &std::path::Path) -> ExitCode {
+    let report = match run_wan(plan, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("WAN benchmark failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = lightning_benches::wan::write_outputs(&report, out) {
+        eprintln!("cannot write results: {e}");
+        return ExitCode::FAILURE;
+    }
+    print!("{}", lightning_benches::wan::markdown(&report));
+    eprintln!("results written to {}", out.display());
+    if report.all_correct() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("some systems did not answer correctly (see Failures)");
+        ExitCode::FAILURE
+    }
+}
+
+/// `--soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]`: N requests (default 10 million) from this
+/// process to a server child, RSS of both sampled every second.
+fn soak_two_process(args: &[String]) -> ExitCode {
+    let Some(system) = args.first() else {
+        return usage("usage: --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]");
+    };
+    let num = |i: usize, default: u64| args.get(i).map_or(Some(default), |v| v.parse().ok());
+    let (Some(n), Some(size), Some(c)) = (num(1, 10_000_000), num(2, 1024), num(3, 32)) else {
+        return usage("N, SIZE and CONCURRENCY must be numbers");
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return usage("cannot find this executable");
+    };
+    match lightning_benches::remote::soak_two_process(
+        &exe,
+        system,
+        n,
+        size as usize,
+        c as usize,
+        std::time::Duration::from_secs(1),
+    ) {
+        Ok(r) => {
+            print!("{}", r.markdown());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("soak failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn usage(problem: &str) -> ExitCode {
     if !problem.is_empty() {
         eprintln!("{problem}");
     }
     eprintln!(
-        "usage: lightning-bench [--quick|--tiny] [--out DIR] [--only a,b] [--threads N]\n\
+        "usage: lightning-bench [--quick|--tiny] [--in-process | --wan [--profiles lan,continent,world]]\n\
+         \x20                      [--out DIR] [--only a,b] [--threads N]\n\
+         \x20      lightning-bench --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]\n\
+         \x20      lightning-bench --soak SYSTEM SIZE CONCURRENCY SECONDS\n\
          systems: lightning-tokio lightning-smol lightning-tokio-sync btlightning btlightning-sync quinn-raw"
     );
     if problem.is_empty() {

@@ -1,22 +1,86 @@
-//! CI smoke check: every system answers every cell of a tiny run correctly. Timings are
-//! recorded but never asserted.
+//! CI smoke check: every system answers every cell of a tiny run correctly, in one
+//! process; one Lightning system does so with its server in a child process, and through
+//! a `lan` relay. Timings are recorded but never asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use lightning_benches::wan::{run_wan, WanPlan};
 use lightning_benches::{run, write_outputs, Options, Plan, SYSTEM_NAMES};
+
+fn options() -> Options {
+    Options {
+        server_exe: Some(env!("CARGO_BIN_EXE_lightning-bench").into()),
+        verbose: false,
+    }
+}
+
+#[test]
+fn two_processes_answer_every_cell() {
+    let plan = Plan {
+        only: vec!["lightning-tokio".into()],
+        ..Plan::tiny()
+    };
+    assert!(plan.two_process, "two processes are the default");
+    let sizes = plan.sizes.clone();
+    let report = run(plan, options()).unwrap();
+    assert!(report.all_correct(), "failures: {:#?}", report.failures);
+    assert_eq!(report.processes, "two processes");
+    let setup = &report.setup[0];
+    assert_eq!(setup.system, "lightning-tokio");
+    assert!(setup.setup.n > 0, "no first-reply sample");
+    assert!(
+        setup.authenticated.as_ref().unwrap().n > 0,
+        "no authenticated sample"
+    );
+    for size in &sizes {
+        let t = report
+            .throughput
+            .iter()
+            .find(|c| c.size == *size)
+            .unwrap_or_else(|| panic!("no throughput at {size}"));
+        assert!(t.requests > 0, "no request answered at {size}");
+        assert!(t.server_cpu_us_per_req.is_some(), "no server CPU reading");
+        assert!(report
+            .latency
+            .iter()
+            .any(|c| c.size == *size && c.latency.n > 0));
+    }
+    assert!(report.fanout.is_empty() && report.connections.is_empty());
+}
+
+#[test]
+fn wan_lan_profile_answers_every_cell() {
+    let plan = WanPlan {
+        only: vec!["lightning-tokio".into()],
+        ..WanPlan::tiny()
+    };
+    let report = run_wan(plan, options()).unwrap();
+    assert!(report.all_correct(), "failures: {:#?}", report.failures);
+    assert_eq!(report.cells.len(), 1);
+    let cell = &report.cells[0];
+    assert_eq!(
+        (cell.profile.as_str(), cell.system.as_str()),
+        ("lan", "lightning-tokio")
+    );
+    assert!(cell.authenticated.n > 0 && cell.first_reply.n > 0);
+    assert!(cell.latency_1k.as_ref().unwrap().latency.n > 0);
+    assert!(cell.throughput_1k_c32.as_ref().unwrap().requests > 0);
+    assert!(cell.echo_1mb.as_ref().unwrap().latency.n > 0);
+    let relay = cell.relay.unwrap();
+    assert!(relay.forwarded > 0, "nothing went through the relay");
+    assert!(report.relay_ceiling.as_ref().unwrap().round_trips_per_s > 0.0);
+    let md = lightning_benches::wan::markdown(&report);
+    assert!(md.contains("Every system answered every request correctly."));
+}
 
 #[test]
 fn every_system_answers_every_cell() {
-    let plan = Plan::tiny();
+    let plan = Plan {
+        two_process: false,
+        ..Plan::tiny()
+    };
     let sizes = plan.sizes.clone();
     let sweep = plan.sweep.clone();
-    let report = run(
-        plan,
-        Options {
-            server_exe: Some(env!("CARGO_BIN_EXE_lightning-bench").into()),
-            verbose: false,
-        },
-    )
-    .unwrap();
+    let report = run(plan, options()).unwrap();
     assert!(report.all_correct(), "failures: {:#?}", report.failures);
 
     for system in SYSTEM_NAMES {

@@ -10,7 +10,9 @@ use btlightning::{
     QuicRequest, Sr25519Signer, SynapseHandler,
 };
 
-use super::{hotkey, ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
+use super::{
+    hotkey, ManyConns, SetupKind, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED,
+};
 use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 type Data = HashMap<String, rmpv::Value>;
@@ -43,7 +45,8 @@ pub struct BtlSys {
     name: &'static str,
     exec: Exec,
     sync_handler: bool,
-    main: Option<(Server, Arc<LightningClient>, QuicAxonInfo)>,
+    /// (own server, if not remote; client; the axon it talks to).
+    main: Option<(Option<Server>, Arc<LightningClient>, QuicAxonInfo)>,
     fan: Option<(Vec<Server>, Arc<LightningClient>, Vec<QuicAxonInfo>)>,
     many_server: Option<Server>,
     many_clients: Vec<LightningClient>,
@@ -65,6 +68,10 @@ fn axon(server: &Server) -> QuicAxonInfo {
         server.addr.port(),
         4,
     )
+}
+
+fn remote_axon(addr: SocketAddr, hotkey: &str) -> QuicAxonInfo {
+    QuicAxonInfo::new(hotkey.to_owned(), addr.ip().to_string(), addr.port(), 4)
 }
 
 async fn echo(client: &LightningClient, axon: &QuicAxonInfo, data: &Data) -> Result<(), String> {
@@ -180,8 +187,53 @@ impl System for BtlSys {
         let client = self
             .exec
             .block_on(new_client(VALIDATOR_SEED, vec![axon.clone()]))?;
-        self.main = Some((server, Arc::new(client), axon));
+        self.main = Some((Some(server), Arc::new(client), axon));
         Ok(())
+    }
+
+    fn open_remote(&mut self, addr: SocketAddr, hotkey: &str) -> Result<(), String> {
+        let axon = remote_axon(addr, hotkey);
+        let client = self
+            .exec
+            .block_on(new_client(VALIDATOR_SEED, vec![axon.clone()]))?;
+        self.main = Some((None, Arc::new(client), axon));
+        Ok(())
+    }
+
+    fn setup_remote(
+        &mut self,
+        addr: SocketAddr,
+        hotkey: &str,
+        seed: [u8; 32],
+        kind: SetupKind,
+    ) -> Result<Duration, String> {
+        let axon = remote_axon(addr, hotkey);
+        let data = data_map(64);
+        let t = Instant::now();
+        let result = self.exec.block_on(async {
+            let client = match kind {
+                SetupKind::Authenticated => new_client(seed, vec![axon.clone()]).await?,
+                SetupKind::FirstReply => {
+                    // No connect call: the endpoint only, then the query dials on demand.
+                    let mut client = LightningClient::new(super::hotkey(&seed));
+                    client.set_signer(Box::new(Sr25519Signer::from_seed(seed)));
+                    client
+                        .create_endpoint()
+                        .await
+                        .map_err(|e| format!("endpoint: {e}"))?;
+                    echo(&client, &axon, &data).await?;
+                    client
+                }
+            };
+            Ok::<_, String>(client)
+        });
+        let elapsed = t.elapsed();
+        let client = result?;
+        self.exec.block_on(async move {
+            let _ = client.close_all_connections().await;
+            drop(client);
+        });
+        Ok(elapsed)
     }
 
     fn close(&mut self) {
@@ -189,7 +241,9 @@ impl System for BtlSys {
             self.exec.block_on(async move {
                 let _ = client.close_all_connections().await;
             });
-            self.stop(server);
+            if let Some(server) = server {
+                self.stop(server);
+            }
         }
     }
 

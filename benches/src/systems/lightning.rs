@@ -8,7 +8,7 @@ use lightning_driver::{
     Runtime, ServerBuilder,
 };
 
-use super::{ManyConns, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
+use super::{ManyConns, SetupKind, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
 use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Validators that connect at once in the many-connections cell.
@@ -20,7 +20,8 @@ pub struct LightningSys {
     baseline: &'static str,
     exec: Exec,
     sync_handler: bool,
-    main: Option<(LightningServer, LightningClient, QuicAxonInfo)>,
+    /// (own server, if not remote; client; the axon it talks to).
+    main: Option<(Option<LightningServer>, LightningClient, QuicAxonInfo)>,
     fan: Option<(Vec<LightningServer>, LightningClient, Vec<QuicAxonInfo>)>,
     many_server: Option<LightningServer>,
     many_clients: Vec<LightningClient>,
@@ -192,8 +193,41 @@ impl System for LightningSys {
         let client = self.build_client(VALIDATOR_SEED)?;
         let axon = QuicAxonInfo::from_addr(server.hotkey(), server.local_addr());
         self.exec.block_on(connect(&client, vec![axon.clone()]))?;
-        self.main = Some((server, client, axon));
+        self.main = Some((Some(server), client, axon));
         Ok(())
+    }
+
+    fn open_remote(&mut self, addr: SocketAddr, hotkey: &str) -> Result<(), String> {
+        let client = self.build_client(VALIDATOR_SEED)?;
+        let axon = QuicAxonInfo::from_addr(hotkey, addr);
+        self.exec.block_on(connect(&client, vec![axon.clone()]))?;
+        self.main = Some((None, client, axon));
+        Ok(())
+    }
+
+    fn setup_remote(
+        &mut self,
+        addr: SocketAddr,
+        hotkey: &str,
+        seed: [u8; 32],
+        kind: SetupKind,
+    ) -> Result<Duration, String> {
+        let axon = QuicAxonInfo::from_addr(hotkey, addr);
+        let data = data_map(64)?;
+        let t = Instant::now();
+        let client = self.build_client(seed)?;
+        let result = self.exec.block_on(async {
+            match kind {
+                SetupKind::Authenticated => connect(&client, vec![axon.clone()]).await,
+                SetupKind::FirstReply => echo(&client, &axon, &data).await,
+            }
+        });
+        let elapsed = t.elapsed();
+        self.exec.block_on(async {
+            let _ = client.close_all_connections().await;
+            drop(client);
+        });
+        result.map(|()| elapsed)
     }
 
     fn close(&mut self) {
@@ -201,7 +235,9 @@ impl System for LightningSys {
             self.exec.block_on(async {
                 let _ = client.close_all_connections().await;
                 drop(client);
-                let _ = server.stop().await;
+                if let Some(server) = server {
+                    let _ = server.stop().await;
+                }
             });
         }
     }

@@ -23,6 +23,17 @@ pub struct ManyConns {
     pub n: usize,
 }
 
+/// What a connection-setup sample times, from building a new client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupKind {
+    /// Until the connection is authenticated: QUIC + TLS + sr25519 (for quinn-raw, until
+    /// the QUIC handshake completes).
+    Authenticated,
+    /// Until the answer to a first 64-byte echo, sent at once without connecting first
+    /// (the client dials on demand).
+    FirstReply,
+}
+
 /// One contender.
 pub trait System: Send {
     /// Short stable name used in tables and JSON.
@@ -50,6 +61,21 @@ pub trait System: Send {
     /// One connection-setup sample: fresh server (untimed), then new client + connect +
     /// handshake + first 64-byte echo (timed), then teardown (untimed).
     fn setup_once(&mut self) -> Result<Duration, String>;
+
+    /// Connects a client (no server of its own) to a server at `addr` with miner `hotkey`,
+    /// e.g. one in another process; [`latency`](Self::latency) and
+    /// [`throughput`](Self::throughput) then use it, and [`close`](Self::close) ends it.
+    fn open_remote(&mut self, addr: std::net::SocketAddr, hotkey: &str) -> Result<(), String>;
+
+    /// One connection-setup sample against a server at `addr`: a new client with
+    /// validator `seed`, timed as `kind` says, then torn down (untimed).
+    fn setup_remote(
+        &mut self,
+        addr: std::net::SocketAddr,
+        hotkey: &str,
+        seed: [u8; 32],
+        kind: SetupKind,
+    ) -> Result<Duration, String>;
 
     /// Starts `servers` servers and connects one new client to all of them; returns the
     /// time to connect.

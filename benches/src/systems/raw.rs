@@ -10,7 +10,7 @@ use lightning_proto::frame::{MessageType, FRAME_HEADER_LEN};
 use lightning_proto::message::{DataMap, SynapsePacket, SynapseResponse, WireMessage};
 use quinn::rustls;
 
-use super::{ManyConns, System, REQUEST_TIMEOUT, SYNAPSE};
+use super::{ManyConns, SetupKind, System, REQUEST_TIMEOUT, SYNAPSE};
 use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Largest frame either side reads (the protocol's default maximum).
@@ -28,7 +28,8 @@ pub struct RawQuinn {
     exec: Exec,
     client_config: quinn::ClientConfig,
     server_config: quinn::ServerConfig,
-    main: Option<(Server, quinn::Endpoint, quinn::Connection)>,
+    /// (own server, if not remote; client endpoint; connection).
+    main: Option<(Option<Server>, quinn::Endpoint, quinn::Connection)>,
     fan: Option<(Vec<Server>, quinn::Endpoint, Vec<quinn::Connection>)>,
     many_server: Option<Server>,
     many_clients: Vec<(quinn::Endpoint, quinn::Connection)>,
@@ -108,6 +109,9 @@ fn configs() -> Result<(quinn::ClientConfig, quinn::ServerConfig), String> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(128u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
+    // Lightning and btlightning keep idle connections alive; without this the WAN cells'
+    // long-lived quinn-raw connection idles out (30 s) while the other systems take their turns.
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
     let transport = Arc::new(transport);
 
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
@@ -284,8 +288,41 @@ impl System for RawQuinn {
         let server = self.start_server()?;
         let ep = self.client()?;
         let conn = self.exec.block_on(connect(&ep, server.addr))?;
-        self.main = Some((server, ep, conn));
+        self.main = Some((Some(server), ep, conn));
         Ok(())
+    }
+
+    fn open_remote(&mut self, addr: SocketAddr, _hotkey: &str) -> Result<(), String> {
+        let ep = self.client()?;
+        let conn = self.exec.block_on(connect(&ep, addr))?;
+        self.main = Some((None, ep, conn));
+        Ok(())
+    }
+
+    fn setup_remote(
+        &mut self,
+        addr: SocketAddr,
+        _hotkey: &str,
+        _seed: [u8; 32],
+        kind: SetupKind,
+    ) -> Result<Duration, String> {
+        let data = data_map(64)?;
+        let t = Instant::now();
+        let ep = self.client()?;
+        let result = self.exec.block_on(async {
+            let conn = connect(&ep, addr).await?;
+            if kind == SetupKind::FirstReply {
+                echo(&conn, &data).await?;
+            }
+            Ok::<_, String>(conn)
+        });
+        let elapsed = t.elapsed();
+        if let Ok(conn) = &result {
+            conn.close(0u32.into(), b"done");
+        }
+        let _guard = self.exec.enter();
+        drop(ep);
+        result.map(|_| elapsed)
     }
 
     fn close(&mut self) {
@@ -293,7 +330,9 @@ impl System for RawQuinn {
             conn.close(0u32.into(), b"done");
             self.exec.block_on(async move {
                 ep.wait_idle().await;
-                server.endpoint.close(0u32.into(), b"done");
+                if let Some(server) = server {
+                    server.endpoint.close(0u32.into(), b"done");
+                }
             });
         }
     }
