@@ -206,7 +206,7 @@ impl Client {
                     error: error.clone(),
                 });
                 for id in failed {
-                    if let Some(req) = self.requests.remove(&id) {
+                    if let Some(req) = take_request(&mut self.requests, &mut self.deadlines, id) {
                         to_release.push(req);
                     }
                     self.events.push_back(ClientEvent::RequestFailed {

@@ -46,7 +46,7 @@ impl Client {
                 self.close_conn(now, ch, reason);
             }
             for id in peer.waiting {
-                if let Some(req) = self.requests.remove(&id) {
+                if let Some(req) = take_request(&mut self.requests, &mut self.deadlines, id) {
                     self.abort_stream(now, &req, 0);
                     self.events.push_back(ClientEvent::RequestFailed {
                         id,
@@ -235,7 +235,7 @@ impl ConnRole for Client {
                 // Requests that never reached a stream cannot be sent any more.
                 let waiting: Vec<QueryId> = peer.waiting.drain(..).collect();
                 for id in waiting {
-                    if self.requests.remove(&id).is_some() {
+                    if take_request(&mut self.requests, &mut self.deadlines, id).is_some() {
                         self.events.push_back(ClientEvent::RequestFailed {
                             id,
                             error: ClientError::ConnectionLost(end.clone()),
@@ -260,7 +260,7 @@ impl ConnRole for Client {
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            self.requests.remove(&id);
+            take_request(&mut self.requests, &mut self.deadlines, id);
             self.events.push_back(ClientEvent::RequestFailed {
                 id,
                 error: ClientError::ConnectionLost(end.clone()),
@@ -301,7 +301,7 @@ impl Client {
         }
         let waiting: Vec<QueryId> = peer.waiting.drain(..).collect();
         for id in waiting {
-            if self.requests.remove(&id).is_some() {
+            if take_request(&mut self.requests, &mut self.deadlines, id).is_some() {
                 events.push(ClientEvent::RequestFailed {
                     id,
                     error: error.clone(),

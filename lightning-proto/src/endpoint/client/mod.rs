@@ -250,7 +250,7 @@ pub(crate) struct CConn {
     streams: IdMap<StreamId, OpenStream>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 /// Connection deadlines carry a [`ConnRef`]: quinn hands a closed connection's handle to
 /// the next one, and a deadline left over from the old connection must not fire on the
 /// new one.
@@ -276,6 +276,17 @@ pub struct Client {
     deadlines: Timers<Deadline>,
     events: VecDeque<ClientEvent>,
     next_request: u64,
+}
+
+/// Takes request `id` out of the table and cancels its deadline: the one way a request
+/// ends, so that no deadline outlives its request.
+fn take_request(
+    requests: &mut IdMap<QueryId, Request>,
+    deadlines: &mut Timers<Deadline>,
+    id: QueryId,
+) -> Option<Request> {
+    deadlines.cancel(&Deadline::Request(id));
+    requests.remove(&id)
 }
 
 impl std::fmt::Debug for Client {

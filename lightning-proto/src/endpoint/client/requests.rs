@@ -89,7 +89,7 @@ impl Client {
     /// Abandons a request: its stream is reset and stopped, so the miner sees the
     /// cancellation and can stop working. No further events are emitted for it.
     pub fn cancel(&mut self, now: Instant, id: QueryId) {
-        if let Some(req) = self.requests.remove(&id) {
+        if let Some(req) = take_request(&mut self.requests, &mut self.deadlines, id) {
             self.abort_stream(now, &req, 0);
         }
     }

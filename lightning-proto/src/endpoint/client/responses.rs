@@ -116,7 +116,7 @@ impl Client {
         id: QueryId,
         result: Result<ClientEvent, ClientError>,
     ) {
-        let Some(req) = self.requests.remove(&id) else {
+        let Some(req) = take_request(&mut self.requests, &mut self.deadlines, id) else {
             return;
         };
         match result {

@@ -28,7 +28,7 @@ impl Server {
                 wire_errors::REQUEST_PROCESSING_FAILED,
             ),
         };
-        self.requests.remove(&id);
+        self.forget_request(id);
         self.answer(ch, stream, response.encode());
         Ok(())
     }
@@ -60,7 +60,7 @@ impl Server {
             }
             Err(e) => return Err(e),
         };
-        self.requests.remove(&id);
+        self.forget_request(id);
         self.answer(ch, stream, frame);
         Ok(())
     }
@@ -232,7 +232,7 @@ impl Server {
                 error: Some(wire_errors::STREAM_PROCESSING_FAILED.into()),
             },
         };
-        self.requests.remove(&id);
+        self.forget_request(id);
         self.answer(ch, stream, end.encode());
         Ok(())
     }

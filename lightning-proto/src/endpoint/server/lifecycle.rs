@@ -138,6 +138,14 @@ impl ConnRole for Server {
             streams,
             ..
         } = conn;
+        let gone = ConnRef {
+            handle: ch,
+            serial: id.0,
+        };
+        self.deadlines.cancel(&Deadline::Auth(gone));
+        for stream in streams.keys() {
+            self.forget_stream_deadlines(gone, *stream);
+        }
         if !streams.is_empty() {
             self.released.push(ch);
         }

@@ -408,7 +408,7 @@ enum Hold {
 /// The server's own deadlines. Those of a connection or stream carry a [`ConnRef`], so
 /// one left over from a closed connection never fires on a later one with the same
 /// quinn handle.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Deadline {
     Auth(ConnRef),
     Read(ConnRef, StreamId),

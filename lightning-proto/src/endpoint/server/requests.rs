@@ -114,6 +114,12 @@ impl Server {
             // Only the first frame counts (PROTOCOL §2); drop the rest of the stream.
             let _ = conn.recv_stream(stream).stop(VarInt::from_u32(0));
         }
+        if done {
+            // Nothing more to read: the read deadline has no object.
+            if let Some(conn) = self.core.conn_ref(ch) {
+                self.deadlines.cancel(&Deadline::Read(conn, stream));
+            }
+        }
         if reset {
             self.abandon_stream(ch, stream);
             return;

@@ -35,6 +35,9 @@ impl Server {
         ch: ConnectionHandle,
         stream: StreamId,
     ) -> Option<SStream> {
+        if let Some(conn) = self.core.conn_ref(ch) {
+            self.forget_stream_deadlines(conn, stream);
+        }
         let c = self.core.state_mut(ch)?;
         let mut s = c.streams.remove(&stream)?;
         c.open_streams = c.open_streams.saturating_sub(1);
@@ -73,7 +76,7 @@ impl Server {
             ..
         }) = removed
         {
-            if self.requests.remove(&id).is_some() {
+            if self.forget_request(id) {
                 self.events
                     .push_back(ServerEvent::RequestCancelled { id, reason });
             }
@@ -220,5 +223,20 @@ impl Server {
             }
             self.apply_window(ch);
         }
+    }
+}
+
+impl Server {
+    /// Request `id` is done with (answered, cancelled or gone): it leaves the table and
+    /// its handler deadline is cancelled. Whether it was still there.
+    pub(super) fn forget_request(&mut self, id: RequestId) -> bool {
+        self.deadlines.cancel(&Deadline::Handler(id));
+        self.requests.remove(&id).is_some()
+    }
+
+    /// Cancels the read and send deadlines of stream `stream` of connection `conn`.
+    pub(super) fn forget_stream_deadlines(&mut self, conn: ConnRef, stream: StreamId) {
+        self.deadlines.cancel(&Deadline::Read(conn, stream));
+        self.deadlines.cancel(&Deadline::Send(conn, stream));
     }
 }
