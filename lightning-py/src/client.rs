@@ -156,7 +156,7 @@ impl PyClient {
         keep_alive_interval_secs=None, reconnect_initial_backoff_secs=None,
         reconnect_max_backoff_secs=None, reconnect_max_retries=None,
         max_frame_payload_bytes=None, max_stream_payload_bytes=None, max_connections=None,
-        stream_chunk_timeout_secs=None))]
+        stream_chunk_timeout_secs=None, pipeline_first_requests=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         wallet_hotkey: String,
@@ -170,6 +170,7 @@ impl PyClient {
         max_stream_payload_bytes: Option<u64>,
         max_connections: Option<usize>,
         stream_chunk_timeout_secs: Option<u64>,
+        pipeline_first_requests: Option<bool>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::default();
         let reconnect = ReconnectPolicy::default();
@@ -215,6 +216,9 @@ impl PyClient {
         }
         if let Some(n) = max_connections {
             config.max_connections = n;
+        }
+        if let Some(pipeline) = pipeline_first_requests {
+            config.pipeline_first_requests = pipeline;
         }
         config.validate().map_err(|e| config_error(e.to_string()))?;
         Ok(Self {

@@ -68,6 +68,7 @@ class RustLightning:
         max_stream_payload_bytes: Optional[int] = None,
         max_connections: Optional[int] = None,
         stream_chunk_timeout_secs: Optional[int] = None,
+        pipeline_first_requests: Optional[bool] = None,
     ) -> None: ...
     @property
     def wallet_hotkey(self) -> str: ...

@@ -69,6 +69,11 @@ class Lightning:
     queries before it raise ``ConnectionError("connection error: QUIC endpoint not
     initialized")``. Configuration is validated here: ``ValueError("config error: ...")``.
     Safe to use from many threads at once.
+
+    ``pipeline_first_requests`` (default on): against a Lightning miner, the first queries
+    travel right behind the handshake and are answered one round trip sooner; a
+    btlightning miner is never sent one early. Set it to ``False`` if query contents must
+    reach only a miner that has proven its hotkey.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Lightning:
         *,
         max_connections: Optional[int] = None,
         stream_chunk_timeout_secs: Optional[int] = None,
+        pipeline_first_requests: Optional[bool] = None,
     ) -> None:
         self.wallet_hotkey = wallet_hotkey
         self._native = RustLightning(
@@ -99,6 +105,7 @@ class Lightning:
             max_stream_payload_bytes=max_stream_payload_bytes,
             max_connections=max_connections,
             stream_chunk_timeout_secs=stream_chunk_timeout_secs,
+            pipeline_first_requests=pipeline_first_requests,
         )
 
     def set_validator_keypair(self, keypair_seed: bytes) -> None:
