@@ -246,26 +246,17 @@ impl Server {
         }
         self.queued_out_total = (self.queued_out_total + after).saturating_sub(before);
         let cap = self.config.max_queued_response_bytes_per_connection;
-        let mut waiters = Vec::new();
+        let mut half_drained = false;
         if let Some(c) = self.core.state_mut(ch) {
             c.queued_out = (c.queued_out + after).saturating_sub(before);
             // Waiters are woken together once the backlog is half drained, not at every
             // byte below the cap: one chunk refills it, and waking every waiter each time
             // (over a hundred on a connection that reads slowly) costs the endpoint task
             // more than the bytes that moved.
-            if c.queued_out < cap / 2 {
-                waiters = std::mem::take(&mut c.writable_waiters);
-            }
+            half_drained = c.queued_out < cap / 2 && !c.writable_waiters.is_empty();
         }
-        for stream in waiters {
-            if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
-                if let (true, Phase::Handling { id, .. }) =
-                    (std::mem::take(&mut s.notify_writable), &s.phase)
-                {
-                    let id = *id;
-                    self.events.push_back(ServerEvent::StreamWritable { id });
-                }
-            }
+        if half_drained {
+            self.wake_writable(ch);
         }
         if after < before {
             self.released.push(ch);
