@@ -239,11 +239,8 @@ fn add_saturating(now: Instant, delay: Duration) -> Instant {
 mod tests {
     use super::*;
 
-    /// An arbitrary origin. Only differences from it matter; the state never
-    /// reads the clock itself.
-    #[allow(clippy::disallowed_methods)]
     fn t0() -> Instant {
-        Instant::now()
+        crate::test_clock::origin()
     }
 
     fn secs(s: u64) -> Duration {
