@@ -78,6 +78,9 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     armed_at: Option<Instant>,
     commands: Pin<Box<async_channel::Receiver<Ro::Command>>>,
     commands_closed: bool,
+    /// Where datagrams come from when this driver shares its port with others: the
+    /// router's batches for it (its socket then only sends).
+    inbox: Option<Pin<Box<async_channel::Receiver<Vec<Datagram>>>>>,
     shutting_down: bool,
     tx_buf: Vec<u8>,
     /// One receive batch, reused.
@@ -119,12 +122,73 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             armed_at: None,
             commands: Box::pin(commands),
             commands_closed: false,
+            inbox: None,
             shutting_down: false,
             tx_buf: Vec::with_capacity(64 * 1024),
             rx: Vec::new(),
             pending: None,
             flush_deferred: false,
         }
+    }
+
+    /// Takes datagrams from a router instead of reading the socket (which then only
+    /// sends): one driver of several behind one port.
+    pub fn with_inbox(mut self, inbox: async_channel::Receiver<Vec<Datagram>>) -> Self {
+        self.inbox = Some(Box::pin(inbox));
+        self
+    }
+
+    /// Hands one batch of received datagrams to the endpoint, delivering events and
+    /// flushing as they come (see `EVENTS_PER_FLUSH`).
+    fn deliver(&mut self, cx: &mut Context<'_>, now: Instant, rx: &mut Vec<Datagram>) {
+        let mut since_flush = 0;
+        for d in rx.drain(..) {
+            self.role.endpoint().handle_datagram(now, d);
+            since_flush += self.role.dispatch_events(now);
+            if since_flush >= EVENTS_PER_FLUSH {
+                since_flush = 0;
+                self.flush(cx, now);
+            }
+        }
+    }
+
+    /// Receives up to `RECV_BATCHES_PER_ROUND` batches, from the socket or the inbox;
+    /// whether any datagram came.
+    fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut busy = false;
+        for _ in 0..RECV_BATCHES_PER_ROUND {
+            let mut rx = match self.inbox.as_mut() {
+                Some(inbox) => match inbox.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(batch)) => batch,
+                    Poll::Ready(None) | Poll::Pending => break,
+                },
+                None => {
+                    let mut rx = std::mem::take(&mut self.rx);
+                    match self.socket.poll_recv(cx, |d| rx.push(d)) {
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => {
+                            tracing::warn!("UDP receive failed: {e}");
+                            self.rx = rx;
+                            break;
+                        }
+                        Poll::Pending => {
+                            self.rx = rx;
+                            break;
+                        }
+                    }
+                    rx
+                }
+            };
+            let bytes = rx.iter().map(|d| d.payload.len()).sum();
+            busy |= !rx.is_empty();
+            self.role.io().received(rx.len(), bytes);
+            self.deliver(cx, now, &mut rx);
+            if self.inbox.is_none() {
+                // The socket's batch buffer is kept for the next receive.
+                self.rx = rx;
+            }
+        }
+        busy
     }
 
     /// One round.
@@ -157,37 +221,8 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             busy = true;
         }
 
-        // 2. Datagrams, with events delivered and output flushed as they come (see
-        // `EVENTS_PER_FLUSH`).
-        for _ in 0..RECV_BATCHES_PER_ROUND {
-            let rx = &mut self.rx;
-            let mut bytes = 0;
-            match self.socket.poll_recv(cx, |d| {
-                bytes += d.payload.len();
-                rx.push(d);
-            }) {
-                Poll::Ready(Ok(n)) => {
-                    busy |= n > 0;
-                    self.role.io().received(n, bytes);
-                }
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!("UDP receive failed: {e}");
-                    break;
-                }
-                Poll::Pending => break,
-            }
-            let mut rx = std::mem::take(&mut self.rx);
-            let mut since_flush = 0;
-            for d in rx.drain(..) {
-                self.role.endpoint().handle_datagram(now, d);
-                since_flush += self.role.dispatch_events(now);
-                if since_flush >= EVENTS_PER_FLUSH {
-                    since_flush = 0;
-                    self.flush(cx, now);
-                }
-            }
-            self.rx = rx;
-        }
+        // 2. Datagrams, with events delivered and output flushed as they come.
+        busy |= self.receive(cx, now);
 
         // 3. The deadline.
         if self.deadline.is_some_and(|at| at <= now) {

@@ -97,6 +97,15 @@ impl Histogram {
             .map(|(le, _)| le)
     }
 
+    /// Adds another histogram's observations (same buckets).
+    pub(crate) fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_nanos = self.sum_nanos.saturating_add(other.sum_nanos);
+        self.count += other.count;
+    }
+
     fn per_bucket(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKETS
             .iter()
@@ -128,6 +137,15 @@ impl IoCounters {
     pub(crate) fn received(&mut self, datagrams: usize, bytes: usize) {
         self.datagrams_in += datagrams as u64;
         self.bytes_in += bytes as u64;
+    }
+
+    /// Adds another endpoint's traffic.
+    pub(crate) fn merge(&mut self, other: &IoCounters) {
+        self.datagrams_in += other.datagrams_in;
+        self.bytes_in += other.bytes_in;
+        self.datagrams_out += other.datagrams_out;
+        self.bytes_out += other.bytes_out;
+        self.send_errors += other.send_errors;
     }
 
     #[inline]
@@ -195,6 +213,33 @@ impl PathSummary {
             s.cwnd_mean = (cwnd_total / s.connections as u128) as u64;
         }
         s
+    }
+}
+
+impl PathSummary {
+    /// Combines the summaries of two disjoint sets of connections.
+    pub(crate) fn merge(&mut self, other: &PathSummary) {
+        if other.connections == 0 {
+            return;
+        }
+        if self.connections == 0 {
+            *self = *other;
+            return;
+        }
+        let (a, b) = (self.connections as u128, other.connections as u128);
+        let mean = |x: u128, y: u128| ((x * a + y * b) / (a + b)) as u64;
+        self.rtt_mean =
+            Duration::from_nanos(mean(self.rtt_mean.as_nanos(), other.rtt_mean.as_nanos()));
+        self.cwnd_mean = mean(u128::from(self.cwnd_mean), u128::from(other.cwnd_mean));
+        self.connections += other.connections;
+        self.rtt_min = self.rtt_min.min(other.rtt_min);
+        self.rtt_max = self.rtt_max.max(other.rtt_max);
+        self.cwnd_min = self.cwnd_min.min(other.cwnd_min);
+        self.cwnd_max = self.cwnd_max.max(other.cwnd_max);
+        self.sent_packets += other.sent_packets;
+        self.lost_packets += other.lost_packets;
+        self.lost_bytes += other.lost_bytes;
+        self.congestion_events += other.congestion_events;
     }
 }
 
@@ -283,6 +328,13 @@ impl ClosedConnections {
         self.0.iter().sum()
     }
 
+    /// Adds another endpoint's closures.
+    pub(crate) fn merge(&mut self, other: &ClosedConnections) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+
     /// `(label, count)` for every reason.
     pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
         CloseReason::ALL
@@ -301,6 +353,13 @@ impl ReasonCounts {
         match self.0.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, c)) => *c += n,
             None => self.0.push((reason, n)),
+        }
+    }
+
+    /// Adds another endpoint's counts.
+    pub(crate) fn merge(&mut self, other: &ReasonCounts) {
+        for (reason, n) in other.iter() {
+            self.add(reason, n);
         }
     }
 

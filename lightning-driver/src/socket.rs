@@ -77,6 +77,22 @@ impl<R: Runtime> EndpointSocket<R> {
         addr: SocketAddr,
         buffer_bytes: usize,
     ) -> io::Result<(Self, SocketBuffers)> {
+        let (mut sockets, buffers) = Self::bind_shared(runtime, addr, buffer_bytes, 1)?;
+        let socket = sockets
+            .pop()
+            .ok_or_else(|| io::Error::other("no socket bound"))?;
+        Ok((socket, buffers))
+    }
+
+    /// Like [`bind`](Self::bind), returning `handles` handles on the one socket (each a
+    /// duplicate descriptor, registered with the runtime on its own, so several tasks can
+    /// each wait for its readiness): one reads, the others send.
+    pub fn bind_shared(
+        runtime: &R,
+        addr: SocketAddr,
+        buffer_bytes: usize,
+        handles: usize,
+    ) -> io::Result<(Vec<Self>, SocketBuffers)> {
         let socket = bind_udp(addr)?;
         let v6 = socket.local_addr()?.is_ipv6();
         socket.set_nonblocking(true)?;
@@ -99,17 +115,34 @@ impl<R: Runtime> EndpointSocket<R> {
                 "UDP receive buffer is smaller than asked (raise net.core.rmem_max)"
             );
         }
-        let io = runtime.wrap_udp(socket)?;
-        Ok((
-            Self {
-                io,
+        let handles = handles.max(1);
+        let mut original = Some(socket);
+        let mut out = Vec::with_capacity(handles);
+        for i in 0..handles {
+            let handle = match original.take() {
+                Some(socket) if i + 1 == handles => socket,
+                Some(socket) => {
+                    let clone = socket.try_clone()?;
+                    original = Some(socket);
+                    clone
+                }
+                None => return Err(io::Error::other("socket handle lost")),
+            };
+            let state = UdpSocketState::new((&handle).into())?;
+            out.push(Self {
+                io: runtime.wrap_udp(handle)?,
                 state,
-                recv_buf: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
+                recv_buf: if i == 0 {
+                    vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice()
+                } else {
+                    // Only the first handle receives.
+                    Box::default()
+                },
                 metas: [RecvMeta::default(); BATCH_SIZE],
                 v6,
-            },
-            buffers,
-        ))
+            });
+        }
+        Ok((out, buffers))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -17,6 +17,7 @@ pub struct ServerBuilder<R: Runtime> {
     pub(super) allowlist: Option<HashSet<IpAddr>>,
     pub(super) source_resolver: Option<(SourceResolver, Duration)>,
     pub(super) observer: Option<HandshakeObserver>,
+    pub(super) drivers: Option<usize>,
 }
 
 impl<R: Runtime> std::fmt::Debug for ServerBuilder<R> {
@@ -59,6 +60,7 @@ impl<R: Runtime> ServerBuilder<R> {
             allowlist: None,
             source_resolver: None,
             observer: None,
+            drivers: None,
         }
     }
 
@@ -211,6 +213,20 @@ impl<R: Runtime> ServerBuilder<R> {
         self
     }
 
+    /// How many endpoint drivers serve the port, each on its own task with its own
+    /// connections (`docs/multi-driver.md`); 1 to [`MAX_DRIVERS`]. By default
+    /// [`default_drivers`]: one per available core, at most 8.
+    ///
+    /// Several drivers let a miner's QUIC, TLS and dispatch use several cores when many
+    /// validators connect; one validator's connection is always served by one driver.
+    /// What protects the miner stays global (replay cache, rate and connection limits,
+    /// budgets, hotkey replacement). With one driver datagrams go straight from the
+    /// socket to the endpoint, with no router in between.
+    pub fn drivers(mut self, n: usize) -> Self {
+        self.drivers = Some(n);
+        self
+    }
+
     /// Called on the endpoint task after each successful validator handshake.
     pub fn on_handshake(
         mut self,
@@ -260,75 +276,216 @@ impl<R: Runtime> ServerBuilder<R> {
             config.stateless_reset_secret =
                 identity.reset_secret(self.bind.port()).map(ResetSecret);
         }
-        let now = Instant::now();
-        let mut endpoint = Server::new(
-            config,
-            identity.hotkey.clone(),
-            identity.signer.clone(),
-            self.tls,
-            self.rng_seed.unwrap_or_else(os_seed),
-            now,
-            unix_ms(),
-        )?;
-        let mut handlers = Vec::new();
-        let mut metrics = ServerCounters::default();
-        for (name, h) in self.handlers {
-            let index = endpoint.register_synapse(name.clone(), synapse_kind(&h));
-            metrics.register(index.slot(), &name);
-            install(&mut handlers, index, h);
+        let drivers = self.drivers.unwrap_or_else(default_drivers);
+        if drivers == 0 || drivers > MAX_DRIVERS {
+            return Err(LightningError::Config(format!(
+                "drivers must be between 1 and {MAX_DRIVERS}, not {drivers}"
+            )));
         }
-        if self.config.require_validator_permit {
-            endpoint.set_permitted_validators(permitted);
+        if drivers > 1 {
+            // Each driver keeps its own waiting streams: the cap is shared out so that
+            // the whole server still waits for at most `max_waiting_requests`.
+            config.max_waiting_requests = config.max_waiting_requests.div_ceil(drivers);
+            config.max_waiting_requests_per_connection = config
+                .max_waiting_requests_per_connection
+                .min(config.max_waiting_requests);
         }
-        endpoint.set_source_allowlist(allowlist);
-        let fingerprint = endpoint.fingerprint().to_string();
+        let base_seed = self.rng_seed.unwrap_or_else(os_seed);
+        let (sockets, buffers) = EndpointSocket::bind_shared(
+            &self.runtime,
+            self.bind,
+            self.socket_buffer,
+            drivers + usize::from(drivers > 1),
+        )
+        .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
+        let local_addr = sockets
+            .first()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(|e| LightningError::Local(e.to_string()))?
+            .ok_or_else(|| LightningError::Local("no socket".into()))?;
+        let mut sockets = sockets.into_iter();
+        let router_socket = if drivers > 1 { sockets.next() } else { None };
 
-        let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
-            .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| LightningError::Local(e.to_string()))?;
-        let (tx, rx) = async_channel::unbounded();
-        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-        let role = ServerRole {
-            ep: endpoint,
-            runtime: self.runtime.clone(),
-            handlers,
-            commands: tx.downgrade(),
-            inflight: IdMap::default(),
-            observer: self.observer,
-            stop: false,
-            stop_deadline: None,
-            stop_replies: Vec::new(),
-            _done: done_tx,
-            metrics,
+        // Every driver answers with one certificate, one reset secret and one set of
+        // handlers; each has its own command queue and random seed.
+        let channels: Vec<_> = (0..drivers).map(|_| async_channel::unbounded()).collect();
+        let senders: Vec<async_channel::Sender<Command>> =
+            channels.iter().map(|(tx, _)| tx.clone()).collect();
+        let tls = match (self.tls, drivers) {
+            (Some(tls), _) => Some(tls),
+            (None, 1) => None,
+            (None, _) => Some(TlsIdentity::self_signed(derive_seed(&base_seed, 0xf0))),
         };
-        let driver = Driver::new(&self.runtime, role, socket, rx);
-        self.runtime.spawn(driver);
+        let group = (drivers > 1).then(|| {
+            let members = senders
+                .iter()
+                .map(|tx| group::Member::new(tx.downgrade()))
+                .collect();
+            Arc::new(group::Group::new(LocalLimits::new(&config), members))
+        });
+        let routing = CidRouting::new(
+            drivers as u8,
+            u64::from_le_bytes(
+                derive_seed(&base_seed, 0xf1)[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            ),
+        );
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let (alive_tx, alive_rx) = async_channel::bounded::<()>(1);
+        let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..drivers)
+            .map(|_| async_channel::bounded::<Vec<Datagram>>(group::INBOX_BATCHES))
+            .unzip();
+        let now = Instant::now();
+        let mut fingerprint = String::new();
+        for (index, ((socket, (tx, rx)), inbox)) in sockets.zip(channels).zip(inbox_rxs).enumerate()
+        {
+            let seed = if drivers == 1 {
+                base_seed
+            } else {
+                derive_seed(&base_seed, index as u8)
+            };
+            let mut endpoint = match (&group, &tls) {
+                (Some(group), Some(tls)) => Server::new_in_group(
+                    config.clone(),
+                    identity.hotkey.clone(),
+                    identity.signer.clone(),
+                    tls.clone(),
+                    seed,
+                    now,
+                    unix_ms(),
+                    GroupMember {
+                        index: index as u8,
+                        routing,
+                        limits: Box::new(group::GroupLimits {
+                            group: group.clone(),
+                            index,
+                        }),
+                        group_secret: derive_seed(&base_seed, 0xf2),
+                    },
+                )?,
+                _ => Server::new(
+                    config.clone(),
+                    identity.hotkey.clone(),
+                    identity.signer.clone(),
+                    tls.clone(),
+                    seed,
+                    now,
+                    unix_ms(),
+                )?,
+            };
+            let mut handlers = Vec::new();
+            let mut metrics = ServerCounters::default();
+            // Sorted, so that every driver gives each synapse the same index.
+            let mut named: Vec<_> = self.handlers.iter().collect();
+            named.sort_by(|a, b| a.0.cmp(b.0));
+            for (name, h) in named {
+                let index = endpoint.register_synapse(name.clone(), synapse_kind(h));
+                metrics.register(index.slot(), name);
+                install(&mut handlers, index, h.clone());
+            }
+            if self.config.require_validator_permit {
+                endpoint.set_permitted_validators(permitted.clone());
+            }
+            endpoint.set_source_allowlist(allowlist.clone());
+            fingerprint = endpoint.fingerprint().to_string();
+            let role = ServerRole {
+                ep: endpoint,
+                runtime: self.runtime.clone(),
+                handlers,
+                commands: tx.downgrade(),
+                inflight: IdMap::default(),
+                observer: self.observer.clone(),
+                stop: false,
+                stop_deadline: None,
+                stop_replies: Vec::new(),
+                _done: done_tx.clone(),
+                metrics,
+                group: group.clone().map(|g| (g, index)),
+                _alive: Some(alive_tx.clone()),
+            };
+            let driver = Driver::new(&self.runtime, role, socket, rx);
+            if drivers == 1 {
+                self.runtime.spawn(driver);
+            } else {
+                self.runtime.spawn(driver.with_inbox(inbox));
+            }
+        }
+        drop(alive_tx);
+        if let Some(socket) = router_socket {
+            self.runtime.spawn(group::Router {
+                socket,
+                routing,
+                batches: (0..drivers).map(|_| Vec::new()).collect(),
+                inboxes: inbox_txs,
+                alive: Box::pin(alive_rx),
+                _done: done_tx.clone(),
+            });
+        }
+        drop(done_tx);
 
+        let weak: Vec<_> = senders.iter().map(|tx| tx.downgrade()).collect();
         if let Some((resolve, every)) = self.permit_resolver {
-            let commands = tx.downgrade();
-            spawn_refresh(&self.runtime, every, commands, move || {
+            spawn_refresh(&self.runtime, every, weak.clone(), move || {
                 let resolve = resolve.clone();
-                async move { resolve().await.map(Command::SetPermitted) }
+                async move { resolve().await.map(Policy::Permitted) }
             });
         }
         if let Some((resolve, every)) = self.source_resolver {
-            let commands = tx.downgrade();
-            spawn_refresh(&self.runtime, every, commands, move || {
+            spawn_refresh(&self.runtime, every, weak, move || {
                 let resolve = resolve.clone();
-                async move { resolve().await.map(Command::SetAllowlist) }
+                async move { resolve().await.map(Policy::Allowlist) }
             });
         }
 
         Ok(LightningServer {
-            commands: tx,
+            drivers: senders,
             done: done_rx,
             local_addr,
             hotkey: identity.hotkey,
             fingerprint,
             buffers,
         })
+    }
+}
+
+/// The default number of endpoint drivers: one per available core, at most 8.
+pub fn default_drivers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// A seed of its own for `label` (a driver index, or one of the group's secrets), drawn
+/// from `base` (splitmix64 over each word: distinct labels give unrelated seeds).
+fn derive_seed(base: &[u8; 32], label: u8) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, (word, chunk)) in out.chunks_mut(8).zip(base.chunks(8)).enumerate() {
+        let mut x = u64::from_le_bytes(chunk.try_into().unwrap_or_default())
+            ^ (u64::from(label) << 8 | i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// A policy a resolver refreshes, sent to every driver.
+#[derive(Clone)]
+pub(super) enum Policy {
+    Permitted(HashSet<String>),
+    Allowlist(Option<HashSet<IpAddr>>),
+}
+
+impl From<Policy> for Command {
+    fn from(policy: Policy) -> Command {
+        match policy {
+            Policy::Permitted(set) => Command::SetPermitted(set),
+            Policy::Allowlist(list) => Command::SetAllowlist(list),
+        }
     }
 }
 
@@ -344,27 +501,31 @@ pub(super) fn synapse_kind(handler: &Handler) -> SynapseKind {
 pub(super) fn spawn_refresh<R, F, Fut>(
     runtime: &R,
     every: Duration,
-    commands: async_channel::WeakSender<Command>,
+    commands: Vec<async_channel::WeakSender<Command>>,
     resolve: F,
 ) where
     R: Runtime,
     F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = std::result::Result<Command, String>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<Policy, String>> + Send + 'static,
 {
     let mut timer = runtime.timer(Instant::now() + every);
     runtime.spawn(async move {
         loop {
             futures_lite::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
-            if commands.upgrade().is_none() {
+            if commands.iter().all(|c| c.upgrade().is_none()) {
                 return;
             }
             match resolve().await {
-                Ok(command) => match commands.upgrade() {
-                    Some(tx) => {
-                        let _ = tx.try_send(command);
+                Ok(policy) => {
+                    let mut any = false;
+                    for tx in commands.iter().filter_map(|c| c.upgrade()) {
+                        any = true;
+                        let _ = tx.try_send(Command::from(policy.clone()));
                     }
-                    None => return,
-                },
+                    if !any {
+                        return;
+                    }
+                }
                 Err(e) => tracing::warn!("policy refresh failed, keeping the previous one: {e}"),
             }
             timer.reset(Instant::now() + every);

@@ -123,7 +123,52 @@ pub struct ServerMetrics {
     pub path: PathSummary,
 }
 
+impl SynapseMetrics {
+    fn merge(&mut self, other: &SynapseMetrics) {
+        self.registered |= other.registered;
+        self.ok += other.ok;
+        self.error += other.error;
+        self.timed_out += other.timed_out;
+        self.peer_cancelled += other.peer_cancelled;
+        self.connection_lost += other.connection_lost;
+        self.peer_stalled += other.peer_stalled;
+        self.handler_seconds.merge(&other.handler_seconds);
+        self.stream_chunks += other.stream_chunks;
+        self.stream_chunk_bytes += other.stream_chunk_bytes;
+    }
+}
+
 impl ServerMetrics {
+    /// The snapshots of the drivers of one port as one: counters and tables summed;
+    /// figures of what the drivers share (nonces, reserved request bytes) taken once.
+    pub(crate) fn merge(parts: Vec<ServerMetrics>) -> ServerMetrics {
+        let mut parts = parts.into_iter();
+        let mut total = parts.next().unwrap_or_default();
+        for p in parts {
+            total.stats.add(&p.stats);
+            total.connections += p.connections;
+            total.unauthenticated += p.unauthenticated;
+            total.validators += p.validators;
+            total.closed.merge(&p.closed);
+            total.handshakes_refused.merge(&p.handshakes_refused);
+            for s in &p.synapses {
+                match total.synapses.iter_mut().find(|t| t.synapse == s.synapse) {
+                    Some(t) => t.merge(s),
+                    None => total.synapses.push(s.clone()),
+                }
+            }
+            total.requests_in_flight += p.requests_in_flight;
+            total.queued_bytes += p.queued_bytes;
+            total.reserved_request_bytes =
+                total.reserved_request_bytes.max(p.reserved_request_bytes);
+            total.parked_streams += p.parked_streams;
+            total.active_nonces = total.active_nonces.max(p.active_nonces);
+            total.io.merge(&p.io);
+            total.path.merge(&p.path);
+        }
+        total
+    }
+
     /// The figures of synapse `name`, if it was ever registered.
     pub fn synapse(&self, name: &str) -> Option<&SynapseMetrics> {
         self.synapses.iter().find(|s| s.synapse == name)

@@ -2,11 +2,13 @@
 //! endpoint task that owns the sans-IO [`lightning_proto::endpoint::Server`].
 
 mod builder;
+mod group;
 mod metrics;
 mod task;
 
 use builder::synapse_kind;
-pub use builder::ServerBuilder;
+pub use builder::{default_drivers, ServerBuilder};
+pub use group::MAX_DRIVERS;
 use metrics::{Outcome, ServerCounters};
 pub use metrics::{ServerMetrics, SynapseMetrics, UNKNOWN_SYNAPSE_LABEL};
 pub(crate) use task::Command;
@@ -22,9 +24,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use lightning_proto::endpoint::cid::CidRouting;
 use lightning_proto::endpoint::{
-    CancelReason, ConnId, IncomingRequest, RequestId, ResetSecret, SansIo, Server, ServerConfig,
-    ServerEvent, ServerStats, SynapseIndex, SynapseKind,
+    CancelReason, ConnId, Datagram, GroupMember, IncomingRequest, LocalLimits, RequestId,
+    ResetSecret, SansIo, Server, ServerConfig, ServerEvent, ServerStats, SynapseIndex, SynapseKind,
 };
 use lightning_proto::identity::Signer;
 use lightning_proto::idhash::IdMap;
@@ -58,7 +61,8 @@ type HandshakeObserver = Arc<dyn Fn(&str, SocketAddr) + Send + Sync>;
 /// A running miner endpoint. Dropping it stops the server once in-flight handlers finish.
 #[derive(Debug)]
 pub struct LightningServer {
-    commands: async_channel::Sender<Command>,
+    /// One command queue per endpoint driver (one, unless several share the port).
+    drivers: Vec<async_channel::Sender<Command>>,
     done: async_channel::Receiver<()>,
     local_addr: SocketAddr,
     hotkey: String,
@@ -90,6 +94,27 @@ pub struct ServerSnapshot {
     pub parked_streams: usize,
 }
 
+impl ServerSnapshot {
+    /// The snapshots of the drivers of one port as one (see [`ServerMetrics::merge`]).
+    fn merge(parts: Vec<ServerSnapshot>) -> ServerSnapshot {
+        let mut parts = parts.into_iter();
+        let mut total = parts.next().unwrap_or_default();
+        for p in parts {
+            total.stats.add(&p.stats);
+            total.connections += p.connections;
+            total.unauthenticated += p.unauthenticated;
+            total.validators.extend(p.validators);
+            total.active_nonces = total.active_nonces.max(p.active_nonces);
+            total.requests_in_flight += p.requests_in_flight;
+            total.queued_bytes += p.queued_bytes;
+            total.reserved_request_bytes =
+                total.reserved_request_bytes.max(p.reserved_request_bytes);
+            total.parked_streams += p.parked_streams;
+        }
+        total
+    }
+}
+
 impl LightningServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
@@ -111,26 +136,44 @@ impl LightningServer {
         self.buffers
     }
 
-    fn send(&self, command: Command) -> Result<()> {
-        self.commands
-            .try_send(command)
-            .map_err(|_| LightningError::Closed)
+    /// How many endpoint drivers serve the port ([`ServerBuilder::drivers`]).
+    pub fn drivers(&self) -> usize {
+        self.drivers.len()
     }
 
-    /// A snapshot of counters and tables.
+    /// Sends one command to every driver.
+    fn broadcast(&self, command: impl Fn() -> Command) -> Result<()> {
+        for tx in &self.drivers {
+            tx.try_send(command()).map_err(|_| LightningError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every driver a command with a reply channel and collects their replies.
+    async fn gather<T>(
+        &self,
+        command: impl Fn(async_channel::Sender<T>) -> Command,
+    ) -> Result<Vec<T>> {
+        let (reply, rx) = async_channel::bounded(self.drivers.len());
+        self.broadcast(|| command(reply.clone()))?;
+        drop(reply);
+        let mut replies = Vec::with_capacity(self.drivers.len());
+        for _ in 0..self.drivers.len() {
+            replies.push(rx.recv().await.map_err(|_| LightningError::Closed)?);
+        }
+        Ok(replies)
+    }
+
+    /// A snapshot of counters and tables (summed over the drivers).
     pub async fn stats(&self) -> Result<ServerSnapshot> {
-        let (reply, rx) = async_channel::bounded(1);
-        self.send(Command::Stats(reply))?;
-        rx.recv().await.map_err(|_| LightningError::Closed)
+        Ok(ServerSnapshot::merge(self.gather(Command::Stats).await?))
     }
 
     /// A snapshot of the server's metrics: counters since start, per-synapse request
     /// outcomes and handler times, socket traffic, and quinn's path figures summarised
     /// over the open connections. See `docs/metrics.md`.
     pub async fn metrics(&self) -> Result<ServerMetrics> {
-        let (reply, rx) = async_channel::bounded(1);
-        self.send(Command::Metrics(reply))?;
-        rx.recv().await.map_err(|_| LightningError::Closed)
+        Ok(ServerMetrics::merge(self.gather(Command::Metrics).await?))
     }
 
     /// The same metrics in the Prometheus text format (version 0.0.4), for an HTTP
@@ -142,24 +185,27 @@ impl LightningServer {
 
     /// Replaces the permitted validator set (effective for new handshakes).
     pub fn set_permitted_validators(&self, hotkeys: HashSet<String>) -> Result<()> {
-        self.send(Command::SetPermitted(hotkeys))
+        self.broadcast(|| Command::SetPermitted(hotkeys.clone()))
     }
 
     /// Replaces the source allow-list (`None`: accept any source).
     pub fn set_source_allowlist(&self, ips: Option<HashSet<IpAddr>>) -> Result<()> {
-        self.send(Command::SetAllowlist(ips))
+        self.broadcast(|| Command::SetAllowlist(ips.clone()))
     }
 
     /// Sends one handler change and waits until the endpoint task has applied it, so a
     /// request sent after this returns is routed by the new table.
     async fn set_handler(&self, synapse: String, handler: Option<Handler>) -> Result<bool> {
-        let (reply, rx) = async_channel::bounded(1);
-        self.send(Command::SetHandler {
-            synapse,
-            handler,
-            reply,
-        })?;
-        rx.recv().await.map_err(|_| LightningError::Closed)
+        // Every driver applies the same changes in the same order, so a synapse has the
+        // same index on all of them.
+        let existed = self
+            .gather(|reply| Command::SetHandler {
+                synapse: synapse.clone(),
+                handler: handler.clone(),
+                reply,
+            })
+            .await?;
+        Ok(existed.into_iter().any(|e| e))
     }
 
     /// Registers (or replaces) a synchronous handler on the running server; see
@@ -215,10 +261,13 @@ impl LightningServer {
     /// Closes every connection (reason `server_shutdown`), cancels running handlers, and
     /// waits until the endpoint task has finished (at most about two seconds).
     pub async fn stop(&self) -> Result<()> {
-        let (reply, rx) = async_channel::bounded(1);
-        if self.send(Command::Stop(reply)).is_ok() {
-            let _ = rx.recv().await;
+        let (reply, rx) = async_channel::bounded(self.drivers.len());
+        for tx in &self.drivers {
+            let _ = tx.try_send(Command::Stop(reply.clone()));
         }
+        drop(reply);
+        // Each driver answers once it has closed (or drops the sender if already gone).
+        while rx.recv().await.is_ok() {}
         // The task drops its end of `done` when it exits.
         let _ = self.done.recv().await;
         Ok(())

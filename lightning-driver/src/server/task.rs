@@ -2,6 +2,7 @@
 //! handler tasks, their answers and chunks fed back, commands from handles.
 
 use super::*;
+use lightning_proto::endpoint::HotkeyHolder;
 
 pub(crate) enum Command {
     Respond {
@@ -35,6 +36,14 @@ pub(crate) enum Command {
     Stats(async_channel::Sender<ServerSnapshot>),
     Metrics(async_channel::Sender<ServerMetrics>),
     Stop(async_channel::Sender<()>),
+    /// Another driver of the group took `hotkey` over from this driver's connection
+    /// `holder`: close it.
+    CloseReplaced {
+        holder: HotkeyHolder,
+        hotkey: String,
+    },
+    /// Another driver of the group freed budget: retry streams waiting for the totals.
+    Nudge,
 }
 
 impl std::fmt::Debug for Command {
@@ -50,6 +59,8 @@ impl std::fmt::Debug for Command {
             Self::Stats(_) => "Stats",
             Self::Metrics(_) => "Metrics",
             Self::Stop(_) => "Stop",
+            Self::CloseReplaced { .. } => "CloseReplaced",
+            Self::Nudge => "Nudge",
         })
     }
 }
@@ -93,6 +104,11 @@ pub(super) struct ServerRole<R: Runtime> {
     /// Dropped when the task ends, which is what `stop` and `serve_forever` wait for.
     pub(super) _done: async_channel::Sender<()>,
     pub(super) metrics: ServerCounters,
+    /// The group this driver belongs to, and its index there, when several drivers share
+    /// the port.
+    pub(super) group: Option<(Arc<super::group::Group>, usize)>,
+    /// Dropped when the task ends: the router stops once every driver's is gone.
+    pub(super) _alive: Option<async_channel::Sender<()>>,
 }
 
 impl<R: Runtime> ServerRole<R> {
@@ -458,6 +474,15 @@ impl<R: Runtime> Role for ServerRole<R> {
             Command::Stop(reply) => {
                 self.stop = true;
                 self.stop_replies.push(reply);
+            }
+            Command::CloseReplaced { holder, hotkey } => {
+                self.ep.close_replaced(now, holder, &hotkey);
+            }
+            Command::Nudge => {
+                if let Some((group, index)) = &self.group {
+                    group.nudged(*index);
+                }
+                self.ep.budget_freed_elsewhere(now);
             }
         }
     }

@@ -27,16 +27,17 @@ enum Pool {
 
 /// Which limit a frame did not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shortfall {
+pub enum Shortfall {
     /// Its connection's share is in use: only a release on that connection helps.
     Connection,
     /// The pool's total is in use: a release on any connection may help.
     Total,
 }
 
-/// Bytes held for one frame in progress; give it back with [`ReadBudget::release`].
+/// Bytes held for one frame in progress; given back with
+/// [`SharedLimits::release`](super::SharedLimits::release).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Reservation {
+pub struct Reservation {
     bytes: u64,
     pool: Pool,
 }

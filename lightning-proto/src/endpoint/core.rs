@@ -161,17 +161,19 @@ impl<S> Core<S> {
         clock: WallClock,
         allow_mtud: bool,
     ) -> Self {
-        Self::with_reset_secret(rng, server, clock, allow_mtud, None)
+        Self::with_reset_secret(rng, server, clock, allow_mtud, None, None)
     }
 
     /// Like [`new`](Self::new), with stateless-reset tokens keyed by `reset_secret` when
-    /// given (stable across restarts) instead of by random bytes.
+    /// given (stable across restarts) instead of by random bytes, and connection IDs from
+    /// `cids` when the endpoint shares its port with others (see `cid`).
     pub(crate) fn with_reset_secret(
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
         clock: WallClock,
         allow_mtud: bool,
         reset_secret: Option<&[u8; 32]>,
+        cids: Option<super::cid::EndpointCids>,
     ) -> Self {
         // Drawn even when unused, so a seeded endpoint makes the same choices either way.
         let mut reset_key = [0u8; 64];
@@ -196,6 +198,12 @@ impl<S> Core<S> {
             let cid_key = u64::from_le_bytes(cid_key);
             config.cid_generator(move || -> Box<dyn quinn_proto::ConnectionIdGenerator> {
                 Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            });
+        }
+        if let Some(cids) = cids {
+            // quinn asks its factory once, when the endpoint is created.
+            config.cid_generator(move || -> Box<dyn quinn_proto::ConnectionIdGenerator> {
+                Box::new(cids.clone())
             });
         }
         config.rng_seed(Some(endpoint_seed));

@@ -16,6 +16,7 @@
 //! `std::net::UdpSocket`.
 
 mod budget;
+pub mod cid;
 mod client;
 mod clock;
 mod config;
@@ -25,9 +26,11 @@ mod inq;
 mod outq;
 mod parking;
 mod server;
+mod shared;
 mod surface;
 mod timers;
 
+pub use budget::{Reservation, Shortfall};
 pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
 pub use clock::WallClock;
 pub use config::{
@@ -38,10 +41,11 @@ pub use error::{
     StreamFailure,
 };
 pub use server::{
-    wire_errors, AnswerError, CancelReason, ChunkCredit, ConnId, IncomingRequest, Server,
-    ServerEvent, ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
+    wire_errors, AnswerError, CancelReason, ChunkCredit, ConnId, GroupMember, IncomingRequest,
+    Server, ServerEvent, ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
     UNAUTHENTICATED_MAX_FRAME,
 };
+pub use shared::{HotkeyHolder, LocalLimits, SharedLimits};
 pub use surface::{Datagram, SansIo};
 
 pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};

@@ -52,6 +52,11 @@ impl ParkingLot {
         }
     }
 
+    /// Whether some connection waits for the pool's total.
+    pub(crate) fn waits_for_total(&self) -> bool {
+        !self.global.is_empty()
+    }
+
     /// Streams waiting, over all connections.
     pub(crate) fn len(&self) -> usize {
         self.total

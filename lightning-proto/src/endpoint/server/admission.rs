@@ -15,7 +15,7 @@ impl Server {
             }
         }
         let (unauthenticated, from_source) = self.unauthenticated_counts(remote.ip());
-        let full = self.by_hotkey.len() >= self.config.max_connections
+        let full = self.limits.hotkey_count() >= self.config.max_connections
             && !self
                 .core
                 .states()
@@ -87,8 +87,11 @@ impl Server {
                         whole_credit: None,
                         held: Vec::new(),
                         handshake_failed: false,
+                        counted_unauthenticated: true,
                     },
                 );
+                self.limits
+                    .count_unauthenticated(source_of(remote.ip()), validated, true);
                 self.deadlines
                     .schedule(now + self.config.handshake_timeout, Deadline::Auth(conn));
                 self.drive(now, ch);
@@ -159,35 +162,32 @@ impl Server {
     /// Closes an idle connection to make room (reason `evicted`); its hotkeys stop
     /// counting at once.
     pub(super) fn evict(&mut self, now: Instant, ch: ConnectionHandle) {
-        if let Some(c) = self.core.state(ch) {
+        if let (Some(c), Some(holder)) = (self.core.state(ch), self.holder_of(ch)) {
             tracing::debug!(remote = %c.remote, hotkeys = ?c.hotkeys, "evicting an idle validator");
             for hk in &c.hotkeys {
-                if self.by_hotkey.get(hk) == Some(&ch) {
-                    self.by_hotkey.remove(hk);
-                }
+                self.limits.release_hotkey(hk, holder);
             }
         }
         self.stats.evicted += 1;
         self.close_quic(now, ch, b"evicted");
     }
 
-    /// In one pass over the connections: all unauthenticated ones, and those of them with
-    /// a proven address from `ip`'s source (the address itself for IPv4, its /64 for IPv6).
+    /// All unauthenticated connections (over the group, when endpoints share a port),
+    /// and those of them with a proven address from `ip`'s source (the address itself for
+    /// IPv4, its /64 for IPv6).
     pub(super) fn unauthenticated_counts(&self, ip: IpAddr) -> (usize, usize) {
-        let source = source_of(ip);
-        let mut counts = (0, 0);
-        for c in self
-            .core
-            .states()
-            .map(|(_, c)| c)
-            .filter(|c| c.hotkeys.is_empty())
-        {
-            counts.0 += 1;
-            if c.validated && source_of(c.remote.ip()) == source {
-                counts.1 += 1;
+        self.limits.unauthenticated(source_of(ip))
+    }
+
+    /// Connection `ch` no longer counts as unauthenticated (it authenticated or closed).
+    pub(super) fn uncount_unauthenticated(&mut self, ch: ConnectionHandle) {
+        if let Some(c) = self.core.state_mut(ch) {
+            if std::mem::take(&mut c.counted_unauthenticated) {
+                let source = source_of(c.remote.ip());
+                self.limits
+                    .count_unauthenticated(source, c.validated, false);
             }
         }
-        counts
     }
 
     /// Lifts the unauthenticated limits of a connection that has just authenticated.

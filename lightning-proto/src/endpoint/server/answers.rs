@@ -244,7 +244,7 @@ impl Server {
         if after == before {
             return;
         }
-        self.queued_out_total = (self.queued_out_total + after).saturating_sub(before);
+        self.limits.account_queued(before, after);
         let cap = self.config.max_queued_response_bytes_per_connection;
         let mut half_drained = false;
         if let Some(c) = self.core.state_mut(ch) {
@@ -266,7 +266,7 @@ impl Server {
     /// Whether queued responses keep `ch` from starting another request frame now.
     pub(super) fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
         let conn = self.core.state(ch).map_or(0, |c| c.queued_out);
-        answer_backlog(&self.config, conn, self.queued_out_total)
+        answer_backlog(&self.config, conn, self.limits.queued_total())
     }
 
     /// A response stream's send-progress deadline: when quinn took none of its bytes,

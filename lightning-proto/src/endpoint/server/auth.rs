@@ -35,7 +35,7 @@ impl Server {
         let Some(remote) = self.core.state(ch).map(|c| c.remote) else {
             return pre_auth_rejection(now_secs);
         };
-        if let Err(error) = self.rate.check_and_record(remote.ip(), now_secs) {
+        if let Err(error) = self.limits.check_handshake_rate(remote.ip(), now_secs) {
             self.reject(remote, None, error);
             return pre_auth_rejection(now_secs);
         }
@@ -93,8 +93,8 @@ impl Server {
             now_secs,
             self.config.max_signature_age_secs,
         )?;
-        self.nonces
-            .check_and_insert_signed_at(&request.nonce, now_secs, request.timestamp)?;
+        self.limits
+            .check_nonce(&request.nonce, now_secs, request.timestamp)?;
         let hotkey = &request.validator_hotkey;
         if self.config.require_validator_permit && !self.permits.contains(hotkey) {
             return Err(HandshakeError::NotPermitted);
@@ -111,25 +111,29 @@ impl Server {
             .sign(message.as_bytes())
             .map_err(HandshakeError::Signing)?;
         let connection_id = handshake::connection_id(hotkey, self.core.clock.unix_ms(now));
-        let existing = self.by_hotkey.get(hotkey).copied();
-        if existing.is_none() && self.by_hotkey.len() >= self.config.max_connections {
+        let me = self.holder_of(ch).ok_or(HandshakeError::ConnectionLimit)?;
+        let existing = self.limits.hotkey_holder(hotkey);
+        if existing.is_none() && self.limits.hotkey_count() >= self.config.max_connections {
+            // With several endpoints on the port, each evicts among its own connections.
             let victim = self
                 .eviction_candidate(now, Some(ch))
                 .ok_or(HandshakeError::ConnectionLimit)?;
             self.evict(now, victim);
         }
-        // Register on this connection; a different connection holding the hotkey is replaced.
-        if let Some(old) = existing {
-            if old != ch {
-                self.close_quic(now, old, b"replaced");
-                if let Some(c) = self.core.state_mut(old) {
-                    c.hotkeys.retain(|h| h != hotkey);
+        // Register on this connection; a different connection holding the hotkey is
+        // replaced, on whichever endpoint it lives.
+        if let Some(old) = self.limits.hold_hotkey(hotkey, me) {
+            if old != me {
+                if old.endpoint == self.index {
+                    self.close_replaced(now, old, hotkey);
+                } else {
+                    self.limits.close_elsewhere(old, hotkey);
                 }
             }
         }
-        self.by_hotkey.insert(hotkey.clone(), ch);
         if self.core.state(ch).is_some_and(|c| c.hotkeys.is_empty()) {
             self.raise_limits(ch);
+            self.uncount_unauthenticated(ch);
         }
         if let Some(conn) = self.core.state_mut(ch) {
             conn.hotkeys.retain(|h| h != hotkey);
@@ -152,6 +156,24 @@ impl Server {
                     .unwrap_or_else(|| self.fingerprint.clone()),
             ),
         })
+    }
+}
+
+impl Server {
+    /// Closes the connection `holder` names (reason `replaced`): its validator hotkey
+    /// authenticated on another connection, here or on another endpoint of the group.
+    /// Nothing happens if that connection is gone or belongs to another endpoint.
+    pub fn close_replaced(&mut self, now: Instant, holder: HotkeyHolder, hotkey: &str) {
+        if holder.endpoint != self.index {
+            return;
+        }
+        let Some(ch) = self.core.resolve(holder.conn) else {
+            return;
+        };
+        self.close_quic(now, ch, b"replaced");
+        if let Some(c) = self.core.state_mut(ch) {
+            c.hotkeys.retain(|h| h != hotkey);
+        }
     }
 }
 

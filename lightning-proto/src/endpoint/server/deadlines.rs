@@ -88,8 +88,7 @@ impl Server {
             }
             Deadline::Cleanup => {
                 let now_secs = self.core.clock.unix_secs(now);
-                self.nonces.evict_stale(now_secs);
-                self.rate.evict_stale(now_secs);
+                self.limits.evict_stale(now_secs);
                 self.deadlines
                     .schedule(now + self.config.nonce_cleanup_interval, Deadline::Cleanup);
             }

@@ -125,10 +125,22 @@ impl ConnRole for Server {
             other => other.to_string(),
         };
         self.parking.remove_conn(ch);
+        let holder = HotkeyHolder {
+            endpoint: self.index,
+            conn: ConnRef {
+                handle: ch,
+                serial: conn.id.0,
+            },
+        };
         for hk in &conn.hotkeys {
-            if self.by_hotkey.get(hk) == Some(&ch) {
-                self.by_hotkey.remove(hk);
-            }
+            self.limits.release_hotkey(hk, holder);
+        }
+        if conn.counted_unauthenticated {
+            self.limits.count_unauthenticated(
+                admission::source_of(conn.remote.ip()),
+                conn.validated,
+                false,
+            );
         }
         // Its streams went with it: what they held of the server's shared budgets and
         // queues is given back here.
@@ -150,9 +162,9 @@ impl ConnRole for Server {
             self.released.push(ch);
         }
         for (_, mut s) in streams {
-            self.queued_out_total = self.queued_out_total.saturating_sub(s.out.bytes() as u64);
+            self.limits.account_queued(s.out.bytes() as u64, 0);
             if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
-                self.budget.release(None, r);
+                self.limits.release(None, r);
             }
             self.cancel_request_of(Some(s), CancelReason::ConnectionLost);
         }

@@ -24,7 +24,8 @@ use quinn_proto::{ConnectionHandle, Dir, Event, Incoming, StreamEvent, StreamId,
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::budget::{ReadBudget, Reservation, Shortfall};
+use super::budget::{Reservation, Shortfall};
+use super::cid::CidRouting;
 use super::clock::WallClock;
 use super::config::{ConfigError, RetryPolicy, ServerConfig};
 use super::core::{ConnRef, ConnRole, Core};
@@ -32,11 +33,12 @@ use super::error::ConnectionEnd;
 use super::inq::{pull_chunk, Pulled};
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
+use super::shared::{HotkeyHolder, LocalLimits, SharedLimits};
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
 use super::RequestId;
 use crate::frame::{Frame, FrameDecoder, MessageType, FRAME_HEADER_LEN};
-use crate::handshake::{self, HandshakeError, HandshakeRateLimiter, NonceCache};
+use crate::handshake::{self, HandshakeError};
 use crate::identity::Signer;
 use crate::idhash::IdMap;
 use crate::message::{
@@ -96,7 +98,7 @@ const UNAUTHENTICATED_BIDI_STREAMS: u32 = 8;
 
 /// Request bytes all unauthenticated connections together may be receiving at once. Kept
 /// apart from validators' budget so that a flood cannot starve their requests.
-const UNAUTHENTICATED_READ_TOTAL: u64 = 16 * 1024 * 1024;
+pub(crate) const UNAUTHENTICATED_READ_TOTAL: u64 = 16 * 1024 * 1024;
 
 /// Application error code of a stream reset because the miner can hold no more requests
 /// waiting for budget (`max_waiting_requests`); the validator may try again later.
@@ -304,6 +306,51 @@ pub struct ServerStats {
     pub malformed_requests: u64,
 }
 
+impl ServerStats {
+    /// Adds another endpoint's counters (the drivers of one port are summed this way).
+    pub fn add(&mut self, other: &ServerStats) {
+        // Destructured so that a new counter cannot be forgotten here.
+        let Self {
+            accepted,
+            refused,
+            retried,
+            ignored,
+            handshakes_ok,
+            handshakes_rejected,
+            requests,
+            request_errors,
+            auth_timeouts,
+            read_timeouts,
+            evicted,
+            send_timeouts,
+            refused_unauthenticated,
+            refused_per_source,
+            refused_full,
+            unknown_synapse,
+            unauthenticated_requests,
+            malformed_requests,
+        } = other;
+        self.accepted += accepted;
+        self.refused += refused;
+        self.retried += retried;
+        self.ignored += ignored;
+        self.handshakes_ok += handshakes_ok;
+        self.handshakes_rejected += handshakes_rejected;
+        self.requests += requests;
+        self.request_errors += request_errors;
+        self.auth_timeouts += auth_timeouts;
+        self.read_timeouts += read_timeouts;
+        self.evicted += evicted;
+        self.send_timeouts += send_timeouts;
+        self.refused_unauthenticated += refused_unauthenticated;
+        self.refused_per_source += refused_per_source;
+        self.refused_full += refused_full;
+        self.unknown_synapse += unknown_synapse;
+        self.unauthenticated_requests += unauthenticated_requests;
+        self.malformed_requests += malformed_requests;
+    }
+}
+
 /// What the miner keeps per connection, in the core's connection table.
 #[derive(Debug)]
 pub(crate) struct SConn {
@@ -349,6 +396,9 @@ pub(crate) struct SConn {
     /// A handshake on this connection was refused while requests were held: later ones
     /// are refused at once.
     handshake_failed: bool,
+    /// Counted among the unauthenticated connections of the group's shared limits, from
+    /// acceptance until its first handshake succeeds or it closes.
+    counted_unauthenticated: bool,
 }
 
 #[derive(Debug)]
@@ -417,6 +467,29 @@ enum Deadline {
     Cleanup,
 }
 
+/// What makes a [`Server`] one endpoint of a group serving one port (see
+/// [`Server::new_in_group`]).
+pub struct GroupMember {
+    /// This endpoint's index, below `routing.endpoints()`: the first byte of the
+    /// connection IDs it issues.
+    pub index: u8,
+    /// The group's connection-ID rule (the same for every member).
+    pub routing: CidRouting,
+    /// The group's shared limits, as this member reaches them.
+    pub limits: Box<dyn SharedLimits>,
+    /// Secret shared by the members (their Retry-token key is derived from it).
+    pub group_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMember")
+            .field("index", &self.index)
+            .field("routing", &self.routing)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The miner-side endpoint: a sans-IO state machine.
 ///
 /// See the [crate documentation](crate) for the drive loop.
@@ -430,9 +503,15 @@ pub struct Server {
     /// Test hook: a fingerprint to claim in responses instead of the real one.
     advertised_fingerprint: Option<String>,
     synapses: SynapseTable,
-    by_hotkey: HashMap<String, ConnectionHandle>,
-    nonces: NonceCache,
-    rate: HandshakeRateLimiter,
+    /// What this endpoint shares with the others serving its port, if any: replay cache,
+    /// handshake rate, unauthenticated counts, hotkeys, budgets (see `shared`).
+    limits: Box<dyn SharedLimits>,
+    /// This endpoint's index in its group (0 when alone).
+    index: u8,
+    /// What this endpoint last told `limits` about its streams waiting for the totals.
+    waiting_for_total: bool,
+    /// Another endpoint of the group freed budget since waiting streams were last tried.
+    freed_elsewhere: bool,
     permits: HashSet<String>,
     allowlist: Option<HashSet<IpAddr>>,
     requests: IdMap<RequestId, (ConnectionHandle, StreamId)>,
@@ -441,13 +520,10 @@ pub struct Server {
     next_request: u64,
     stats: ServerStats,
     scratch: Vec<u8>,
-    budget: ReadBudget,
     /// Streams waiting for budget.
     parking: ParkingLot,
     /// Connections that released budget since waiting streams were last tried.
     released: Vec<ConnectionHandle>,
-    /// Response bytes queued over all connections (see `SConn::queued_out`).
-    queued_out_total: u64,
     /// The time of the latest input: what internal steps that take no `now` use.
     now: Instant,
 }
@@ -479,8 +555,64 @@ impl Server {
         now: Instant,
         unix_ms: u64,
     ) -> Result<Self, ConfigError> {
+        Self::build(
+            config,
+            miner_hotkey.into(),
+            signer,
+            identity,
+            seed,
+            now,
+            unix_ms,
+            None,
+        )
+    }
+
+    /// Creates one endpoint of a group serving one port together (`docs/multi-driver.md`):
+    /// like [`new`](Self::new), with the group's shared limits, its connection-ID routing
+    /// and the secrets every member must agree on. All members must be given the same
+    /// `identity`, configuration and `member.group_secret`; `seed` must differ.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_in_group(
+        config: ServerConfig,
+        miner_hotkey: impl Into<String>,
+        signer: Arc<dyn Signer>,
+        identity: TlsIdentity,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+        member: GroupMember,
+    ) -> Result<Self, ConfigError> {
+        if member.index >= member.routing.endpoints() {
+            return Err(ConfigError(format!(
+                "endpoint index {} outside a group of {}",
+                member.index,
+                member.routing.endpoints()
+            )));
+        }
+        Self::build(
+            config,
+            miner_hotkey.into(),
+            signer,
+            Some(identity),
+            seed,
+            now,
+            unix_ms,
+            Some(member),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        config: ServerConfig,
+        miner_hotkey: String,
+        signer: Arc<dyn Signer>,
+        identity: Option<TlsIdentity>,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+        member: Option<GroupMember>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let miner_hotkey = miner_hotkey.into();
         super::check_signer_matches(&miner_hotkey, signer.as_ref())?;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let identity = identity.unwrap_or_else(|| {
@@ -493,6 +625,13 @@ impl Server {
             crate::tls::server_crypto(&identity).map_err(|e| ConfigError(format!("TLS: {e}")))?;
         let mut token_master = [0u8; 64];
         rng.fill_bytes(&mut token_master);
+        if let Some(member) = &member {
+            // A Retry token issued by one member is redeemed by the same member (routing
+            // follows the connection ID it chose), but a shared key keeps any member able
+            // to check one.
+            let mut group = ChaCha20Rng::from_seed(member.group_secret);
+            group.fill_bytes(&mut token_master);
+        }
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
         let clock = WallClock::new(now, unix_ms);
         let mut quic = quinn_proto::ServerConfig::new(crypto, Arc::new(token_key));
@@ -519,35 +658,39 @@ impl Server {
         // Authorization is per connection, so migration no longer breaks it (§13.2); but
         // a validator that moves keeps its session, which is what it expects.
         quic.migration(true);
+        let cids = member.as_ref().map(|m| {
+            let mut cid_seed = [0u8; 32];
+            rng.fill_bytes(&mut cid_seed);
+            m.routing.generator(m.index, cid_seed)
+        });
         let core = Core::with_reset_secret(
             &mut rng,
             Some(Arc::new(quic)),
             clock,
             config.transport.mtu_discovery,
             config.stateless_reset_secret.as_ref().map(|s| &s.0),
+            cids,
         );
         let mut deadlines = Timers::default();
         deadlines.schedule(now + config.nonce_cleanup_interval, Deadline::Cleanup);
-        Ok(Self {
-            budget: ReadBudget::new(
-                config.max_request_bytes_per_connection,
-                config.max_request_bytes_total,
-                u64::from(UNAUTHENTICATED_MAX_FRAME),
-                UNAUTHENTICATED_READ_TOTAL,
-                config.small_request_reserve_bytes,
+        let (index, limits) = match member {
+            Some(m) => (m.index, m.limits),
+            None => (
+                0,
+                Box::new(LocalLimits::new(&config)) as Box<dyn SharedLimits>,
             ),
+        };
+        Ok(Self {
+            limits,
+            index,
+            waiting_for_total: false,
+            freed_elsewhere: false,
             parking: ParkingLot::new(
                 config.max_waiting_requests,
                 config.max_waiting_requests_per_connection,
             ),
             released: Vec::new(),
-            queued_out_total: 0,
             now,
-            nonces: NonceCache::new(config.max_nonce_entries, config.max_signature_age_secs),
-            rate: HandshakeRateLimiter::new(
-                config.max_handshake_attempts_per_minute as usize,
-                config.max_tracked_rate_ips,
-            ),
             core,
             config,
             miner_hotkey,
@@ -555,7 +698,6 @@ impl Server {
             fingerprint,
             advertised_fingerprint: None,
             synapses: SynapseTable::default(),
-            by_hotkey: HashMap::new(),
             permits: HashSet::new(),
             allowlist: None,
             requests: IdMap::default(),
@@ -643,14 +785,18 @@ impl Server {
 
     /// Authenticated validator hotkeys and their connections.
     pub fn validators(&self) -> impl Iterator<Item = (&str, ConnId)> + '_ {
-        self.by_hotkey
-            .iter()
-            .filter_map(|(hk, ch)| self.core.state(*ch).map(|c| (hk.as_str(), c.id)))
+        self.core.states().flat_map(move |(ch, c)| {
+            let holder = self.holder_of(ch);
+            c.hotkeys
+                .iter()
+                .filter(move |hk| holder.is_some() && self.limits.hotkey_holder(hk) == holder)
+                .map(move |hk| (hk.as_str(), c.id))
+        })
     }
 
     /// Nonces held by the replay cache.
     pub fn active_nonce_count(&self) -> usize {
-        self.nonces.len()
+        self.limits.nonce_count()
     }
 
     /// Requests the application has not answered yet.
@@ -661,7 +807,7 @@ impl Server {
     /// Request bytes reserved by frames being received now (see
     /// [`ServerConfig::max_request_bytes_total`](super::ServerConfig)).
     pub fn reserved_request_bytes(&self) -> u64 {
-        self.budget.in_use()
+        self.limits.reserved_bytes()
     }
 
     /// Request streams waiting, unread, for request-byte budget.
@@ -688,6 +834,14 @@ impl Server {
     }
 
     // ----- internals ----------------------------------------------------------------------
+
+    /// How the shared limits name connection `ch` as a hotkey's holder.
+    fn holder_of(&self, ch: ConnectionHandle) -> Option<HotkeyHolder> {
+        self.core.conn_ref(ch).map(|conn| HotkeyHolder {
+            endpoint: self.index,
+            conn,
+        })
+    }
 
     fn handle_of(&self, conn: ConnId) -> Option<ConnectionHandle> {
         self.core

@@ -21,7 +21,7 @@ impl Server {
             return;
         }
         let authenticated = !sconn.hotkeys.is_empty();
-        let backlog = answer_backlog(&self.config, sconn.queued_out, self.queued_out_total);
+        let backlog = answer_backlog(&self.config, sconn.queued_out, self.limits.queued_total());
         let mut recv = conn.recv_stream(stream);
         let Ok(mut chunks) = recv.read(true) else {
             return;
@@ -48,7 +48,7 @@ impl Server {
                 } else if let Some(shortfall) = backlog {
                     Err(shortfall)
                 } else {
-                    self.budget.try_reserve(
+                    self.limits.try_reserve(
                         &mut sconn.reserved,
                         &mut sconn.reserved_small,
                         authenticated,
@@ -105,7 +105,7 @@ impl Server {
         let done = frame.is_some() || failed || fin || reset;
         if done {
             if let Hold::Reserved(r) = std::mem::replace(hold, Hold::Nothing) {
-                self.budget
+                self.limits
                     .release(Some((&mut sconn.reserved, &mut sconn.reserved_small)), r);
                 self.released.push(ch);
             }

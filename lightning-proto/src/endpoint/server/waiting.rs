@@ -46,7 +46,7 @@ impl Server {
         match std::mem::replace(&mut s.hold, Hold::Nothing) {
             Hold::Nothing => {}
             Hold::Reserved(r) => {
-                self.budget
+                self.limits
                     .release(Some((&mut c.reserved, &mut c.reserved_small)), r);
                 self.released.push(ch);
             }
@@ -116,7 +116,11 @@ impl Server {
     /// waited for their connection's share). Each try admits a stream or ends its queue's
     /// turn, so the cost is O(1) per admitted stream.
     pub(super) fn resume_parked(&mut self, now: Instant) {
-        while !self.released.is_empty() {
+        while !self.released.is_empty() || std::mem::take(&mut self.freed_elsewhere) {
+            if !self.released.is_empty() {
+                // Other endpoints of the group may have streams waiting for the totals.
+                self.limits.freed();
+            }
             let released = std::mem::take(&mut self.released);
             while let Some(ch) = self.parking.pop_global() {
                 if self.admit_waiting(now, ch) == Some(Shortfall::Total) {
@@ -130,6 +134,20 @@ impl Server {
                 }
             }
         }
+        let waiting = self.parking.waits_for_total();
+        if waiting != self.waiting_for_total {
+            self.waiting_for_total = waiting;
+            self.limits.set_waiting_for_total(waiting);
+        }
+    }
+
+    /// Another endpoint of the group freed request budget or queued response bytes:
+    /// streams here that wait for the group's totals are tried again. A driver calls this
+    /// when [`SharedLimits::freed`](crate::endpoint::SharedLimits::freed) tells it to.
+    pub fn budget_freed_elsewhere(&mut self, now: Instant) {
+        self.now = now;
+        self.freed_elsewhere = true;
+        self.resume_parked(now);
     }
 
     /// Admits `ch`'s waiting streams in order while they fit; the limit that stopped it.
@@ -165,7 +183,7 @@ impl Server {
             }
             let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
             let sconn = self.core.state_mut(ch)?;
-            let reservation = match self.budget.try_reserve(
+            let reservation = match self.limits.try_reserve(
                 &mut sconn.reserved,
                 &mut sconn.reserved_small,
                 authenticated,

@@ -1,0 +1,260 @@
+//! Several endpoint drivers behind one UDP port (`docs/multi-driver.md`).
+//!
+//! One router task owns the socket's receiving side and hands each datagram to the
+//! driver that owns its connection, by connection ID ([`CidRouting`]); each driver is
+//! today's endpoint task with its own connections, sending through its own handle on the
+//! same socket. What the drivers must agree on lives in one [`LocalLimits`] behind a
+//! mutex, reached through [`GroupLimits`]: one short critical section per handshake,
+//! connection change or request frame, never per datagram.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_lite::Stream;
+use lightning_proto::endpoint::cid::CidRouting;
+use lightning_proto::endpoint::{
+    Datagram, HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall,
+};
+use lightning_proto::handshake::HandshakeError;
+
+use super::task::Command;
+use crate::runtime::Runtime;
+use crate::socket::EndpointSocket;
+
+/// Most drivers one server runs (the first byte of a connection ID names one).
+pub const MAX_DRIVERS: usize = 64;
+
+/// Receive batches the router takes before letting other tasks run.
+const ROUTER_BATCHES_PER_WAKE: usize = 32;
+
+/// Batches of datagrams waiting for one driver; a driver that falls this far behind
+/// loses datagrams, as a full socket buffer would drop them.
+pub(super) const INBOX_BATCHES: usize = 1024;
+
+/// One driver as the others see it.
+pub(super) struct Member {
+    /// Its command queue (weak: the drivers must still stop when every handle is gone).
+    pub(super) commands: async_channel::WeakSender<Command>,
+    /// It has streams waiting for the group's totals.
+    waiting_for_total: AtomicBool,
+    /// A nudge is on its way to it.
+    nudge_pending: AtomicBool,
+}
+
+impl Member {
+    pub(super) fn new(commands: async_channel::WeakSender<Command>) -> Self {
+        Self {
+            commands,
+            waiting_for_total: AtomicBool::new(false),
+            nudge_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if let Some(tx) = self.commands.upgrade() {
+            let _ = tx.try_send(command);
+        }
+    }
+}
+
+/// The state the drivers of one server share.
+pub(super) struct Group {
+    limits: Mutex<LocalLimits>,
+    pub(super) members: Vec<Member>,
+}
+
+impl Group {
+    pub(super) fn new(limits: LocalLimits, members: Vec<Member>) -> Self {
+        Self {
+            limits: Mutex::new(limits),
+            members,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LocalLimits> {
+        // A panic inside one of these short sections leaves plain counters behind: still
+        // usable, so a poisoned lock is taken as is.
+        self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Driver `index` took its nudge: the next freeing may nudge it again.
+    pub(super) fn nudged(&self, index: usize) {
+        if let Some(m) = self.members.get(index) {
+            m.nudge_pending.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// [`SharedLimits`] of driver `index`, backed by the group's one [`LocalLimits`].
+pub(super) struct GroupLimits {
+    pub(super) group: std::sync::Arc<Group>,
+    pub(super) index: usize,
+}
+
+impl SharedLimits for GroupLimits {
+    fn check_handshake_rate(
+        &mut self,
+        ip: std::net::IpAddr,
+        now_secs: u64,
+    ) -> Result<(), HandshakeError> {
+        self.group.lock().check_handshake_rate(ip, now_secs)
+    }
+
+    fn check_nonce(
+        &mut self,
+        nonce: &str,
+        now_secs: u64,
+        signed_at: u64,
+    ) -> Result<(), HandshakeError> {
+        self.group.lock().check_nonce(nonce, now_secs, signed_at)
+    }
+
+    fn evict_stale(&mut self, now_secs: u64) {
+        self.group.lock().evict_stale(now_secs);
+    }
+
+    fn nonce_count(&self) -> usize {
+        self.group.lock().nonce_count()
+    }
+
+    fn unauthenticated(&self, source: std::net::IpAddr) -> (usize, usize) {
+        self.group.lock().unauthenticated(source)
+    }
+
+    fn count_unauthenticated(&mut self, source: std::net::IpAddr, validated: bool, starts: bool) {
+        self.group
+            .lock()
+            .count_unauthenticated(source, validated, starts);
+    }
+
+    fn hotkey_count(&self) -> usize {
+        self.group.lock().hotkey_count()
+    }
+
+    fn hotkey_holder(&self, hotkey: &str) -> Option<HotkeyHolder> {
+        self.group.lock().hotkey_holder(hotkey)
+    }
+
+    fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder> {
+        self.group.lock().hold_hotkey(hotkey, holder)
+    }
+
+    fn release_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) {
+        self.group.lock().release_hotkey(hotkey, holder);
+    }
+
+    fn close_elsewhere(&mut self, holder: HotkeyHolder, hotkey: &str) {
+        if let Some(member) = self.group.members.get(usize::from(holder.endpoint())) {
+            member.send(Command::CloseReplaced {
+                holder,
+                hotkey: hotkey.to_string(),
+            });
+        }
+    }
+
+    fn try_reserve(
+        &mut self,
+        conn_used: &mut u64,
+        conn_small: &mut u64,
+        authenticated: bool,
+        bytes: u64,
+    ) -> Result<Reservation, Shortfall> {
+        self.group
+            .lock()
+            .try_reserve(conn_used, conn_small, authenticated, bytes)
+    }
+
+    fn release(&mut self, conn: Option<(&mut u64, &mut u64)>, reservation: Reservation) {
+        self.group.lock().release(conn, reservation);
+    }
+
+    fn reserved_bytes(&self) -> u64 {
+        self.group.lock().reserved_bytes()
+    }
+
+    fn queued_total(&self) -> u64 {
+        self.group.lock().queued_total()
+    }
+
+    fn account_queued(&mut self, before: u64, after: u64) {
+        self.group.lock().account_queued(before, after);
+    }
+
+    fn freed(&mut self) {
+        for (i, member) in self.group.members.iter().enumerate() {
+            if i != self.index
+                && member.waiting_for_total.load(Ordering::Acquire)
+                && !member.nudge_pending.swap(true, Ordering::AcqRel)
+            {
+                member.send(Command::Nudge);
+            }
+        }
+    }
+
+    fn set_waiting_for_total(&mut self, waiting: bool) {
+        if let Some(me) = self.group.members.get(self.index) {
+            me.waiting_for_total.store(waiting, Ordering::Release);
+        }
+    }
+}
+
+/// The router task: reads the socket and hands each datagram to its driver.
+pub(super) struct Router<R: Runtime> {
+    pub(super) socket: EndpointSocket<R>,
+    pub(super) routing: CidRouting,
+    pub(super) inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
+    /// Closes when every driver has ended: the router then ends too, closing the socket.
+    pub(super) alive: Pin<Box<async_channel::Receiver<()>>>,
+    /// Held until the router ends, so that `stop` returns with the port free.
+    pub(super) _done: async_channel::Sender<()>,
+    pub(super) batches: Vec<Vec<Datagram>>,
+}
+
+impl<R: Runtime> std::future::Future for Router<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Poll::Ready(None) = this.alive.as_mut().poll_next(cx) {
+            return Poll::Ready(());
+        }
+        for _ in 0..ROUTER_BATCHES_PER_WAKE {
+            let routing = this.routing;
+            let batches = &mut this.batches;
+            match this.socket.poll_recv(cx, |d| {
+                let driver = routing.route(&d.payload);
+                if let Some(batch) = batches.get_mut(driver) {
+                    batch.push(d);
+                }
+            }) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!("UDP receive failed: {e}");
+                    continue;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            for (batch, inbox) in this.batches.iter_mut().zip(&this.inboxes) {
+                if batch.is_empty() {
+                    continue;
+                }
+                let full = std::mem::replace(batch, Vec::with_capacity(16));
+                if let Err(e) = inbox.try_send(full) {
+                    // The driver is far behind (or gone): its datagrams are lost, as
+                    // they would be in a full socket buffer; QUIC sends them again.
+                    tracing::debug!(
+                        datagrams = e.into_inner().len(),
+                        "driver inbox full: dropped"
+                    );
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+// `Router` holds no self-references.
+impl<R: Runtime> Unpin for Router<R> {}
