@@ -55,8 +55,8 @@ pub use metrics::{
 };
 pub use runtime::{Direction, Runtime, Timer, UdpIo};
 pub use server::{
-    default_drivers, LightningServer, ServerBuilder, ServerMetrics, ServerSnapshot, SynapseMetrics,
-    MAX_DRIVERS, UNKNOWN_SYNAPSE_LABEL,
+    default_drivers, DriverShare, LightningServer, ServerBuilder, ServerMetrics, ServerSnapshot,
+    SynapseMetrics, MAX_DRIVERS, UNKNOWN_SYNAPSE_LABEL,
 };
 pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
 pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};

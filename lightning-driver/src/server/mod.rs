@@ -92,6 +92,19 @@ pub struct ServerSnapshot {
     pub reserved_request_bytes: u64,
     /// Request streams waiting, unread, for that budget.
     pub parked_streams: usize,
+    /// Each endpoint driver's share, in driver order (one entry with one driver).
+    pub drivers: Vec<DriverShare>,
+}
+
+/// What one endpoint driver of a server holds and has counted.
+#[derive(Debug, Clone, Default)]
+pub struct DriverShare {
+    /// Its open QUIC connections.
+    pub connections: usize,
+    /// Validator hotkeys authenticated on them.
+    pub validators: usize,
+    /// Its counters since start (the server's are their sum).
+    pub stats: ServerStats,
 }
 
 impl ServerSnapshot {
@@ -110,6 +123,7 @@ impl ServerSnapshot {
             total.reserved_request_bytes =
                 total.reserved_request_bytes.max(p.reserved_request_bytes);
             total.parked_streams += p.parked_streams;
+            total.drivers.extend(p.drivers);
         }
         total
     }

@@ -357,15 +357,21 @@ impl<R: Runtime> ServerRole<R> {
     }
 
     pub(super) fn snapshot(&self) -> ServerSnapshot {
+        let validators: Vec<(String, ConnId)> = self
+            .ep
+            .validators()
+            .map(|(hk, conn)| (hk.to_string(), conn))
+            .collect();
         ServerSnapshot {
+            drivers: vec![super::DriverShare {
+                connections: self.ep.connection_count(),
+                validators: validators.len(),
+                stats: self.ep.stats(),
+            }],
             stats: self.ep.stats(),
             connections: self.ep.connection_count(),
             unauthenticated: self.ep.unauthenticated_count(),
-            validators: self
-                .ep
-                .validators()
-                .map(|(hk, conn)| (hk.to_string(), conn))
-                .collect(),
+            validators,
             active_nonces: self.ep.active_nonce_count(),
             requests_in_flight: self.ep.requests_in_flight(),
             queued_bytes: self.ep.queued_bytes(),
