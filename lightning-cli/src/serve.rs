@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// port 0 picks a free one, announced as "metrics" in the ready line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Endpoint drivers serving the port, each with its own connections on its own task
+    /// (1 to 64; default: one per available core, at most 8).
+    #[arg(long, value_name = "N")]
+    pub drivers: Option<usize>,
 }
 
 /// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
@@ -133,6 +138,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let mut shutdown = Shutdown::install().map_err(|e| format!("cannot watch signals: {e}"))?;
     let addr = SocketAddr::new(args.host, args.port);
     let mut builder = ServerBuilder::new().identity(identity).bind_addr(addr);
+    if let Some(n) = args.drivers {
+        builder = builder.drivers(n);
+    }
     match &args.validators {
         Some(path) => {
             let hotkeys = read_validators(path)?;
@@ -168,6 +176,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
 
     let mut ready = serde_json::json!({
         "port": server.local_addr().port(),
+        "drivers": server.drivers(),
         "hotkey": server.hotkey(),
         "fingerprint": server.fingerprint(),
     });
@@ -180,9 +189,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(stdout);
     eprintln!(
-        "lightning serve: miner {} listening on {} (synapses: echo, stream)",
+        "lightning serve: miner {} listening on {} with {} endpoint driver{} (synapses: echo, stream)",
         server.hotkey(),
-        server.local_addr()
+        server.local_addr(),
+        server.drivers(),
+        if server.drivers() == 1 { "" } else { "s" }
     );
     if let Some((bound, _)) = &metrics {
         eprintln!("lightning serve: metrics at http://{bound}/metrics");

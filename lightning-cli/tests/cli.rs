@@ -525,7 +525,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn serve_metrics_endpoint_counts_the_traffic_sent() {
-    let miner = serve_with(&["--metrics", "127.0.0.1:0"]);
+    // Two drivers: the scrape is the sum of both.
+    let miner = serve_with(&["--metrics", "127.0.0.1:0", "--drivers", "2"]);
     let addr = miner
         .metrics
         .clone()

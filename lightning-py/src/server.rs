@@ -77,6 +77,8 @@ pub struct PyServer {
     config: ServerConfig,
     handler_threads: usize,
     streaming_threads: usize,
+    /// Endpoint drivers serving the port (`None`: the Rust default, one per core up to 8).
+    drivers: Option<usize>,
     permit_refresh: Duration,
     state: Mutex<ServerState>,
 }
@@ -292,7 +294,7 @@ impl PyServer {
         max_connections=None, handshake_timeout_secs=None,
         max_handshake_attempts_per_minute=None, max_concurrent_bidi_streams=None,
         require_validator_permit=None, handler_timeout_secs=None, handler_threads=None,
-        streaming_threads=None, validator_permit_refresh_secs=None))]
+        streaming_threads=None, validator_permit_refresh_secs=None, drivers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         miner_hotkey: String,
@@ -313,7 +315,16 @@ impl PyServer {
         handler_threads: Option<usize>,
         streaming_threads: Option<usize>,
         validator_permit_refresh_secs: Option<u64>,
+        drivers: Option<usize>,
     ) -> PyResult<Self> {
+        if let Some(n) = drivers {
+            if n == 0 || n > lightning_tokio::MAX_DRIVERS {
+                return Err(config_error(format!(
+                    "config error: drivers must be between 1 and {}, not {n}",
+                    lightning_tokio::MAX_DRIVERS
+                )));
+            }
+        }
         let mut c = ServerConfig::default();
         if let Some(s) = max_signature_age_secs {
             c.max_signature_age_secs = s;
@@ -377,6 +388,7 @@ impl PyServer {
             // concurrent.futures.ThreadPoolExecutor's default: handlers often wait on I/O.
             handler_threads: handler_threads.unwrap_or((cpus + 4).min(32)).max(1),
             streaming_threads: streaming_threads.unwrap_or(8).max(1),
+            drivers,
             permit_refresh: secs(
                 "validator_permit_refresh_secs",
                 validator_permit_refresh_secs,
@@ -563,6 +575,9 @@ impl PyServer {
             .config(self.config.clone())
             .identity(identity)
             .bind_addr(SocketAddr::new(ip, self.port));
+        if let Some(n) = self.drivers {
+            builder = builder.drivers(n);
+        }
         if let Some(resolver) = resolver {
             builder = builder.permit_resolver(self.permit_refresh, move || {
                 let resolver = resolver.clone();

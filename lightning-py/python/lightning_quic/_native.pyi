@@ -122,6 +122,7 @@ class RustLightningServer:
         handler_threads: Optional[int] = None,
         streaming_threads: Optional[int] = None,
         validator_permit_refresh_secs: Optional[int] = None,
+        drivers: Optional[int] = None,
     ) -> None: ...
     @property
     def miner_hotkey(self) -> str: ...

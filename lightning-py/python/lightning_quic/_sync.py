@@ -260,6 +260,10 @@ class LightningServer:
     More threads help handlers that wait (I/O, a model server) or release the GIL (numpy,
     torch). For quick pure-Python handlers, ``handler_threads=1`` avoids GIL hand-offs
     between workers (20-30% more requests per second in ``scripts/bench.py``'s echo).
+
+    ``drivers``: QUIC endpoint drivers serving the port, each on its own thread with its
+    own connections (1 to 64; default one per available core, at most 8). Replay
+    protection, rate and connection limits and budgets stay global to the server.
     """
 
     def __init__(
@@ -283,6 +287,7 @@ class LightningServer:
         streaming_threads: Optional[int] = None,
         require_validator_permit: Optional[bool] = None,
         validator_permit_refresh_secs: Optional[int] = None,
+        drivers: Optional[int] = None,
     ) -> None:
         self.miner_hotkey = miner_hotkey
         self.host = host
@@ -305,6 +310,7 @@ class LightningServer:
             streaming_threads=streaming_threads,
             require_validator_permit=require_validator_permit,
             validator_permit_refresh_secs=validator_permit_refresh_secs,
+            drivers=drivers,
         )
 
     @property
