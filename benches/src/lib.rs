@@ -12,6 +12,7 @@ pub mod exec;
 pub mod os;
 pub mod remote;
 pub mod report;
+pub mod shared_cost;
 pub mod stats;
 pub mod svg;
 pub mod systems;

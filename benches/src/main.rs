@@ -4,6 +4,7 @@
 //! cargo run --release -p lightning-benches -- [--quick] [--in-process | --wan]
 //!     [--out DIR] [--only system,system] [--threads N] [--profiles lan,continent,world]
 //! cargo run --release -p lightning-benches -- --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]
+//! cargo run --release -p lightning-benches -- --shared-cost
 //! ```
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
         };
     }
 
+    if args.first().map(String::as_str) == Some("--shared-cost") {
+        print!("{}", lightning_benches::shared_cost::run());
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("--soak") {
         return soak(&args[1..]);
     }

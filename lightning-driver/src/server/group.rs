@@ -5,10 +5,11 @@
 //! today's endpoint task with its own connections, sending through its own handle on the
 //! same socket. What the drivers must agree on lives in one [`LocalLimits`] behind a
 //! mutex, reached through [`GroupLimits`]: one short critical section per handshake,
-//! connection change or request frame, never per datagram.
+//! connection change or request frame (reserve, release), never per datagram; the
+//! queued-response total, touched more often, is an atomic.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -62,6 +63,9 @@ impl Member {
 /// The state the drivers of one server share.
 pub(super) struct Group {
     limits: Mutex<LocalLimits>,
+    /// Response bytes queued over the group: touched several times per request, so kept
+    /// out of the lock.
+    queued_total: AtomicU64,
     pub(super) members: Vec<Member>,
 }
 
@@ -69,6 +73,7 @@ impl Group {
     pub(super) fn new(limits: LocalLimits, members: Vec<Member>) -> Self {
         Self {
             limits: Mutex::new(limits),
+            queued_total: AtomicU64::new(0),
             members,
         }
     }
@@ -175,11 +180,20 @@ impl SharedLimits for GroupLimits {
     }
 
     fn queued_total(&self) -> u64 {
-        self.group.lock().queued_total()
+        self.group.queued_total.load(Ordering::Relaxed)
     }
 
     fn account_queued(&mut self, before: u64, after: u64) {
-        self.group.lock().account_queued(before, after);
+        let total = &self.group.queued_total;
+        if after >= before {
+            total.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            // Saturating, as a single endpoint's count is: a total that wrapped below
+            // zero would read as a huge backlog and hold every request back.
+            let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(before - after))
+            });
+        }
     }
 
     fn freed(&mut self) {
