@@ -78,9 +78,12 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     armed_at: Option<Instant>,
     commands: Pin<Box<async_channel::Receiver<Ro::Command>>>,
     commands_closed: bool,
-    /// Where datagrams come from when this driver shares its port with others: the
-    /// router's batches for it (its socket then only sends).
+    /// Where datagrams come from when this driver shares its port with others and
+    /// another one reads the socket: that one's batches for it (its socket then only
+    /// sends).
     inbox: Option<Pin<Box<async_channel::Receiver<Vec<Datagram>>>>>,
+    /// When this driver reads the socket for several: where the others' datagrams go.
+    router: Option<Router>,
     shutting_down: bool,
     tx_buf: Vec<u8>,
     /// One receive batch, reused.
@@ -90,6 +93,67 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     flush_deferred: bool,
 
     role: Ro,
+}
+
+/// The part of a driver that reads the socket for a group of drivers: it keeps its own
+/// datagrams and hands the others', by connection ID, to their drivers' inboxes.
+///
+/// The reading driver is one of the group rather than a task of its own, so datagrams of
+/// its own connections cost no hop between tasks; the others' cost one channel send.
+pub(crate) struct Router {
+    routing: lightning_proto::endpoint::cid::CidRouting,
+    /// This driver's index in the group.
+    me: usize,
+    /// Every driver's inbox, by index (this driver's own is never used).
+    inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
+    /// Datagrams gathered for each driver during one receive.
+    batches: Vec<Vec<Datagram>>,
+    /// A receive buffer swapped with the socket's, so sorting allocates nothing.
+    spare: Vec<Datagram>,
+}
+
+impl Router {
+    pub fn new(
+        routing: lightning_proto::endpoint::cid::CidRouting,
+        me: usize,
+        inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
+    ) -> Self {
+        let batches = inboxes.iter().map(|_| Vec::new()).collect();
+        Self {
+            routing,
+            me,
+            inboxes,
+            batches,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Leaves in `rx` only this driver's datagrams (in their order) and sends the rest to
+    /// their drivers.
+    fn forward_others(&mut self, rx: &mut Vec<Datagram>) {
+        std::mem::swap(rx, &mut self.spare);
+        for d in self.spare.drain(..) {
+            let driver = self.routing.route(&d.payload);
+            match self.batches.get_mut(driver) {
+                Some(batch) if driver != self.me => batch.push(d),
+                _ => rx.push(d),
+            }
+        }
+        for (batch, inbox) in self.batches.iter_mut().zip(&self.inboxes) {
+            if batch.is_empty() {
+                continue;
+            }
+            let full = std::mem::replace(batch, Vec::with_capacity(16));
+            if let Err(e) = inbox.try_send(full) {
+                // That driver is far behind (or gone): its datagrams are lost, as they
+                // would be in a full socket buffer; QUIC sends them again.
+                tracing::debug!(
+                    datagrams = e.into_inner().len(),
+                    "driver inbox full: dropped"
+                );
+            }
+        }
+    }
 }
 
 /// What a round asks of the poll loop.
@@ -123,6 +187,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             commands: Box::pin(commands),
             commands_closed: false,
             inbox: None,
+            router: None,
             shutting_down: false,
             tx_buf: Vec::with_capacity(64 * 1024),
             rx: Vec::new(),
@@ -131,10 +196,17 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         }
     }
 
-    /// Takes datagrams from a router instead of reading the socket (which then only
-    /// sends): one driver of several behind one port.
+    /// Takes datagrams from the driver that reads the socket instead of reading it (the
+    /// socket then only sends): one driver of several behind one port.
     pub fn with_inbox(mut self, inbox: async_channel::Receiver<Vec<Datagram>>) -> Self {
         self.inbox = Some(Box::pin(inbox));
+        self
+    }
+
+    /// Reads the socket for a group of drivers: datagrams whose connection belongs to
+    /// another driver are handed to it (see [`Router`]).
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = Some(router);
         self
     }
 
@@ -179,6 +251,9 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
                     rx
                 }
             };
+            if let Some(router) = &mut self.router {
+                router.forward_others(&mut rx);
+            }
             let bytes = rx.iter().map(|d| d.payload.len()).sum();
             busy |= !rx.is_empty();
             self.role.io().received(rx.len(), bytes);

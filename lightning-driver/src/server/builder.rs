@@ -291,21 +291,16 @@ impl<R: Runtime> ServerBuilder<R> {
                 .min(config.max_waiting_requests);
         }
         let base_seed = self.rng_seed.unwrap_or_else(os_seed);
-        let (sockets, buffers) = EndpointSocket::bind_shared(
-            &self.runtime,
-            self.bind,
-            self.socket_buffer,
-            drivers + usize::from(drivers > 1),
-        )
-        .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
+        let (sockets, buffers) =
+            EndpointSocket::bind_shared(&self.runtime, self.bind, self.socket_buffer, drivers)
+                .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
         let local_addr = sockets
             .first()
             .map(|s| s.local_addr())
             .transpose()
             .map_err(|e| LightningError::Local(e.to_string()))?
             .ok_or_else(|| LightningError::Local("no socket".into()))?;
-        let mut sockets = sockets.into_iter();
-        let router_socket = if drivers > 1 { sockets.next() } else { None };
+        let sockets = sockets.into_iter();
 
         // Every driver answers with one certificate, one reset secret and one set of
         // handlers; each has its own command queue and random seed.
@@ -333,7 +328,6 @@ impl<R: Runtime> ServerBuilder<R> {
             ),
         );
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-        let (alive_tx, alive_rx) = async_channel::bounded::<()>(1);
         let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..drivers)
             .map(|_| async_channel::bounded::<Vec<Datagram>>(group::INBOX_BATCHES))
             .unzip();
@@ -403,24 +397,14 @@ impl<R: Runtime> ServerBuilder<R> {
                 _done: done_tx.clone(),
                 metrics,
                 group: group.clone().map(|g| (g, index)),
-                _alive: Some(alive_tx.clone()),
             };
             let driver = Driver::new(&self.runtime, role, socket, rx);
-            if drivers == 1 {
-                self.runtime.spawn(driver);
-            } else {
-                self.runtime.spawn(driver.with_inbox(inbox));
-            }
-        }
-        drop(alive_tx);
-        if let Some(socket) = router_socket {
-            self.runtime.spawn(group::Router {
-                socket,
-                routing,
-                batches: (0..drivers).map(|_| Vec::new()).collect(),
-                inboxes: inbox_txs,
-                alive: Box::pin(alive_rx),
-                _done: done_tx.clone(),
+            self.runtime.spawn(match (drivers, index) {
+                (1, _) => driver,
+                // The first driver reads the socket (the first handle, the one with a
+                // receive buffer) for all of them.
+                (_, 0) => driver.with_router(Router::new(routing, 0, inbox_txs.clone())),
+                _ => driver.with_inbox(inbox),
             });
         }
         drop(done_tx);

@@ -1,34 +1,23 @@
 //! Several endpoint drivers behind one UDP port (`docs/multi-driver.md`).
 //!
-//! One router task owns the socket's receiving side and hands each datagram to the
-//! driver that owns its connection, by connection ID ([`CidRouting`]); each driver is
-//! today's endpoint task with its own connections, sending through its own handle on the
-//! same socket. What the drivers must agree on lives in one [`LocalLimits`] behind a
+//! The first driver reads the socket and hands each datagram whose connection belongs
+//! to another driver, by connection ID (`CidRouting`), to that driver's inbox
+//! (`driver::Router`); each driver is the usual endpoint task with its own connections,
+//! sending through its own handle on the same socket. What the drivers must agree on lives in one [`LocalLimits`] behind a
 //! mutex, reached through [`GroupLimits`]: one short critical section per handshake,
 //! connection change or request frame (reserve, release), never per datagram; the
 //! queued-response total, touched more often, is an atomic.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
-use futures_lite::Stream;
-use lightning_proto::endpoint::cid::CidRouting;
-use lightning_proto::endpoint::{
-    Datagram, HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall,
-};
+use lightning_proto::endpoint::{HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall};
 use lightning_proto::handshake::HandshakeError;
 
 use super::task::Command;
-use crate::runtime::Runtime;
-use crate::socket::EndpointSocket;
 
 /// Most drivers one server runs (the first byte of a connection ID names one).
 pub const MAX_DRIVERS: usize = 64;
-
-/// Receive batches the router takes before letting other tasks run.
-const ROUTER_BATCHES_PER_WAKE: usize = 32;
 
 /// Batches of datagrams waiting for one driver; a driver that falls this far behind
 /// loses datagrams, as a full socket buffer would drop them.
@@ -213,62 +202,3 @@ impl SharedLimits for GroupLimits {
         }
     }
 }
-
-/// The router task: reads the socket and hands each datagram to its driver.
-pub(super) struct Router<R: Runtime> {
-    pub(super) socket: EndpointSocket<R>,
-    pub(super) routing: CidRouting,
-    pub(super) inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
-    /// Closes when every driver has ended: the router then ends too, closing the socket.
-    pub(super) alive: Pin<Box<async_channel::Receiver<()>>>,
-    /// Held until the router ends, so that `stop` returns with the port free.
-    pub(super) _done: async_channel::Sender<()>,
-    pub(super) batches: Vec<Vec<Datagram>>,
-}
-
-impl<R: Runtime> std::future::Future for Router<R> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if let Poll::Ready(None) = this.alive.as_mut().poll_next(cx) {
-            return Poll::Ready(());
-        }
-        for _ in 0..ROUTER_BATCHES_PER_WAKE {
-            let routing = this.routing;
-            let batches = &mut this.batches;
-            match this.socket.poll_recv(cx, |d| {
-                let driver = routing.route(&d.payload);
-                if let Some(batch) = batches.get_mut(driver) {
-                    batch.push(d);
-                }
-            }) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!("UDP receive failed: {e}");
-                    continue;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-            for (batch, inbox) in this.batches.iter_mut().zip(&this.inboxes) {
-                if batch.is_empty() {
-                    continue;
-                }
-                let full = std::mem::replace(batch, Vec::with_capacity(16));
-                if let Err(e) = inbox.try_send(full) {
-                    // The driver is far behind (or gone): its datagrams are lost, as
-                    // they would be in a full socket buffer; QUIC sends them again.
-                    tracing::debug!(
-                        datagrams = e.into_inner().len(),
-                        "driver inbox full: dropped"
-                    );
-                }
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-// `Router` holds no self-references.
-impl<R: Runtime> Unpin for Router<R> {}

@@ -107,8 +107,6 @@ pub(super) struct ServerRole<R: Runtime> {
     /// The group this driver belongs to, and its index there, when several drivers share
     /// the port.
     pub(super) group: Option<(Arc<super::group::Group>, usize)>,
-    /// Dropped when the task ends: the router stops once every driver's is gone.
-    pub(super) _alive: Option<async_channel::Sender<()>>,
 }
 
 impl<R: Runtime> ServerRole<R> {
