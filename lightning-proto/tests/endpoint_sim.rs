@@ -892,6 +892,63 @@ fn unauthenticated_connections_are_closed_at_the_handshake_deadline() {
     let _ = HandshakeError::Replay;
 }
 
+/// The unauthenticated connections counted against `max_unauthenticated_connections` are
+/// counted up and down as connections come, authenticate and go (the count is kept, not
+/// recomputed, so that several endpoints can share it): with room for two, six rounds of
+/// a connection that times out before authenticating and one that authenticates leave
+/// room for two again, and nothing was refused on the way.
+#[test]
+fn unauthenticated_counts_return_to_zero_as_connections_come_and_go() {
+    let mut w = World::new(27);
+    w.sim.set_default_link(lan());
+    let config = ServerConfig {
+        max_unauthenticated_connections: 2,
+        handshake_timeout: 2 * SECOND,
+        ..ServerConfig::default()
+    };
+    let s = w.add_server(SERVER, config, MINER_SEED);
+    let hk = miner_hotkey();
+    for round in 0..6u8 {
+        let silent = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+        let silent = w.add_client(&format!("10.0.1.{}:4000", round + 1), silent);
+        let now = w.sim.now();
+        w.client(silent)
+            .connect(now, addr(SERVER), Vec::<String>::new())
+            .unwrap();
+        let mut seed = VALIDATOR_SEED;
+        seed[0] ^= round + 1;
+        let honest = w.make_client(ClientConfig::default(), seed, 0);
+        let honest = w.add_client(&format!("10.0.2.{}:4000", round + 1), honest);
+        connect(&mut w, honest, std::slice::from_ref(&hk));
+        w.run_until(10 * SECOND, |w| w.authenticated(honest, &hk));
+        // The silent one times out and drains away (a closing connection still counts
+        // until it is gone, as before); the authenticated ones stay.
+        let timeouts = u64::from(round) + 1;
+        let open = usize::from(round) + 1;
+        w.run_until(15 * SECOND, |w| {
+            w.server(s).stats().auth_timeouts == timeouts && w.server(s).connection_count() == open
+        });
+    }
+    assert_eq!(w.server(s).stats().refused, 0, "{:?}", w.server(s).stats());
+    assert_eq!(w.server(s).unauthenticated_count(), 0);
+    // Room for two unauthenticated connections again: both come up.
+    let clients: Vec<_> = (0..2u8)
+        .map(|i| {
+            let c = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+            w.add_client(&format!("10.0.3.{}:4000", i + 1), c)
+        })
+        .collect();
+    for &c in &clients {
+        let now = w.sim.now();
+        w.client(c)
+            .connect(now, addr(SERVER), Vec::<String>::new())
+            .unwrap();
+    }
+    w.run_until(5 * SECOND, |w| w.server(s).unauthenticated_count() == 2);
+    assert_eq!(w.server(s).unauthenticated_count(), 2);
+    assert_eq!(w.server(s).stats().refused, 0);
+}
+
 /// Requests beyond the request-byte budget wait, unread, instead of being buffered, and
 /// every one of them is still answered exactly once: a frame starts only once its whole
 /// declared length is reserved, so started frames always finish.
