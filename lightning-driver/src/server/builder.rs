@@ -319,13 +319,20 @@ impl<R: Runtime> ServerBuilder<R> {
                 .collect();
             Arc::new(group::Group::new(LocalLimits::new(&config), members))
         });
+        // Keyed by the reset secret when there is one (derived from the key and the port
+        // unless given): a miner restarted with the same key, port and driver count then
+        // recognises its predecessor's connection IDs and resets those connections at
+        // once, as a single endpoint does.
+        let routing_key = derive_seed(
+            config
+                .stateless_reset_secret
+                .as_ref()
+                .map_or(&base_seed, |secret| &secret.0),
+            0xf1,
+        );
         let routing = CidRouting::new(
             drivers as u8,
-            u64::from_le_bytes(
-                derive_seed(&base_seed, 0xf1)[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            ),
+            u64::from_le_bytes(routing_key[..8].try_into().unwrap_or_default()),
         );
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..drivers)
