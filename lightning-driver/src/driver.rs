@@ -145,6 +145,11 @@ impl Router {
             }
             let full = std::mem::replace(batch, Vec::with_capacity(16));
             if let Err(e) = inbox.try_send(full) {
+                eprintln!(
+                    "DEBUG inbox send failed: closed={} full={}",
+                    e.is_closed(),
+                    e.is_full()
+                );
                 // That driver is far behind (or gone): its datagrams are lost, as they
                 // would be in a full socket buffer; QUIC sends them again.
                 tracing::debug!(
@@ -251,11 +256,13 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
                     rx
                 }
             };
+            // Busy whenever anything came, even if all of it was another driver's: the
+            // socket has not said `WouldBlock` yet, so no wake-up is registered for it.
+            busy |= !rx.is_empty();
             if let Some(router) = &mut self.router {
                 router.forward_others(&mut rx);
             }
             let bytes = rx.iter().map(|d| d.payload.len()).sum();
-            busy |= !rx.is_empty();
             self.role.io().received(rx.len(), bytes);
             self.deliver(cx, now, &mut rx);
             if self.inbox.is_none() {

@@ -378,3 +378,57 @@ fn an_impossible_driver_count_is_refused() {
         }
     });
 }
+
+/// 1 MB echoes from several validators at once, through the WAN emulator's `lan` path and
+/// directly: every one is answered, whichever driver owns its connection.
+///
+/// Regression: the reading driver used to go to sleep after a receive batch that held only
+/// other drivers' datagrams, without the socket having said `WouldBlock`, so nothing woke
+/// it for its own connections' next datagrams; a large request then stalled until its
+/// read timeout reset it (about one run in three of this test).
+#[test]
+fn one_megabyte_echoes_from_several_validators_with_two_drivers() {
+    tokio_block_on(async {
+        let server = miner().start().await.unwrap();
+        let relay = Relay::start(
+            "127.0.0.1:0".parse().unwrap(),
+            server.local_addr(),
+            Profile::Lan.config(4),
+        )
+        .unwrap();
+        for through_relay in [true, false] {
+            let to = if through_relay {
+                relay.local_addr()
+            } else {
+                server.local_addr()
+            };
+            let axon = QuicAxonInfo::from_addr(server.hotkey(), to);
+            let clients: Vec<LightningClient> = (0..4u8)
+                .map(|v| {
+                    validator(
+                        0x90 + v + 4 * u8::from(through_relay),
+                        IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    )
+                })
+                .collect();
+            let tasks: Vec<_> = clients
+                .iter()
+                .map(|c| {
+                    let (c, axon) = (c.clone(), axon.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..3 {
+                            echo(&c, &axon, 1 << 20).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let s = server.stats().await.unwrap();
+        assert_eq!(s.stats.requests, 24, "{:?}", s.stats);
+        assert_eq!(s.stats.read_timeouts, 0);
+        server.stop().await.unwrap();
+    });
+}
