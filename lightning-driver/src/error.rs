@@ -142,3 +142,371 @@ fn strip_kind(e: &ClientError) -> String {
 
 /// Result alias of the async API.
 pub type Result<T, E = LightningError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    //! Pins the `Display` text of every variant: applications and logs match on it, and
+    //! btlightning prints the same, so a refactor of the payloads must leave it as it is.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use lightning_proto::endpoint::{
+        ClientConfig, ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError,
+        LocalError, ResponseError, StreamFailure, BUSY_ERROR_CODE,
+    };
+    use lightning_proto::frame::{FrameError, MessageType};
+    use lightning_proto::handshake::HandshakeError;
+    use lightning_proto::message::{DataMap, EncodeError};
+    use lightning_proto::reconnect::ReconnectError;
+
+    use super::LightningError;
+    use crate::{Identity, Keypair, KeypairSigner, QuicAxonInfo, QuicRequest, QuicResponse};
+
+    fn addr() -> SocketAddr {
+        "192.0.2.7:8091".parse().unwrap()
+    }
+
+    fn client_error(e: ClientError) -> LightningError {
+        LightningError::from(e)
+    }
+
+    /// The `ConfigError` the core's client gives for `config`, `hotkey` and a seed-1 key.
+    fn core_config_error(config: ClientConfig, hotkey: &str) -> LightningError {
+        let signer = Arc::new(KeypairSigner::new(Keypair::from_seed(&[1; 32])));
+        let Err(e) = lightning_proto::endpoint::Client::new(
+            config,
+            hotkey,
+            signer,
+            [0; 32],
+            Instant::now(),
+            0,
+        ) else {
+            panic!("the client accepted a bad configuration");
+        };
+        e.into()
+    }
+
+    /// Config errors, built through the code paths that produce them where one is public.
+    fn config_cases() -> Vec<(LightningError, String)> {
+        let other = Keypair::from_seed(&[2; 32]).hotkey();
+        let zero_connect = ClientConfig {
+            connect_timeout: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        let mut zero_backoff = ClientConfig::default();
+        zero_backoff.reconnect.initial_backoff = Duration::ZERO;
+        let Err(wallet) = Identity::from_wallet(Path::new("/nonexistent"), "w", "h") else {
+            panic!("loaded a wallet that does not exist");
+        };
+        vec![
+            (
+                core_config_error(zero_connect, &other),
+                "config error: connect_timeout must be > 0".into(),
+            ),
+            (
+                core_config_error(zero_backoff, &other),
+                "config error: reconnect_initial_backoff must be non-zero".into(),
+            ),
+            (
+                core_config_error(ClientConfig::default(), &other),
+                format!("config error: hotkey {other} does not match the signer's public key"),
+            ),
+            (
+                core_config_error(ClientConfig::default(), "notakey"),
+                "config error: invalid hotkey notakey: wrong decoded length for an SS58 address"
+                    .into(),
+            ),
+            (
+                wallet,
+                "config error: cannot load wallet hotkey: hotkey file /nonexistent/w/hotkeys/h \
+                 not found"
+                    .into(),
+            ),
+            (
+                LightningError::Config("No signer configured".into()),
+                "config error: No signer configured".into(),
+            ),
+            (
+                LightningError::Config(
+                    "require_validator_permit needs a permitted set or a permit resolver".into(),
+                ),
+                "config error: require_validator_permit needs a permitted set or a permit \
+                 resolver"
+                    .into(),
+            ),
+        ]
+    }
+
+    fn connect_cases() -> Vec<(LightningError, String)> {
+        let bad_ip = QuicAxonInfo::new("5Hot", "not-an-ip", 8091, 4);
+        vec![
+            (
+                client_error(ClientError::Connect(ConnectFailure::NotConnected)),
+                "connection error: not connected".into(),
+            ),
+            (
+                client_error(ClientError::Connect(ConnectFailure::NoPeerCertificate)),
+                "connection error: peer certificate not available for fingerprinting".into(),
+            ),
+            (
+                client_error(ClientError::Connect(ConnectFailure::Ended(
+                    ConnectionEnd::Drained,
+                ))),
+                "connection error: connection drained".into(),
+            ),
+            (
+                client_error(ClientError::ConnectTimeout(addr())),
+                "connection error: Connection to 192.0.2.7:8091 timed out".into(),
+            ),
+            (
+                client_error(ClientError::Reconnect(ReconnectError::InProgress)),
+                "connection error: reconnection already in progress".into(),
+            ),
+            (
+                client_error(ClientError::TooManyConnections(3)),
+                "connection error: connection limit of 3 addresses reached".into(),
+            ),
+            (
+                bad_ip.addr().unwrap_err(),
+                "connection error: Invalid address: not-an-ip".into(),
+            ),
+        ]
+    }
+
+    fn handshake_cases() -> Vec<(LightningError, String)> {
+        vec![
+            (
+                client_error(ClientError::Handshake(HandshakeError::BadSignature)),
+                "handshake error: signature verification failed".into(),
+            ),
+            (
+                client_error(ClientError::HandshakeTimeout),
+                "handshake error: handshake timed out".into(),
+            ),
+            (
+                client_error(ClientError::HandshakeProtocol(
+                    HandshakeProtocolError::UnexpectedType(MessageType::StreamChunk),
+                )),
+                "handshake error: Expected HandshakeResponse, got StreamChunk".into(),
+            ),
+            (
+                client_error(ClientError::NoRoute {
+                    hotkey: "5Hot".into(),
+                    addr: addr(),
+                }),
+                "handshake error: no authenticated route for 5Hot at 192.0.2.7:8091".into(),
+            ),
+        ]
+    }
+
+    fn connection_lost_and_remote_cases() -> Vec<(LightningError, String)> {
+        let failed = |error: Option<&str>| QuicResponse {
+            success: false,
+            data: DataMap::default(),
+            latency: Duration::ZERO,
+            error: error.map(str::to_string),
+        };
+        vec![
+            (
+                client_error(ClientError::ConnectionLost(ConnectionEnd::Drained)),
+                "connection error: connection lost: connection drained".into(),
+            ),
+            (
+                client_error(ClientError::ConnectionLost(ConnectionEnd::ClosedHere(
+                    "disconnected".into(),
+                ))),
+                "connection error: connection lost: disconnected".into(),
+            ),
+            (
+                failed(Some("handler timed out")).into_result().unwrap_err(),
+                "handler error: handler timed out".into(),
+            ),
+            (
+                failed(None).into_result().unwrap_err(),
+                "handler error: unknown error".into(),
+            ),
+        ]
+    }
+
+    fn protocol_cases() -> Vec<(LightningError, String)> {
+        #[derive(serde::Deserialize)]
+        struct Needs {
+            #[allow(dead_code)]
+            field: u32,
+        }
+        let empty = QuicResponse {
+            success: true,
+            data: DataMap::default(),
+            latency: Duration::ZERO,
+            error: None,
+        };
+        vec![
+            (
+                client_error(ClientError::Transport(ResponseError::ChunkOnUnaryQuery)),
+                "transport error: received StreamChunk on non-streaming query; use \
+                 query_axon_stream for streaming synapses"
+                    .into(),
+            ),
+            (
+                client_error(ClientError::Transport(ResponseError::UnexpectedType(
+                    MessageType::HandshakeResponse,
+                ))),
+                "transport error: unexpected response type: HandshakeResponse".into(),
+            ),
+            (
+                client_error(ClientError::Frame(FrameError::Truncated {
+                    received: 0,
+                    expected: 5,
+                })),
+                "transport error: the miner ended the stream without an answer (stream closed \
+                 after 0 of 5 bytes); a miner does this with a request it cannot read, such as \
+                 one over its frame size limit"
+                    .into(),
+            ),
+            (
+                client_error(ClientError::Frame(FrameError::TooLarge { len: 9, max: 8 })),
+                "transport error: frame payload 9 bytes exceeds maximum 8".into(),
+            ),
+            (
+                empty.deserialize_data::<Needs>().map(|_| ()).unwrap_err(),
+                "transport error: Failed to parse response data: missing field `field`".into(),
+            ),
+        ]
+    }
+
+    fn stream_cases() -> Vec<(LightningError, String)> {
+        vec![
+            (
+                client_error(ClientError::Stream(StreamFailure::TooLarge { limit: 10 })),
+                "stream error: streaming response exceeded 10 byte aggregate limit".into(),
+            ),
+            (
+                client_error(ClientError::Stream(StreamFailure::Remote(
+                    "stream processing failed".into(),
+                ))),
+                "stream error: stream processing failed".into(),
+            ),
+            (
+                client_error(ClientError::Stream(StreamFailure::UnaryAnswer(None))),
+                "stream error: server returned SynapseResponse error on streaming path: no \
+                 detail"
+                    .into(),
+            ),
+        ]
+    }
+
+    fn local_cases() -> Vec<(LightningError, String)> {
+        vec![
+            (
+                client_error(ClientError::Local(LocalError::UnknownPeer)),
+                "local error: unknown peer".into(),
+            ),
+            (
+                client_error(ClientError::Local(LocalError::RawBytesDidNotFit {
+                    written: 1,
+                    len: 2,
+                })),
+                "local error: only 1 of 2 raw bytes fit the stream's send credit".into(),
+            ),
+            (
+                client_error(ClientError::Local(LocalError::Encode(
+                    EncodeError::PayloadTooLarge { len: 7 },
+                ))),
+                "local error: request cannot be encoded: frame payload 7 bytes exceeds u32::MAX"
+                    .into(),
+            ),
+            (
+                QuicRequest::from_typed("s", &5u32).unwrap_err(),
+                "local error: Failed to serialize request: expected map from serialized struct"
+                    .into(),
+            ),
+            (
+                LightningError::Local(format!(
+                    "cannot bind {}: {}",
+                    addr(),
+                    std::io::Error::from(std::io::ErrorKind::AddrInUse)
+                )),
+                "local error: cannot bind 192.0.2.7:8091: address in use".into(),
+            ),
+            (
+                LightningError::Local(
+                    std::io::Error::from(std::io::ErrorKind::AddrNotAvailable).to_string(),
+                ),
+                "local error: address not available".into(),
+            ),
+            (
+                LightningError::Local(format!(
+                    "cannot encode the request: {}",
+                    EncodeError::PayloadTooLarge { len: 7 }
+                )),
+                "local error: cannot encode the request: frame payload 7 bytes exceeds u32::MAX"
+                    .into(),
+            ),
+        ]
+    }
+
+    fn other_cases() -> Vec<(LightningError, String)> {
+        vec![
+            (
+                LightningError::Timeout(Duration::from_millis(1500)),
+                "transport error: query timed out after 1.5s".into(),
+            ),
+            (
+                LightningError::Closed,
+                "connection error: endpoint closed".into(),
+            ),
+            (
+                LightningError::InvalidHotkey {
+                    hotkey: "x".into(),
+                    reason: "not valid base58".into(),
+                },
+                "config error: miner hotkey \"x\" is not a valid SS58 address (not valid base58)"
+                    .into(),
+            ),
+            (
+                LightningError::RequestTooLarge { size: 9, limit: 8 },
+                "local error: request frame of 9 bytes exceeds the client's \
+                 max_frame_payload_bytes of 8 bytes; not sent"
+                    .into(),
+            ),
+            (
+                LightningError::StreamReset {
+                    code: u64::from(BUSY_ERROR_CODE),
+                },
+                format!(
+                    "transport error: the miner reset the stream (code {:#x}: busy, too many \
+                     requests already waiting to be read)",
+                    BUSY_ERROR_CODE
+                ),
+            ),
+            (
+                LightningError::StreamReset { code: 3 },
+                "transport error: the miner reset the stream (code 3)".into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn display_of_every_variant_is_pinned() {
+        let cases = [
+            config_cases(),
+            connect_cases(),
+            handshake_cases(),
+            connection_lost_and_remote_cases(),
+            protocol_cases(),
+            stream_cases(),
+            local_cases(),
+            other_cases(),
+        ];
+        let mismatches: Vec<String> = cases
+            .into_iter()
+            .flatten()
+            .filter(|(error, expected)| error.to_string() != *expected)
+            .map(|(error, expected)| format!("{error:?}\n  shows {error}\n  wanted {expected}"))
+            .collect();
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+}

@@ -422,3 +422,80 @@ impl ServerConfig {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Pins the `Display` text of configuration errors: applications and logs match on it.
+
+    use super::*;
+
+    fn shown(result: Result<(), ConfigError>) -> String {
+        result
+            .expect_err("the configuration was accepted")
+            .to_string()
+    }
+
+    #[test]
+    fn display_of_config_errors_is_pinned() {
+        let transport = TransportOptions {
+            idle_timeout: Duration::ZERO,
+            ..TransportOptions::default()
+        };
+        assert_eq!(
+            shown(transport.validate()),
+            "config error: idle_timeout must be > 0"
+        );
+        let transport = TransportOptions {
+            idle_timeout: Duration::from_secs(u64::MAX),
+            ..TransportOptions::default()
+        };
+        assert_eq!(
+            shown(transport.validate()),
+            "config error: idle_timeout is too large"
+        );
+        let transport = TransportOptions {
+            send_window: 0,
+            ..TransportOptions::default()
+        };
+        assert_eq!(
+            shown(transport.validate()),
+            "config error: flow-control windows must be > 0"
+        );
+        let client = ClientConfig {
+            reconnect: ReconnectPolicy {
+                max_retries: 0,
+                ..ReconnectPolicy::default()
+            },
+            ..ClientConfig::default()
+        };
+        assert_eq!(
+            shown(client.validate()),
+            "config error: reconnect_max_retries must be at least 1"
+        );
+        let server = ServerConfig {
+            max_signature_age_secs: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            shown(server.validate()),
+            "config error: max_signature_age_secs must be in 1..=3600"
+        );
+        let server = ServerConfig {
+            max_request_bytes_total: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            shown(server.validate()),
+            "config error: max_request_bytes_per_connection and max_request_bytes_total must \
+             be > 0"
+        );
+        let server = ServerConfig {
+            handler_timeout: Duration::from_secs(1000),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            shown(server.validate()),
+            "config error: handler_timeout must be > 0 and < idle_timeout"
+        );
+    }
+}
