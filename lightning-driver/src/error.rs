@@ -127,7 +127,7 @@ impl From<ClientError> for LightningError {
 
 impl From<ConfigError> for LightningError {
     fn from(e: ConfigError) -> Self {
-        Self::Config(e.0)
+        Self::Config(e.detail().to_string())
     }
 }
 

@@ -490,7 +490,7 @@ impl Server {
         });
         let fingerprint = handshake::cert_fingerprint(identity.cert_der());
         let crypto =
-            crate::tls::server_crypto(&identity).map_err(|e| ConfigError(format!("TLS: {e}")))?;
+            crate::tls::server_crypto(&identity).map_err(|e| ConfigError::Tls(e.to_string()))?;
         let mut token_master = [0u8; 64];
         rng.fill_bytes(&mut token_master);
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_master);
