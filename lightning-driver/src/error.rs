@@ -1,37 +1,49 @@
-//! The one error type of the async API.
+//! The one error type of the async API, and the structured causes it carries.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use lightning_proto::endpoint::{ClientError, ConfigError, BUSY_ERROR_CODE};
-use lightning_proto::frame::FrameError;
+use lightning_proto::endpoint::{ClientError, BUSY_ERROR_CODE};
+use lightning_proto::message::{DataError, EncodeError};
+
+pub use lightning_proto::endpoint::{
+    ConfigError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,
+    StreamFailure,
+};
+pub use lightning_proto::frame::FrameError;
+pub use lightning_proto::handshake::HandshakeError;
+pub use lightning_proto::reconnect::ReconnectError;
 
 /// Everything that can go wrong in a Lightning client or server call.
 ///
 /// `Display` reads `"<kind> error: <detail>"`, like btlightning, so logs look alike on a
-/// mixed subnet.
+/// mixed subnet. Each variant's payload says what happened; its own `Display` is the
+/// `<detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LightningError {
     /// A setting is out of range, a key or wallet could not be loaded, or something is missing.
-    Config(String),
+    Config(ConfigCause),
     /// No QUIC connection: refused, unreachable, timed out, in reconnect backoff, or over the
     /// connection cap.
-    Connect(String),
+    Connect(ConnectCause),
     /// The Lightning handshake failed or the peer refused it (wrong hotkey, no permit,
     /// bad signature, no authenticated route).
-    Handshake(String),
+    Handshake(HandshakeCause),
     /// No complete answer within the query's timeout.
     Timeout(Duration),
     /// The connection closed while the query was in flight.
-    ConnectionLost(String),
+    ConnectionLost(ConnectionEnd),
     /// The miner's handler failed; the text is the miner's error string (PROTOCOL §6.3).
+    /// It stays a `String` because it is the peer's own free-form message: there is no
+    /// structure on the wire to keep.
     Remote(String),
     /// The peer broke framing or message rules.
-    Protocol(String),
+    Protocol(ProtocolCause),
     /// A streaming response failed mid-way.
-    Stream(String),
-    /// A local failure: signing, encoding, or a socket error.
-    Local(String),
+    Stream(StreamFailure),
+    /// A local failure: encoding the request, or a socket error.
+    Local(LocalCause),
     /// The endpoint has been stopped or closed.
     Closed,
     /// The miner hotkey given is not an SS58 address, so no miner could ever prove it;
@@ -96,47 +108,219 @@ impl std::fmt::Display for LightningError {
 
 impl std::error::Error for LightningError {}
 
+/// Why a configuration was refused ([`LightningError::Config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigCause {
+    /// The endpoint refused its settings or identity.
+    Endpoint(ConfigError),
+    /// The builder was given no identity to sign handshakes with.
+    NoSigner,
+    /// `require_validator_permit` is on, but there is neither a permitted set nor a
+    /// permit resolver, so no validator could ever get in.
+    NoPermitSource,
+    /// The wallet's hotkey file could not be loaded. Kept as the loader's text: its error
+    /// carries an `io::Error`, which cannot be cloned or compared.
+    Wallet(String),
+}
+
+impl std::fmt::Display for ConfigCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Endpoint(e) => write!(f, "{}", e.detail()),
+            Self::NoSigner => f.write_str("No signer configured"),
+            Self::NoPermitSource => {
+                f.write_str("require_validator_permit needs a permitted set or a permit resolver")
+            }
+            Self::Wallet(e) => write!(f, "cannot load wallet hotkey: {e}"),
+        }
+    }
+}
+
+/// Why no connection could be had ([`LightningError::Connect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectCause {
+    /// The QUIC connection could not be established.
+    Failed(ConnectFailure),
+    /// The QUIC connection to this address did not complete within `connect_timeout`.
+    TimedOut(SocketAddr),
+    /// The reconnect policy does not allow a new attempt yet (PROTOCOL §8.4).
+    Reconnect(ReconnectError),
+    /// Adding the address would pass `max_connections`, this many.
+    TooManyConnections(usize),
+    /// The axon's IP is not an IP literal (host names are not resolved).
+    InvalidAddress(String),
+}
+
+impl std::fmt::Display for ConnectCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(e) => write!(f, "{e}"),
+            // The core's wording, kept in one place.
+            Self::TimedOut(a) => write!(f, "{}", ClientError::ConnectTimeout(*a).detail()),
+            Self::Reconnect(e) => write!(f, "{e}"),
+            Self::TooManyConnections(n) => {
+                write!(f, "{}", ClientError::TooManyConnections(*n).detail())
+            }
+            Self::InvalidAddress(ip) => write!(f, "Invalid address: {ip}"),
+        }
+    }
+}
+
+/// Why the Lightning handshake failed ([`LightningError::Handshake`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeCause {
+    /// The miner's response failed a check, the miner refused us, or our signer failed.
+    Refused(HandshakeError),
+    /// The handshake did not finish within `connect_timeout`.
+    TimedOut,
+    /// The miner answered with something that is not a handshake response.
+    Protocol(HandshakeProtocolError),
+    /// The connection at this address has no authenticated session for this hotkey.
+    NoRoute {
+        /// Hotkey asked for.
+        hotkey: String,
+        /// Address of the connection.
+        addr: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for HandshakeCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(e) => write!(f, "{e}"),
+            // The core's wording, kept in one place.
+            Self::TimedOut => write!(f, "{}", ClientError::HandshakeTimeout.detail()),
+            Self::Protocol(e) => write!(f, "{e}"),
+            Self::NoRoute { hotkey, addr } => {
+                let core = ClientError::NoRoute {
+                    hotkey: hotkey.clone(),
+                    addr: *addr,
+                };
+                write!(f, "{}", core.detail())?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How the miner's answer broke the rules ([`LightningError::Protocol`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolCause {
+    /// The response violated message rules (PROTOCOL §6.1), or could not be read.
+    Response(ResponseError),
+    /// The response stream's framing was broken or ended early (PROTOCOL §3).
+    Frame(FrameError),
+    /// The answer's data map does not deserialize into the type asked for.
+    ResponseData(DataError),
+}
+
+impl std::fmt::Display for ProtocolCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Response(e) => write!(f, "{e}"),
+            // No frame at all: the likely reason is worth more than the byte count.
+            Self::Frame(e @ FrameError::Truncated { received: 0, .. }) => write!(
+                f,
+                "the miner ended the stream without an answer ({e}); a miner does this \
+                 with a request it cannot read, such as one over its frame size limit"
+            ),
+            Self::Frame(e) => write!(f, "{e}"),
+            Self::ResponseData(e) => write!(f, "Failed to parse response data: {e}"),
+        }
+    }
+}
+
+/// Why a call failed on our side ([`LightningError::Local`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalCause {
+    /// The endpoint could not send the request.
+    Request(LocalError),
+    /// The request's data could not be serialized into a data map.
+    SerializeRequest(DataError),
+    /// The request could not be encoded into a frame.
+    EncodeRequest(EncodeError),
+    /// The UDP socket could not be bound to this address.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        error: IoFailure,
+    },
+    /// The bound socket could not report its address.
+    Socket(IoFailure),
+}
+
+impl std::fmt::Display for LocalCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Request(e) => write!(f, "{e}"),
+            Self::SerializeRequest(e) => write!(f, "Failed to serialize request: {e}"),
+            Self::EncodeRequest(e) => write!(f, "cannot encode the request: {e}"),
+            Self::Bind { addr, error } => write!(f, "cannot bind {addr}: {error}"),
+            Self::Socket(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// An OS error, kept as its kind and text: `io::Error` itself can be neither cloned nor
+/// compared, and `LightningError` must be both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure {
+    /// What kind of failure it was.
+    pub kind: std::io::ErrorKind,
+    /// The error's text, as `io::Error` shows it.
+    pub message: String,
+}
+
+impl From<std::io::Error> for IoFailure {
+    fn from(e: std::io::Error) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl From<ClientError> for LightningError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect(_)
-            | ClientError::ConnectTimeout(_)
-            | ClientError::Reconnect(_)
-            | ClientError::TooManyConnections(_) => Self::Connect(strip_kind(&e)),
-            ClientError::Handshake(_)
-            | ClientError::HandshakeTimeout
-            | ClientError::HandshakeProtocol(_)
-            | ClientError::NoRoute { .. } => Self::Handshake(strip_kind(&e)),
-            ClientError::ConnectionLost(end) => Self::ConnectionLost(end.to_string()),
-            ClientError::Timeout(d) => Self::Timeout(d),
-            ClientError::Transport(e) => Self::Protocol(e.to_string()),
-            ClientError::StreamReset { code } => Self::StreamReset { code },
-            ClientError::Frame(FrameError::Truncated { received: 0, .. }) => {
-                Self::Protocol(format!(
-                    "the miner ended the stream without an answer ({}); a miner does this \
-                 with a request it cannot read, such as one over its frame size limit",
-                    strip_kind(&e)
-                ))
+            ClientError::Connect(failure) => Self::Connect(ConnectCause::Failed(failure)),
+            ClientError::ConnectTimeout(addr) => Self::Connect(ConnectCause::TimedOut(addr)),
+            ClientError::Reconnect(e) => Self::Connect(ConnectCause::Reconnect(e)),
+            ClientError::TooManyConnections(n) => {
+                Self::Connect(ConnectCause::TooManyConnections(n))
             }
-            ClientError::Frame(_) => Self::Protocol(strip_kind(&e)),
-            ClientError::Stream(failure) => Self::Stream(failure.to_string()),
-            ClientError::Local(e) => Self::Local(e.to_string()),
+            ClientError::Handshake(e) => Self::Handshake(HandshakeCause::Refused(e)),
+            ClientError::HandshakeTimeout => Self::Handshake(HandshakeCause::TimedOut),
+            ClientError::HandshakeProtocol(e) => Self::Handshake(HandshakeCause::Protocol(e)),
+            ClientError::NoRoute { hotkey, addr } => {
+                Self::Handshake(HandshakeCause::NoRoute { hotkey, addr })
+            }
+            ClientError::ConnectionLost(end) => Self::ConnectionLost(end),
+            ClientError::Timeout(d) => Self::Timeout(d),
+            ClientError::Transport(e) => Self::Protocol(ProtocolCause::Response(e)),
+            ClientError::StreamReset { code } => Self::StreamReset { code },
+            ClientError::Frame(e) => Self::Protocol(ProtocolCause::Frame(e)),
+            ClientError::Stream(failure) => Self::Stream(failure),
+            ClientError::Local(e) => Self::Local(LocalCause::Request(e)),
         }
     }
 }
 
 impl From<ConfigError> for LightningError {
     fn from(e: ConfigError) -> Self {
-        Self::Config(e.detail().to_string())
-    }
-}
-
-/// `ClientError`'s display minus its `"<kind> error: "` prefix, which our own adds back.
-fn strip_kind(e: &ClientError) -> String {
-    let text = e.to_string();
-    match text.split_once(" error: ") {
-        Some((_, rest)) => rest.to_string(),
-        None => text,
+        Self::Config(ConfigCause::Endpoint(e))
     }
 }
 
@@ -162,7 +346,7 @@ mod tests {
     use lightning_proto::message::{DataMap, EncodeError};
     use lightning_proto::reconnect::ReconnectError;
 
-    use super::LightningError;
+    use super::{ConfigCause, LightningError, LocalCause};
     use crate::{Identity, Keypair, KeypairSigner, QuicAxonInfo, QuicRequest, QuicResponse};
 
     fn addr() -> SocketAddr {
@@ -226,13 +410,11 @@ mod tests {
                     .into(),
             ),
             (
-                LightningError::Config("No signer configured".into()),
+                LightningError::Config(ConfigCause::NoSigner),
                 "config error: No signer configured".into(),
             ),
             (
-                LightningError::Config(
-                    "require_validator_permit needs a permitted set or a permit resolver".into(),
-                ),
+                LightningError::Config(ConfigCause::NoPermitSource),
                 "config error: require_validator_permit needs a permitted set or a permit \
                  resolver"
                     .into(),
@@ -424,24 +606,22 @@ mod tests {
                     .into(),
             ),
             (
-                LightningError::Local(format!(
-                    "cannot bind {}: {}",
-                    addr(),
-                    std::io::Error::from(std::io::ErrorKind::AddrInUse)
-                )),
+                LightningError::Local(LocalCause::Bind {
+                    addr: addr(),
+                    error: std::io::Error::from(std::io::ErrorKind::AddrInUse).into(),
+                }),
                 "local error: cannot bind 192.0.2.7:8091: address in use".into(),
             ),
             (
-                LightningError::Local(
-                    std::io::Error::from(std::io::ErrorKind::AddrNotAvailable).to_string(),
-                ),
+                LightningError::Local(LocalCause::Socket(
+                    std::io::Error::from(std::io::ErrorKind::AddrNotAvailable).into(),
+                )),
                 "local error: address not available".into(),
             ),
             (
-                LightningError::Local(format!(
-                    "cannot encode the request: {}",
-                    EncodeError::PayloadTooLarge { len: 7 }
-                )),
+                LightningError::Local(LocalCause::EncodeRequest(EncodeError::PayloadTooLarge {
+                    len: 7,
+                })),
                 "local error: cannot encode the request: frame payload 7 bytes exceeds u32::MAX"
                     .into(),
             ),

@@ -1,6 +1,7 @@
 //! `ServerBuilder`: configures and starts a `LightningServer`.
 
 use super::*;
+use crate::error::{ConfigCause, LocalCause};
 
 /// Configures and starts a [`LightningServer`].
 pub struct ServerBuilder<R: Runtime> {
@@ -224,14 +225,12 @@ impl<R: Runtime> ServerBuilder<R> {
     pub async fn start(self) -> Result<LightningServer> {
         let identity = self
             .identity
-            .ok_or_else(|| LightningError::Config("No signer configured".into()))??;
+            .ok_or(LightningError::Config(ConfigCause::NoSigner))??;
         if self.config.require_validator_permit
             && self.permitted.is_none()
             && self.permit_resolver.is_none()
         {
-            return Err(LightningError::Config(
-                "require_validator_permit needs a permitted set or a permit resolver".into(),
-            ));
+            return Err(LightningError::Config(ConfigCause::NoPermitSource));
         }
         let mut permitted = self.permitted.clone().unwrap_or_default();
         if let Some((resolve, _)) = &self.permit_resolver {
@@ -284,10 +283,15 @@ impl<R: Runtime> ServerBuilder<R> {
         let fingerprint = endpoint.fingerprint().to_string();
 
         let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
-            .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
+            .map_err(|e| {
+                LightningError::Local(LocalCause::Bind {
+                    addr: self.bind,
+                    error: e.into(),
+                })
+            })?;
         let local_addr = socket
             .local_addr()
-            .map_err(|e| LightningError::Local(e.to_string()))?;
+            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
         let (tx, rx) = async_channel::unbounded();
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let role = ServerRole {
