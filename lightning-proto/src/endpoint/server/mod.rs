@@ -9,7 +9,7 @@ mod requests;
 mod synapses;
 mod waiting;
 
-use answers::{answer_backlog, error_response, release_credit};
+use answers::{answer_backlog, error_response, ChunkBook};
 use requests::RequestRate;
 pub use synapses::SynapseIndex;
 use synapses::SynapseTable;
@@ -332,16 +332,9 @@ pub(crate) struct SConn {
     queued_out: u64,
     /// Last time quinn took response bytes from any of its streams.
     last_send_progress: Instant,
-    /// Streaming responses told `Full` because of the connection's queued bytes: each
-    /// gets `StreamWritable` once they fall below half the cap.
-    writable_waiters: Vec<StreamId>,
-    /// Chunk credit granted on its streams and not used yet, in bytes: counted with
-    /// `queued_out` against the connection's cap.
-    credited_bytes: u64,
-    /// The one stream of the connection whose credit may take a chunk of any size (see
-    /// [`ChunkCredit`]): one at a time, so such chunks overshoot the cap by one chunk
-    /// per connection at most.
-    whole_credit: Option<StreamId>,
+    /// Its side of its streams' chunk credit: kept apart from `streams` so that a
+    /// stream and it can be changed together.
+    chunks: ChunkBook,
     /// Requests that arrived right behind the handshake (pipelining, [`Phase::Held`]):
     /// served once it succeeds, refused if it fails. At most the unauthenticated
     /// stream limit, each within the unauthenticated frame size.

@@ -41,7 +41,7 @@ impl Server {
         let c = self.core.state_mut(ch)?;
         let mut s = c.streams.remove(&stream)?;
         c.open_streams = c.open_streams.saturating_sub(1);
-        let freed = release_credit(c, stream, std::mem::take(&mut s.credit));
+        let freed = c.chunks.release(stream, std::mem::take(&mut s.credit));
         let mut waited = None;
         match std::mem::replace(&mut s.hold, Hold::Nothing) {
             Hold::Nothing => {}
