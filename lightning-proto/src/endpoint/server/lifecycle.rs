@@ -150,10 +150,9 @@ impl ConnRole for Server {
             self.released.push(ch);
         }
         for (_, mut s) in streams {
-            self.queued_out_total = self.queued_out_total.saturating_sub(s.out.bytes() as u64);
-            if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
-                self.budget.release(None, r);
-            }
+            // The connection is out of the core already: only the server-wide budgets
+            // get anything back, and its waiting places went with `remove_conn` above.
+            self.release_shared(ch, &mut s);
             self.cancel_request_of(Some(s), CancelReason::ConnectionLost);
         }
         self.events.push_back(ServerEvent::ConnectionClosed {
