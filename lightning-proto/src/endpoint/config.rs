@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 
+use super::error::{Detail, FmtDetail};
 use crate::frame::{DEFAULT_MAX_FRAME_PAYLOAD, MIN_MAX_FRAME_PAYLOAD};
 use crate::identity::Ss58Error;
 use crate::reconnect::{ReconnectPolicy, ReconnectPolicyError};
@@ -50,16 +51,13 @@ pub enum ConfigError {
 impl ConfigError {
     /// The message without its `"config error: "` prefix.
     pub fn detail(&self) -> impl std::fmt::Display + '_ {
-        ConfigDetail(self)
+        Detail(self)
     }
 }
 
-/// [`ConfigError::detail`]: the text after the prefix.
-struct ConfigDetail<'a>(&'a ConfigError);
-
-impl std::fmt::Display for ConfigDetail<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
+impl FmtDetail for ConfigError {
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
             ConfigError::OutOfRange {
                 setting,
                 requirement,
@@ -530,67 +528,56 @@ mod tests {
             .to_string()
     }
 
+    /// The default transport settings with `change` made, checked.
+    fn transport(change: impl FnOnce(&mut TransportOptions)) -> Result<(), ConfigError> {
+        let mut options = TransportOptions::default();
+        change(&mut options);
+        options.validate()
+    }
+
+    /// The default server settings with `change` made, checked.
+    fn server(change: impl FnOnce(&mut ServerConfig)) -> Result<(), ConfigError> {
+        let mut config = ServerConfig::default();
+        change(&mut config);
+        config.validate()
+    }
+
     #[test]
     fn display_of_config_errors_is_pinned() {
-        let transport = TransportOptions {
-            idle_timeout: Duration::ZERO,
-            ..TransportOptions::default()
-        };
-        assert_eq!(
-            shown(transport.validate()),
-            "config error: idle_timeout must be > 0"
-        );
-        let transport = TransportOptions {
-            idle_timeout: Duration::from_secs(u64::MAX),
-            ..TransportOptions::default()
-        };
-        assert_eq!(
-            shown(transport.validate()),
-            "config error: idle_timeout is too large"
-        );
-        let transport = TransportOptions {
-            send_window: 0,
-            ..TransportOptions::default()
-        };
-        assert_eq!(
-            shown(transport.validate()),
-            "config error: flow-control windows must be > 0"
-        );
-        let client = ClientConfig {
-            reconnect: ReconnectPolicy {
-                max_retries: 0,
-                ..ReconnectPolicy::default()
-            },
-            ..ClientConfig::default()
-        };
-        assert_eq!(
-            shown(client.validate()),
-            "config error: reconnect_max_retries must be at least 1"
-        );
-        let server = ServerConfig {
-            max_signature_age_secs: 0,
-            ..ServerConfig::default()
-        };
-        assert_eq!(
-            shown(server.validate()),
-            "config error: max_signature_age_secs must be in 1..=3600"
-        );
-        let server = ServerConfig {
-            max_request_bytes_total: 0,
-            ..ServerConfig::default()
-        };
-        assert_eq!(
-            shown(server.validate()),
-            "config error: max_request_bytes_per_connection and max_request_bytes_total must \
-             be > 0"
-        );
-        let server = ServerConfig {
-            handler_timeout: Duration::from_secs(1000),
-            ..ServerConfig::default()
-        };
-        assert_eq!(
-            shown(server.validate()),
-            "config error: handler_timeout must be > 0 and < idle_timeout"
-        );
+        let mut client = ClientConfig::default();
+        client.reconnect.max_retries = 0;
+        let cases = [
+            (
+                transport(|t| t.idle_timeout = Duration::ZERO),
+                "idle_timeout must be > 0",
+            ),
+            (
+                transport(|t| t.idle_timeout = Duration::from_secs(u64::MAX)),
+                "idle_timeout is too large",
+            ),
+            (
+                transport(|t| t.send_window = 0),
+                "flow-control windows must be > 0",
+            ),
+            (
+                client.validate(),
+                "reconnect_max_retries must be at least 1",
+            ),
+            (
+                server(|c| c.max_signature_age_secs = 0),
+                "max_signature_age_secs must be in 1..=3600",
+            ),
+            (
+                server(|c| c.max_request_bytes_total = 0),
+                "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
+            ),
+            (
+                server(|c| c.handler_timeout = Duration::from_secs(1000)),
+                "handler_timeout must be > 0 and < idle_timeout",
+            ),
+        ];
+        for (result, detail) in cases {
+            assert_eq!(shown(result), format!("config error: {detail}"));
+        }
     }
 }

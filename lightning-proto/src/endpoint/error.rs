@@ -80,16 +80,29 @@ impl ClientError {
     /// The message without its `"<kind> error: "` prefix, for errors that wrap this one
     /// under a prefix of their own.
     pub fn detail(&self) -> impl std::fmt::Display + '_ {
-        ClientDetail(self)
+        Detail(self)
     }
 }
 
-/// [`ClientError::detail`]: the text after the prefix.
-struct ClientDetail<'a>(&'a ClientError);
+/// An error whose `Display` is a `"<kind> error: "` prefix and a detail, which errors
+/// wrapping it show under their own prefix.
+pub(super) trait FmtDetail {
+    /// Writes the detail: the message without its prefix.
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+}
 
-impl std::fmt::Display for ClientDetail<'_> {
+/// Shows an error's detail ([`FmtDetail`]).
+pub(super) struct Detail<'a, E>(pub(super) &'a E);
+
+impl<E: FmtDetail> std::fmt::Display for Detail<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
+        self.0.fmt_detail(f)
+    }
+}
+
+impl FmtDetail for ClientError {
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
             ClientError::Connect(m) => write!(f, "{m}"),
             ClientError::ConnectTimeout(a) => write!(f, "Connection to {a} timed out"),
             ClientError::Reconnect(e) => write!(f, "{e}"),
