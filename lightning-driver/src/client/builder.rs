@@ -1,7 +1,7 @@
 //! `ClientBuilder`: configures and starts a `LightningClient`.
 
 use super::*;
-use crate::error::{ConfigCause, LocalCause};
+use crate::error::ConfigCause;
 
 /// Configures and starts a [`LightningClient`].
 ///
@@ -118,16 +118,8 @@ impl<R: Runtime> ClientBuilder<R> {
             now,
             unix_ms(),
         )?;
-        let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
-            .map_err(|e| {
-                LightningError::Local(LocalCause::Bind {
-                    addr: self.bind,
-                    error: e.into(),
-                })
-            })?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
+        let (socket, buffers, local_addr) =
+            EndpointSocket::bind_endpoint(&self.runtime, self.bind, self.socket_buffer)?;
         let (tx, rx) = async_channel::unbounded();
         let role = ClientRole {
             ep: endpoint,

@@ -1,7 +1,7 @@
 //! `ServerBuilder`: configures and starts a `LightningServer`.
 
 use super::*;
-use crate::error::{ConfigCause, LocalCause};
+use crate::error::ConfigCause;
 
 /// Configures and starts a [`LightningServer`].
 pub struct ServerBuilder<R: Runtime> {
@@ -282,16 +282,8 @@ impl<R: Runtime> ServerBuilder<R> {
         endpoint.set_source_allowlist(allowlist);
         let fingerprint = endpoint.fingerprint().to_string();
 
-        let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
-            .map_err(|e| {
-                LightningError::Local(LocalCause::Bind {
-                    addr: self.bind,
-                    error: e.into(),
-                })
-            })?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
+        let (socket, buffers, local_addr) =
+            EndpointSocket::bind_endpoint(&self.runtime, self.bind, self.socket_buffer)?;
         let (tx, rx) = async_channel::unbounded();
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let role = ServerRole {
