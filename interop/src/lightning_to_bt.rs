@@ -2,8 +2,10 @@
 //! 0.2.15 miner running with its default configuration, QUIC Retry included.
 
 use btlightning::LightningServerConfig;
+use lightning_driver::error::{HandshakeError, ResponseError, StreamFailure};
 use lightning_driver::{
-    ClientBuilder, DataMap, LightningClient, LightningError, QuicAxonInfo, QuicRequest, Runtime,
+    ClientBuilder, DataMap, HandshakeCause, LightningClient, LightningError, ProtocolCause,
+    QuicAxonInfo, QuicRequest, Runtime,
 };
 
 use crate::relay::RetryCountingRelay;
@@ -214,7 +216,7 @@ pub async fn streaming<R: Runtime>(runtime: R) {
     let err = failing.next_chunk().await.expect_err("the handler failed");
     assert_eq!(
         err,
-        LightningError::Stream("stream processing failed".into())
+        LightningError::Stream(StreamFailure::Remote("stream processing failed".into()))
     );
     assert_eq!(failing.next_chunk().await.expect("after the error"), None);
 
@@ -314,11 +316,14 @@ pub async fn several_hotkeys_one_address<R: Runtime>(runtime: R) {
             .iter()
             .find(|(axon, _)| axon == fake)
             .expect("each fake is reported");
-        let expected = format!(
-            "Miner hotkey mismatch: expected {}, got {}",
-            fake.hotkey, miner.hotkey
+        let expected = HandshakeError::WrongHotkey {
+            expected: fake.hotkey.clone(),
+            got: miner.hotkey.clone(),
+        };
+        assert_eq!(
+            *err,
+            LightningError::Handshake(HandshakeCause::Refused(expected))
         );
-        assert_eq!(*err, LightningError::Handshake(expected));
     }
     let stats = client.connection_stats().await.expect("stats");
     assert_eq!(stats.connections, 1, "one address, one connection");
@@ -475,7 +480,10 @@ pub async fn bt_handler_timeout<R: Runtime>(runtime: R) {
         let first = stream.next_chunk().await.expect("chunk").expect("chunk");
         assert_eq!(&first[..], &chunk(0, 16)[..]);
         let err = stream.next_chunk().await.expect_err("timed out");
-        assert_eq!(err, LightningError::Stream("handler timed out".into()));
+        assert_eq!(
+            err,
+            LightningError::Stream(StreamFailure::Remote("handler timed out".into()))
+        );
     };
     futures_lite::future::zip(unary, streaming).await;
     client.close_all_connections().await.expect("close");
@@ -576,9 +584,13 @@ pub async fn mismatched_reader<R: Runtime>(runtime: R) {
     let miner = BtMiner::start().await;
     let client = our_client(runtime);
     let axon = miner.axon();
-    for (synapse, detail) in [
-        ("echo", "no detail"),
-        ("no_such_synapse", "unrecognized synapse type"),
+    for (synapse, detail, shown) in [
+        ("echo", None, "no detail"),
+        (
+            "no_such_synapse",
+            Some("unrecognized synapse type"),
+            "unrecognized synapse type",
+        ),
     ] {
         let result = async {
             client
@@ -588,12 +600,17 @@ pub async fn mismatched_reader<R: Runtime>(runtime: R) {
                 .await
         }
         .await;
+        let err = result.expect_err(synapse);
         assert_eq!(
-            result,
-            Err(LightningError::Stream(format!(
-                "server returned SynapseResponse error on streaming path: {detail}"
-            ))),
+            err,
+            LightningError::Stream(StreamFailure::UnaryAnswer(detail.map(str::to_string))),
             "{synapse}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "stream error: server returned SynapseResponse error on streaming path: {shown}"
+            )
         );
     }
     let err = client
@@ -602,10 +619,7 @@ pub async fn mismatched_reader<R: Runtime>(runtime: R) {
         .expect_err("streaming answer");
     assert_eq!(
         err,
-        LightningError::Protocol(
-            "received StreamChunk on non-streaming query; use query_axon_stream for streaming synapses"
-                .into()
-        )
+        LightningError::Protocol(ProtocolCause::Response(ResponseError::ChunkOnUnaryQuery))
     );
     let ok = client
         .query_axon(&axon, request("echo", &payload(8)))

@@ -2,8 +2,10 @@
 //! would refuse, with the reference's wire shapes (PROTOCOL §5.7, §5.9, §6.3).
 
 use btlightning::{HandshakeResponse, Signer, Sr25519Signer};
+use lightning_driver::error::HandshakeError;
 use lightning_driver::{
-    ClientBuilder, LightningError, LightningServer, QuicAxonInfo, QuicRequest, Runtime,
+    ClientBuilder, HandshakeCause, LightningError, LightningServer, QuicAxonInfo, QuicRequest,
+    Runtime,
 };
 
 use crate::lightning_to_bt::our_client;
@@ -31,7 +33,7 @@ pub async fn bt_miner_refuses_wrong_signature<R: Runtime>(runtime: R) {
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(
         report.failed[0].1,
-        LightningError::Handshake("Handshake rejected by miner".into())
+        LightningError::Handshake(HandshakeCause::Refused(HandshakeError::Rejected))
     );
     let err = client
         .query_axon(
@@ -69,10 +71,10 @@ pub async fn our_client_refuses_unexpected_bt_miner<R: Runtime>(runtime: R) {
         report.failed,
         vec![(
             axon.clone(),
-            LightningError::Handshake(format!(
-                "Miner hotkey mismatch: expected {impostor}, got {}",
-                miner.hotkey
-            ))
+            LightningError::Handshake(HandshakeCause::Refused(HandshakeError::WrongHotkey {
+                expected: impostor.clone(),
+                got: miner.hotkey.clone(),
+            }))
         )]
     );
     let err = client
@@ -332,7 +334,7 @@ pub async fn bt_miner_refuses_replayed_nonce<R: Runtime>(runtime: R) {
     assert!(report.authenticated.is_empty(), "{report:?}");
     assert_eq!(
         report.failed[0].1,
-        LightningError::Handshake("Handshake rejected by miner".into())
+        LightningError::Handshake(HandshakeCause::Refused(HandshakeError::Rejected))
     );
     let ok = first
         .query_axon(

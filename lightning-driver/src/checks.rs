@@ -9,7 +9,7 @@ use lightning_proto::frame::FRAME_HEADER_LEN;
 use lightning_proto::identity::ss58;
 use lightning_proto::message::{encode_synapse_packet, EncodeError};
 
-use crate::error::{LightningError, Result};
+use crate::error::{LightningError, LocalCause, Result};
 use crate::types::QuicRequest;
 
 /// Hotkeys each thread has found valid, so a query pays a hash lookup (~30 ns) rather
@@ -64,11 +64,7 @@ pub(crate) fn request_size(request: &QuicRequest, limit: u32) -> Result<()> {
     let size = match encode_synapse_packet(&request.synapse_type, &request.data, now_secs) {
         Ok(frame) => frame.len().saturating_sub(FRAME_HEADER_LEN) as u64,
         Err(EncodeError::PayloadTooLarge { len }) => len as u64,
-        Err(e) => {
-            return Err(LightningError::Local(format!(
-                "cannot encode the request: {e}"
-            )))
-        }
+        Err(e) => return Err(LightningError::Local(LocalCause::EncodeRequest(e))),
     };
     if size > u64::from(limit) {
         return Err(LightningError::RequestTooLarge { size, limit });

@@ -7,7 +7,7 @@ use lightning_proto::identity::{
     load_hotkey, CallbackSigner, Keypair, KeypairSigner, SignError, Signer,
 };
 
-use crate::error::{LightningError, Result};
+use crate::error::{ConfigCause, LightningError, Result};
 
 /// An SS58 hotkey with the signer that signs for it.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ impl Identity {
     /// `<dir>/<wallet>/hotkeys/<hotkey>`; the file must be unencrypted).
     pub fn from_wallet(wallets_dir: &Path, wallet: &str, hotkey: &str) -> Result<Self> {
         let keypair = load_hotkey(wallets_dir, wallet, hotkey)
-            .map_err(|e| LightningError::Config(format!("cannot load wallet hotkey: {e}")))?;
+            .map_err(|e| LightningError::Config(ConfigCause::Wallet(e.to_string())))?;
         Ok(Self::from_keypair(keypair))
     }
 

@@ -33,7 +33,9 @@ mod checks;
 mod client;
 mod credit;
 mod driver;
-mod error;
+/// The error type and the structured causes its variants carry (with the core's types
+/// among them, re-exported so that applications can match on them).
+pub mod error;
 mod handler;
 mod identity;
 mod metrics;
@@ -46,7 +48,10 @@ pub use client::{
     ChunkStream, ClientBuilder, ClientMetrics, ClientStats, ClientSynapseMetrics, ConnectReport,
     LightningClient, PeerStats, CLIENT_OUTCOMES, MAX_CLIENT_SYNAPSE_LABELS, OTHER_SYNAPSE_LABEL,
 };
-pub use error::{LightningError, Result};
+pub use error::{
+    ConfigCause, ConnectCause, HandshakeCause, IoFailure, LightningError, LocalCause,
+    ProtocolCause, Result,
+};
 pub use handler::{peer_error, ChunkSink, RequestContext, StreamClosed, PEER_MESSAGE_MARKER};
 pub use identity::Identity;
 pub use metrics::{

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use lightning_proto::endpoint::{Datagram, EcnCodepoint, Transmit};
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 
+use crate::error::{LightningError, LocalCause};
 use crate::runtime::{Direction, Runtime, UdpIo};
 
 /// Bytes per receive slot: the largest GRO super-packet the kernel hands over at once.
@@ -71,6 +72,25 @@ pub struct SocketBuffers {
 }
 
 impl<R: Runtime> EndpointSocket<R> {
+    /// [`bind`](Self::bind) for an endpoint being built, with the address it got: the
+    /// failures as the builders report them.
+    pub fn bind_endpoint(
+        runtime: &R,
+        addr: SocketAddr,
+        buffer_bytes: usize,
+    ) -> Result<(Self, SocketBuffers, SocketAddr), LightningError> {
+        let (socket, buffers) = Self::bind(runtime, addr, buffer_bytes).map_err(|e| {
+            LightningError::Local(LocalCause::Bind {
+                addr,
+                error: e.into(),
+            })
+        })?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
+        Ok((socket, buffers, local_addr))
+    }
+
     /// Binds `addr`, enlarges the buffers to `buffer_bytes` and registers with the runtime.
     pub fn bind(
         runtime: &R,

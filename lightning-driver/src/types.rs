@@ -6,7 +6,7 @@ use std::time::Duration;
 use lightning_proto::message::DataMap;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::{LightningError, Result};
+use crate::error::{ConnectCause, LightningError, LocalCause, ProtocolCause, Result};
 
 /// A miner's serving record: where to reach it and which hotkey it must prove.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,7 +45,7 @@ impl QuicAxonInfo {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse()
-            .map_err(|_| LightningError::Connect(format!("Invalid address: {}", self.ip)))?;
+            .map_err(|_| LightningError::Connect(ConnectCause::InvalidAddress(self.ip.clone())))?;
         Ok(SocketAddr::new(ip, self.port))
     }
 }
@@ -75,7 +75,7 @@ impl QuicRequest {
         value: &T,
     ) -> Result<Self> {
         let data = DataMap::from_typed(value)
-            .map_err(|e| LightningError::Local(format!("Failed to serialize request: {e}")))?;
+            .map_err(|e| LightningError::Local(LocalCause::SerializeRequest(e)))?;
         Ok(Self::new(synapse_type, data))
     }
 }
@@ -114,6 +114,6 @@ impl QuicResponse {
     pub fn deserialize_data<T: DeserializeOwned>(&self) -> Result<T> {
         self.data
             .deserialize()
-            .map_err(|e| LightningError::Protocol(format!("Failed to parse response data: {e}")))
+            .map_err(|e| LightningError::Protocol(ProtocolCause::ResponseData(e)))
     }
 }

@@ -60,7 +60,13 @@ pub fn not_initialized() -> PyErr {
     connection_error("connection error: QUIC endpoint not initialized")
 }
 
-/// Maps a driver error onto the hierarchy.
+/// Maps a driver error onto the hierarchy, by variant.
+///
+/// `SigningError` is not among the outcomes: our own signer's failures arrive as
+/// handshake errors (`HandshakeCause::Refused(HandshakeError::Signing(_))`, raised as
+/// `HandshakeError` like any other refused handshake), and the missing-signer case is
+/// raised by the callers before the driver is reached. No local failure is a signing
+/// failure, so a `Local` error is a connection error whatever its OS text says.
 pub fn to_py(e: LightningError) -> PyErr {
     let message = e.to_string();
     match e {
@@ -73,9 +79,6 @@ pub fn to_py(e: LightningError) -> PyErr {
         }
         LightningError::Timeout(_) => raise("QueryTimeout", message, PyConnectionError::new_err),
         LightningError::Stream(_) | LightningError::Remote(_) => stream_error(message),
-        LightningError::Local(ref detail) if detail.to_ascii_lowercase().contains("sign") => {
-            signing_error(format!("signing error: {detail}"))
-        }
         _ => connection_error(message),
     }
 }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning_tokio::{
-    Identity, KeypairSigner, LightningError, LightningServer, ServerBuilder, ServerConfig, Tokio,
+    Identity, KeypairSigner, LightningError, LightningServer, LocalCause, ServerBuilder,
+    ServerConfig, Tokio,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -606,9 +607,10 @@ impl PyServer {
             Ok(Err(e)) => {
                 pools.close();
                 return Err(match e {
-                    LightningError::Local(m) => {
-                        config_error(format!("config error: Failed to create QUIC endpoint: {m}"))
-                    }
+                    // Binding the socket is the only local step of starting.
+                    LightningError::Local(
+                        m @ (LocalCause::Bind { .. } | LocalCause::Socket(_)),
+                    ) => config_error(format!("config error: Failed to create QUIC endpoint: {m}")),
                     other => to_py(other),
                 });
             }

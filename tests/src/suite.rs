@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use lightning_driver::error::ReconnectError;
 use lightning_driver::{
-    ClientBuilder, DataMap, LightningClient, LightningError, QuicAxonInfo, QuicRequest, Runtime,
+    ClientBuilder, ConnectCause, DataMap, LightningClient, LightningError, QuicAxonInfo,
+    QuicRequest, Runtime,
 };
 
 use crate::{axon_of, payload, sleep, standard_server, Signal, MINER_SEED, VALIDATOR_SEED};
@@ -141,8 +143,16 @@ pub async fn reconnect_after_server_restart<R: Runtime>(runtime: R) {
             .await
         {
             Ok(r) => break r,
-            Err(LightningError::Connect(msg)) if started.elapsed() < Duration::from_secs(10) => {
-                assert!(msg.contains("backoff") || msg.contains("progress"), "{msg}");
+            Err(LightningError::Connect(ConnectCause::Reconnect(e)))
+                if started.elapsed() < Duration::from_secs(10) =>
+            {
+                assert!(
+                    matches!(
+                        e,
+                        ReconnectError::Backoff { .. } | ReconnectError::InProgress
+                    ),
+                    "{e}"
+                );
                 sleep(&runtime, Duration::from_millis(200)).await;
             }
             Err(e) => panic!("query after restart: {e}"),

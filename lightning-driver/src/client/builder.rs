@@ -1,6 +1,7 @@
 //! `ClientBuilder`: configures and starts a `LightningClient`.
 
 use super::*;
+use crate::error::ConfigCause;
 
 /// Configures and starts a [`LightningClient`].
 ///
@@ -107,7 +108,7 @@ impl<R: Runtime> ClientBuilder<R> {
     pub fn build(self) -> Result<LightningClient> {
         let identity = self
             .identity
-            .ok_or_else(|| LightningError::Config("No signer configured".into()))??;
+            .ok_or(LightningError::Config(ConfigCause::NoSigner))??;
         let now = Instant::now();
         let endpoint = Client::new(
             self.config.clone(),
@@ -117,11 +118,8 @@ impl<R: Runtime> ClientBuilder<R> {
             now,
             unix_ms(),
         )?;
-        let (socket, buffers) = EndpointSocket::bind(&self.runtime, self.bind, self.socket_buffer)
-            .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| LightningError::Local(e.to_string()))?;
+        let (socket, buffers, local_addr) =
+            EndpointSocket::bind_endpoint(&self.runtime, self.bind, self.socket_buffer)?;
         let (tx, rx) = async_channel::unbounded();
         let role = ClientRole {
             ep: endpoint,

@@ -1,6 +1,7 @@
 //! `ServerBuilder`: configures and starts a `LightningServer`.
 
 use super::*;
+use crate::error::{ConfigCause, LocalCause};
 
 /// Configures and starts a [`LightningServer`].
 pub struct ServerBuilder<R: Runtime> {
@@ -240,14 +241,12 @@ impl<R: Runtime> ServerBuilder<R> {
     pub async fn start(self) -> Result<LightningServer> {
         let identity = self
             .identity
-            .ok_or_else(|| LightningError::Config("No signer configured".into()))??;
+            .ok_or(LightningError::Config(ConfigCause::NoSigner))??;
         if self.config.require_validator_permit
             && self.permitted.is_none()
             && self.permit_resolver.is_none()
         {
-            return Err(LightningError::Config(
-                "require_validator_permit needs a permitted set or a permit resolver".into(),
-            ));
+            return Err(LightningError::Config(ConfigCause::NoPermitSource));
         }
         let mut permitted = self.permitted.clone().unwrap_or_default();
         if let Some((resolve, _)) = &self.permit_resolver {
@@ -278,9 +277,9 @@ impl<R: Runtime> ServerBuilder<R> {
         }
         let drivers = self.drivers.unwrap_or_else(default_drivers);
         if drivers == 0 || drivers > MAX_DRIVERS {
-            return Err(LightningError::Config(format!(
-                "drivers must be between 1 and {MAX_DRIVERS}, not {drivers}"
-            )));
+            return Err(LightningError::Config(ConfigCause::Drivers {
+                given: drivers,
+            }));
         }
         if drivers > 1 {
             // Each driver keeps its own waiting streams: the cap is shared out so that
@@ -293,13 +292,22 @@ impl<R: Runtime> ServerBuilder<R> {
         let base_seed = self.rng_seed.unwrap_or_else(os_seed);
         let (sockets, buffers) =
             EndpointSocket::bind_shared(&self.runtime, self.bind, self.socket_buffer, drivers)
-                .map_err(|e| LightningError::Local(format!("cannot bind {}: {e}", self.bind)))?;
+                .map_err(|e| {
+                    LightningError::Local(LocalCause::Bind {
+                        addr: self.bind,
+                        error: e.into(),
+                    })
+                })?;
         let local_addr = sockets
             .first()
             .map(|s| s.local_addr())
             .transpose()
-            .map_err(|e| LightningError::Local(e.to_string()))?
-            .ok_or_else(|| LightningError::Local("no socket".into()))?;
+            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?
+            .ok_or_else(|| {
+                LightningError::Local(LocalCause::Socket(
+                    std::io::Error::other("no socket bound").into(),
+                ))
+            })?;
         let sockets = sockets.into_iter();
 
         // Every driver answers with one certificate, one reset secret and one set of

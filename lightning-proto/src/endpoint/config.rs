@@ -9,26 +9,94 @@ use std::time::Duration;
 
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 
+use super::error::{Detail, FmtDetail};
 use crate::frame::{DEFAULT_MAX_FRAME_PAYLOAD, MIN_MAX_FRAME_PAYLOAD};
-use crate::reconnect::ReconnectPolicy;
+use crate::identity::Ss58Error;
+use crate::reconnect::{ReconnectPolicy, ReconnectPolicyError};
 
-/// A configuration value is out of range.
+/// Why a configuration or identity was refused.
+///
+/// `Display` reads `"config error: <detail>"`; [`detail`](Self::detail) is the part after
+/// the prefix, for errors that add their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting is outside the values it may take.
+    OutOfRange {
+        /// The setting, or the settings one rule ties together, as the message names them.
+        setting: &'static str,
+        /// What it must be, e.g. `"must be > 0"`.
+        requirement: &'static str,
+    },
+    /// The reconnect policy breaks one of its rules.
+    Reconnect(ReconnectPolicyError),
+    /// The TLS configuration could not be built. Kept as rustls's text: its error type
+    /// is not `Eq`, and carrying it would tie our API to one rustls version.
+    Tls(String),
+    /// The configured hotkey is not an SS58 address.
+    InvalidHotkey {
+        /// The hotkey as configured.
+        hotkey: String,
+        /// Why it does not decode.
+        reason: Ss58Error,
+    },
+    /// The signer's public key is not the configured hotkey's, so every handshake would
+    /// be refused.
+    SignerMismatch {
+        /// The hotkey as configured.
+        hotkey: String,
+    },
+}
+
+impl ConfigError {
+    /// The message without its `"config error: "` prefix.
+    pub fn detail(&self) -> impl std::fmt::Display + '_ {
+        Detail(self)
+    }
+}
+
+impl FmtDetail for ConfigError {
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::OutOfRange {
+                setting,
+                requirement,
+            } => write!(f, "{setting} {requirement}"),
+            ConfigError::Reconnect(e) => write!(f, "{e}"),
+            ConfigError::Tls(e) => write!(f, "TLS: {e}"),
+            ConfigError::InvalidHotkey { hotkey, reason } => {
+                write!(f, "invalid hotkey {hotkey}: {reason}")
+            }
+            ConfigError::SignerMismatch { hotkey } => {
+                write!(f, "hotkey {hotkey} does not match the signer's public key")
+            }
+        }
+    }
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "config error: {}", self.0)
+        write!(f, "config error: {}", self.detail())
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn check(ok: bool, what: &str) -> Result<(), ConfigError> {
+impl From<ReconnectPolicyError> for ConfigError {
+    fn from(e: ReconnectPolicyError) -> Self {
+        Self::Reconnect(e)
+    }
+}
+
+/// `Ok` if `ok`, else [`ConfigError::OutOfRange`] for `setting`.
+fn check(ok: bool, setting: &'static str, requirement: &'static str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError(what.to_string()))
+        Err(ConfigError::OutOfRange {
+            setting,
+            requirement,
+        })
     }
 }
 
@@ -67,18 +135,21 @@ impl Default for TransportOptions {
 impl TransportOptions {
     /// Checks the reference's constraints: both durations positive, keep-alive below idle.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(!self.idle_timeout.is_zero(), "idle_timeout must be > 0")?;
+        check(!self.idle_timeout.is_zero(), "idle_timeout", "must be > 0")?;
         check(
             !self.keep_alive_interval.is_zero() && self.keep_alive_interval < self.idle_timeout,
-            "keep_alive_interval must be > 0 and < idle_timeout",
+            "keep_alive_interval",
+            "must be > 0 and < idle_timeout",
         )?;
         check(
             IdleTimeout::try_from(self.idle_timeout).is_ok(),
-            "idle_timeout is too large",
+            "idle_timeout",
+            "is too large",
         )?;
         check(
             self.stream_receive_window > 0 && self.receive_window > 0 && self.send_window > 0,
-            "flow-control windows must be > 0",
+            "flow-control windows",
+            "must be > 0",
         )
     }
 
@@ -160,24 +231,26 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(
             !self.connect_timeout.is_zero(),
-            "connect_timeout must be > 0",
+            "connect_timeout",
+            "must be > 0",
         )?;
         self.transport.validate()?;
-        self.reconnect
-            .validate()
-            .map_err(|e| ConfigError(e.to_string()))?;
-        check(self.max_connections >= 1, "max_connections must be >= 1")?;
+        self.reconnect.validate()?;
+        check(self.max_connections >= 1, "max_connections", "must be >= 1")?;
         check(
             self.max_frame_payload_bytes >= MIN_MAX_FRAME_PAYLOAD,
-            "max_frame_payload_bytes must be >= 1 MiB",
+            "max_frame_payload_bytes",
+            "must be >= 1 MiB",
         )?;
         check(
             self.max_stream_payload_bytes >= u64::from(self.max_frame_payload_bytes),
-            "max_stream_payload_bytes must be >= max_frame_payload_bytes",
+            "max_stream_payload_bytes",
+            "must be >= max_frame_payload_bytes",
         )?;
         check(
             self.stream_read_ahead_chunks >= 1,
-            "stream_read_ahead_chunks must be >= 1",
+            "stream_read_ahead_chunks",
+            "must be >= 1",
         )
     }
 }
@@ -354,71 +427,157 @@ impl ServerConfig {
         let idle = self.transport.idle_timeout;
         check(
             (1..=3600).contains(&self.max_signature_age_secs),
-            "max_signature_age_secs must be in 1..=3600",
+            "max_signature_age_secs",
+            "must be in 1..=3600",
         )?;
         check(
             !self.nonce_cleanup_interval.is_zero(),
-            "nonce_cleanup_interval must be > 0",
+            "nonce_cleanup_interval",
+            "must be > 0",
         )?;
-        check(self.max_connections > 0, "max_connections must be > 0")?;
-        check(self.max_nonce_entries > 0, "max_nonce_entries must be > 0")?;
+        check(self.max_connections > 0, "max_connections", "must be > 0")?;
+        check(
+            self.max_nonce_entries > 0,
+            "max_nonce_entries",
+            "must be > 0",
+        )?;
         check(
             !self.handshake_timeout.is_zero() && self.handshake_timeout < idle,
-            "handshake_timeout must be > 0 and < idle_timeout",
+            "handshake_timeout",
+            "must be > 0 and < idle_timeout",
         )?;
         check(
             self.max_handshake_attempts_per_minute > 0,
-            "max_handshake_attempts_per_minute must be > 0",
+            "max_handshake_attempts_per_minute",
+            "must be > 0",
         )?;
         check(
             self.max_concurrent_bidi_streams > 0,
-            "max_concurrent_bidi_streams must be > 0",
+            "max_concurrent_bidi_streams",
+            "must be > 0",
         )?;
         check(
             self.max_tracked_rate_ips > 0,
-            "max_tracked_rate_ips must be > 0",
+            "max_tracked_rate_ips",
+            "must be > 0",
         )?;
         check(
             !self.handler_timeout.is_zero() && self.handler_timeout < idle,
-            "handler_timeout must be > 0 and < idle_timeout",
+            "handler_timeout",
+            "must be > 0 and < idle_timeout",
         )?;
         check(
             self.max_frame_payload_bytes >= MIN_MAX_FRAME_PAYLOAD,
-            "max_frame_payload_bytes must be >= 1 MiB",
+            "max_frame_payload_bytes",
+            "must be >= 1 MiB",
         )?;
         check(
             self.streaming_channel_buffer > 0,
-            "streaming_channel_buffer must be > 0",
+            "streaming_channel_buffer",
+            "must be > 0",
         )?;
         check(
             self.max_unauthenticated_connections > 0,
-            "max_unauthenticated_connections must be > 0",
+            "max_unauthenticated_connections",
+            "must be > 0",
         )?;
         check(
             self.max_unauthenticated_per_ip > 0,
-            "max_unauthenticated_per_ip must be > 0",
+            "max_unauthenticated_per_ip",
+            "must be > 0",
         )?;
         check(
             self.max_request_bytes_per_connection > 0 && self.max_request_bytes_total > 0,
-            "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
+            "max_request_bytes_per_connection and max_request_bytes_total",
+            "must be > 0",
         )?;
         check(
             self.max_waiting_requests > 0 && self.max_waiting_requests_per_connection > 0,
-            "max_waiting_requests and max_waiting_requests_per_connection must be > 0",
+            "max_waiting_requests and max_waiting_requests_per_connection",
+            "must be > 0",
         )?;
         check(
             self.max_queued_response_bytes_per_connection > 0
                 && self.max_queued_response_bytes_total > 0
                 && self.max_queued_chunk_bytes > 0,
-            "response queue limits must be > 0",
+            "response queue limits",
+            "must be > 0",
         )?;
         check(
             !self.send_progress_timeout.is_zero(),
-            "send_progress_timeout must be > 0",
+            "send_progress_timeout",
+            "must be > 0",
         )?;
         check(
             !self.request_read_timeout.is_zero(),
-            "request_read_timeout must be > 0",
+            "request_read_timeout",
+            "must be > 0",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pins the `Display` text of configuration errors: applications and logs match on it.
+
+    use super::*;
+
+    fn shown(result: Result<(), ConfigError>) -> String {
+        result
+            .expect_err("the configuration was accepted")
+            .to_string()
+    }
+
+    /// The default transport settings with `change` made, checked.
+    fn transport(change: impl FnOnce(&mut TransportOptions)) -> Result<(), ConfigError> {
+        let mut options = TransportOptions::default();
+        change(&mut options);
+        options.validate()
+    }
+
+    /// The default server settings with `change` made, checked.
+    fn server(change: impl FnOnce(&mut ServerConfig)) -> Result<(), ConfigError> {
+        let mut config = ServerConfig::default();
+        change(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn display_of_config_errors_is_pinned() {
+        let mut client = ClientConfig::default();
+        client.reconnect.max_retries = 0;
+        let cases = [
+            (
+                transport(|t| t.idle_timeout = Duration::ZERO),
+                "idle_timeout must be > 0",
+            ),
+            (
+                transport(|t| t.idle_timeout = Duration::from_secs(u64::MAX)),
+                "idle_timeout is too large",
+            ),
+            (
+                transport(|t| t.send_window = 0),
+                "flow-control windows must be > 0",
+            ),
+            (
+                client.validate(),
+                "reconnect_max_retries must be at least 1",
+            ),
+            (
+                server(|c| c.max_signature_age_secs = 0),
+                "max_signature_age_secs must be in 1..=3600",
+            ),
+            (
+                server(|c| c.max_request_bytes_total = 0),
+                "max_request_bytes_per_connection and max_request_bytes_total must be > 0",
+            ),
+            (
+                server(|c| c.handler_timeout = Duration::from_secs(1000)),
+                "handler_timeout must be > 0 and < idle_timeout",
+            ),
+        ];
+        for (result, detail) in cases {
+            assert_eq!(shown(result), format!("config error: {detail}"));
+        }
     }
 }

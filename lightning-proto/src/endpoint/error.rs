@@ -56,35 +56,79 @@ pub enum ClientError {
     Local(LocalError),
 }
 
+impl ClientError {
+    /// The word before `" error: "` in `Display`, as the reference groups its errors.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect(_)
+            | Self::ConnectTimeout(_)
+            | Self::Reconnect(_)
+            | Self::TooManyConnections(_)
+            | Self::ConnectionLost(_) => "connection",
+            Self::Handshake(_)
+            | Self::HandshakeTimeout
+            | Self::HandshakeProtocol(_)
+            | Self::NoRoute { .. } => "handshake",
+            Self::Timeout(_) | Self::Transport(_) | Self::Frame(_) | Self::StreamReset { .. } => {
+                "transport"
+            }
+            Self::Stream(_) => "stream",
+            Self::Local(_) => "local",
+        }
+    }
+
+    /// The message without its `"<kind> error: "` prefix, for errors that wrap this one
+    /// under a prefix of their own.
+    pub fn detail(&self) -> impl std::fmt::Display + '_ {
+        Detail(self)
+    }
+}
+
+/// An error whose `Display` is a `"<kind> error: "` prefix and a detail, which errors
+/// wrapping it show under their own prefix.
+pub(super) trait FmtDetail {
+    /// Writes the detail: the message without its prefix.
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+}
+
+/// Shows an error's detail ([`FmtDetail`]).
+pub(super) struct Detail<'a, E>(pub(super) &'a E);
+
+impl<E: FmtDetail> std::fmt::Display for Detail<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt_detail(f)
+    }
+}
+
+impl FmtDetail for ClientError {
+    fn fmt_detail(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(m) => write!(f, "{m}"),
+            ClientError::ConnectTimeout(a) => write!(f, "Connection to {a} timed out"),
+            ClientError::Reconnect(e) => write!(f, "{e}"),
+            ClientError::Handshake(e) => write!(f, "{e}"),
+            ClientError::HandshakeTimeout => f.write_str("handshake timed out"),
+            ClientError::HandshakeProtocol(m) => write!(f, "{m}"),
+            ClientError::NoRoute { hotkey, addr } => {
+                write!(f, "no authenticated route for {hotkey} at {addr}")
+            }
+            ClientError::TooManyConnections(n) => {
+                write!(f, "connection limit of {n} addresses reached")
+            }
+            ClientError::ConnectionLost(m) => write!(f, "connection lost: {m}"),
+            ClientError::Timeout(d) => write!(f, "query timed out after {d:?}"),
+            ClientError::Transport(m) => write!(f, "{m}"),
+            ClientError::Frame(e) => write!(f, "{e}"),
+            ClientError::StreamReset { code } => write!(f, "stream reset by peer: code {code}"),
+            ClientError::Stream(m) => write!(f, "{m}"),
+            ClientError::Local(m) => write!(f, "{m}"),
+        }
+    }
+}
+
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Connect(m) => write!(f, "connection error: {m}"),
-            Self::ConnectTimeout(a) => write!(f, "connection error: Connection to {a} timed out"),
-            Self::Reconnect(e) => write!(f, "connection error: {e}"),
-            Self::Handshake(e) => write!(f, "handshake error: {e}"),
-            Self::HandshakeTimeout => write!(f, "handshake error: handshake timed out"),
-            Self::HandshakeProtocol(m) => write!(f, "handshake error: {m}"),
-            Self::NoRoute { hotkey, addr } => write!(
-                f,
-                "handshake error: no authenticated route for {hotkey} at {addr}"
-            ),
-            Self::TooManyConnections(n) => {
-                write!(
-                    f,
-                    "connection error: connection limit of {n} addresses reached"
-                )
-            }
-            Self::ConnectionLost(m) => write!(f, "connection error: connection lost: {m}"),
-            Self::Timeout(d) => write!(f, "transport error: query timed out after {d:?}"),
-            Self::Transport(m) => write!(f, "transport error: {m}"),
-            Self::Frame(e) => write!(f, "transport error: {e}"),
-            Self::StreamReset { code } => {
-                write!(f, "transport error: stream reset by peer: code {code}")
-            }
-            Self::Stream(m) => write!(f, "stream error: {m}"),
-            Self::Local(m) => write!(f, "local error: {m}"),
-        }
+        write!(f, "{} error: {}", self.kind(), self.detail())
     }
 }
 
@@ -257,6 +301,92 @@ impl std::fmt::Display for LocalError {
                 f,
                 "only {written} of {len} raw bytes fit the stream's send credit"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pins `ClientError`'s `Display`, the reference's wording that logs and the driver's
+    //! own error (which reuses [`ClientError::detail`]) depend on.
+
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn display_of_every_variant_is_pinned() {
+        let addr: SocketAddr = "192.0.2.7:8091".parse().unwrap();
+        let cases = [
+            (
+                ClientError::Connect(ConnectFailure::NotConnected),
+                "connection error: not connected",
+            ),
+            (
+                ClientError::ConnectTimeout(addr),
+                "connection error: Connection to 192.0.2.7:8091 timed out",
+            ),
+            (
+                ClientError::Reconnect(ReconnectError::InProgress),
+                "connection error: reconnection already in progress",
+            ),
+            (
+                ClientError::Handshake(HandshakeError::Rejected),
+                "handshake error: Handshake rejected by miner",
+            ),
+            (
+                ClientError::HandshakeTimeout,
+                "handshake error: handshake timed out",
+            ),
+            (
+                ClientError::HandshakeProtocol(HandshakeProtocolError::UnexpectedType(
+                    MessageType::StreamEnd,
+                )),
+                "handshake error: Expected HandshakeResponse, got StreamEnd",
+            ),
+            (
+                ClientError::NoRoute {
+                    hotkey: "5Hot".into(),
+                    addr,
+                },
+                "handshake error: no authenticated route for 5Hot at 192.0.2.7:8091",
+            ),
+            (
+                ClientError::TooManyConnections(2),
+                "connection error: connection limit of 2 addresses reached",
+            ),
+            (
+                ClientError::ConnectionLost(ConnectionEnd::Drained),
+                "connection error: connection lost: connection drained",
+            ),
+            (
+                ClientError::Timeout(Duration::from_millis(1500)),
+                "transport error: query timed out after 1.5s",
+            ),
+            (
+                ClientError::Transport(ResponseError::ChunkOnUnaryQuery),
+                "transport error: received StreamChunk on non-streaming query; use \
+                 query_axon_stream for streaming synapses",
+            ),
+            (
+                ClientError::Frame(FrameError::UnknownType(9)),
+                "transport error: unknown message type: 0x09",
+            ),
+            (
+                ClientError::StreamReset { code: 7 },
+                "transport error: stream reset by peer: code 7",
+            ),
+            (
+                ClientError::Stream(StreamFailure::RemoteNoDetail),
+                "stream error: stream ended with failure status",
+            ),
+            (
+                ClientError::Local(LocalError::NoStreamCredit),
+                "local error: no stream credit",
+            ),
+        ];
+        for (error, shown) in cases {
+            assert_eq!(error.to_string(), shown, "{error:?}");
         }
     }
 }

@@ -90,9 +90,12 @@ fn check_signer_matches(hotkey: &str, signer: &dyn Signer) -> Result<(), ConfigE
     };
     match ss58::decode(hotkey) {
         Ok((_, key)) if key == public => Ok(()),
-        Ok(_) => Err(ConfigError(format!(
-            "hotkey {hotkey} does not match the signer's public key"
-        ))),
-        Err(e) => Err(ConfigError(format!("invalid hotkey {hotkey}: {e}"))),
+        Ok(_) => Err(ConfigError::SignerMismatch {
+            hotkey: hotkey.to_string(),
+        }),
+        Err(reason) => Err(ConfigError::InvalidHotkey {
+            hotkey: hotkey.to_string(),
+            reason,
+        }),
     }
 }

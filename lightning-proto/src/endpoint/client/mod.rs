@@ -319,7 +319,7 @@ impl Client {
         super::check_signer_matches(&hotkey, signer.as_ref())?;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let crypto = crate::tls::client_crypto()
-            .map_err(|e| super::config::ConfigError(format!("TLS: {e}")))?;
+            .map_err(|e| super::config::ConfigError::Tls(e.to_string()))?;
         let mut quic = quinn_proto::ClientConfig::new(crypto);
         // The server never opens streams towards us.
         quic.transport_config(config.transport.build(0));

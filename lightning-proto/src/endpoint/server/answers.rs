@@ -80,15 +80,10 @@ impl Server {
     ) -> Result<ChunkCredit, AnswerError> {
         self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
-        let Some(c) = self.core.state_mut(ch) else {
-            return Err(AnswerError::UnknownRequest);
-        };
-        let Some(s) = c.streams.get_mut(&stream) else {
-            return Err(AnswerError::UnknownRequest);
-        };
+        let (s, book, queued_out) = chunk_parts(&mut self.core, ch, stream)?;
         let cap = self.config.max_queued_chunk_bytes;
-        let whole_free = c.whole_credit.is_none_or(|w| w == stream);
-        let conn_held = c.queued_out.saturating_add(c.credited_bytes);
+        let conn_held = queued_out.saturating_add(book.credited_bytes);
+        let whole_free = book.whole_free(stream);
         let mut grant = chunk_room(&self.config, &s.out, s.credit, conn_held, whole_free);
         if let Some(wants) = s.wants {
             let after = s.credit.bytes.saturating_add(grant.bytes);
@@ -100,17 +95,15 @@ impl Server {
             }
         }
         s.credit.add(grant);
-        c.credited_bytes = c.credited_bytes.saturating_add(grant.bytes);
-        if s.credit.bytes >= cap {
-            c.whole_credit = Some(stream);
-        }
+        book.credited_bytes = book.credited_bytes.saturating_add(grant.bytes);
+        book.note_credit(stream, s.credit, cap);
         // Below full credit, the application may wait for room: say when there is some.
         s.notify_writable =
             s.credit.chunks < self.config.streaming_channel_buffer || s.credit.bytes < cap;
         if grant == ChunkCredit::default() && s.out.frames() == 0 {
             // Nothing of its own queued, so no flush of its own will come: the
             // connection's backlog or its other streams' credit holds it.
-            c.writable_waiters.push(stream);
+            book.writable_waiters.push(stream);
         }
         Ok(grant)
     }
@@ -128,19 +121,12 @@ impl Server {
     ) -> Result<(), AnswerError> {
         self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
-        let Some(c) = self.core.state_mut(ch) else {
-            return Err(AnswerError::UnknownRequest);
-        };
-        let Some(s) = c.streams.get_mut(&stream) else {
-            return Err(AnswerError::UnknownRequest);
-        };
+        let (s, book, _) = chunk_parts(&mut self.core, ch, stream)?;
         let returned = bytes.min(s.credit.bytes);
         s.credit.bytes -= returned;
         s.wants = Some(wants);
-        c.credited_bytes = c.credited_bytes.saturating_sub(returned);
-        if c.whole_credit == Some(stream) && s.credit.bytes < self.config.max_queued_chunk_bytes {
-            c.whole_credit = None;
-        }
+        book.credited_bytes = book.credited_bytes.saturating_sub(returned);
+        book.note_credit(stream, s.credit, self.config.max_queued_chunk_bytes);
         if returned > 0 {
             self.wake_writable(ch);
         }
@@ -153,7 +139,7 @@ impl Server {
         let Some(c) = self.core.state_mut(ch) else {
             return;
         };
-        for stream in std::mem::take(&mut c.writable_waiters) {
+        for stream in std::mem::take(&mut c.chunks.writable_waiters) {
             if let Some(s) = c.streams.get_mut(&stream) {
                 if let (true, Phase::Handling { id, .. }) =
                     (std::mem::take(&mut s.notify_writable), &s.phase)
@@ -179,25 +165,17 @@ impl Server {
     ) -> Result<(), AnswerError> {
         self.now = now;
         let (ch, stream) = self.handling(id, SynapseKind::Streaming)?;
-        let Some(c) = self.core.state_mut(ch) else {
-            return Err(AnswerError::UnknownRequest);
-        };
-        let Some(s) = c.streams.get_mut(&stream) else {
-            return Err(AnswerError::UnknownRequest);
-        };
+        let (s, book, queued_out) = chunk_parts(&mut self.core, ch, stream)?;
         if s.credit.chunks > 0 {
             let before = s.credit.bytes;
             s.credit.consume(data.len() as u64);
-            c.credited_bytes = c.credited_bytes.saturating_sub(before - s.credit.bytes);
-            if c.whole_credit == Some(stream) && s.credit.bytes < self.config.max_queued_chunk_bytes
-            {
-                c.whole_credit = None;
-            }
-        } else if chunk_queue_full(&self.config, &s.out, c.queued_out) {
+            book.credited_bytes = book.credited_bytes.saturating_sub(before - s.credit.bytes);
+            book.note_credit(stream, s.credit, self.config.max_queued_chunk_bytes);
+        } else if chunk_queue_full(&self.config, &s.out, queued_out) {
             s.notify_writable = true;
             if s.out.frames() == 0 {
                 // Only the connection's backlog holds it: no flush of its own will come.
-                c.writable_waiters.push(stream);
+                book.writable_waiters.push(stream);
             }
             return Err(AnswerError::Full);
         }
@@ -253,7 +231,7 @@ impl Server {
             // byte below the cap: one chunk refills it, and waking every waiter each time
             // (over a hundred on a connection that reads slowly) costs the endpoint task
             // more than the bytes that moved.
-            half_drained = c.queued_out < cap / 2 && !c.writable_waiters.is_empty();
+            half_drained = c.queued_out < cap / 2 && !c.chunks.writable_waiters.is_empty();
         }
         if half_drained {
             self.wake_writable(ch);
@@ -328,7 +306,7 @@ impl Server {
         if let Some(c) = self.core.state_mut(ch) {
             if let Some(s) = c.streams.get_mut(&stream) {
                 let credit = std::mem::take(&mut s.credit);
-                freed = release_credit(c, stream, credit);
+                freed = c.chunks.release(stream, credit);
             }
         }
         if freed {
@@ -365,14 +343,13 @@ impl Server {
         // Waiting on the peer's flow control: a peer that never reads must not hold the
         // response forever (`send_progress_timeout`).
         let schedule = result == Flush::Blocked && !std::mem::replace(&mut s.send_deadline, true);
-        let whole_free = c.whole_credit.is_none_or(|w| w == stream);
         let writable = s.notify_writable
             && chunk_room(
                 &self.config,
                 &s.out,
                 s.credit,
-                c.queued_out.saturating_add(c.credited_bytes),
-                whole_free,
+                c.queued_out.saturating_add(c.chunks.credited_bytes),
+                c.chunks.whole_free(stream),
             ) != ChunkCredit::default();
         if let (true, Some(conn)) = (schedule, self.core.conn_ref(ch)) {
             self.deadlines.schedule(
@@ -471,12 +448,59 @@ pub(super) fn chunk_room(
     ChunkCredit { chunks, bytes }
 }
 
-/// Gives back `credit`, the unused chunk credit of stream `id` of `conn` (it is answered
-/// or gone); whether that freed bytes the connection's other streams may want.
-pub(super) fn release_credit(conn: &mut SConn, id: StreamId, credit: ChunkCredit) -> bool {
-    conn.credited_bytes = conn.credited_bytes.saturating_sub(credit.bytes);
-    if conn.whole_credit == Some(id) {
-        conn.whole_credit = None;
+/// A connection's side of its streams' chunk credit.
+#[derive(Debug, Default)]
+pub(super) struct ChunkBook {
+    /// Streaming responses told `Full` because of the connection's queued bytes: each
+    /// gets `StreamWritable` once they fall below half the cap.
+    writable_waiters: Vec<StreamId>,
+    /// Chunk credit granted on its streams and not used yet, in bytes: counted with
+    /// `queued_out` against the connection's cap.
+    credited_bytes: u64,
+    /// The one stream of the connection whose credit may take a chunk of any size (see
+    /// [`ChunkCredit`]): one at a time, so such chunks overshoot the cap by one chunk
+    /// per connection at most.
+    whole_credit: Option<StreamId>,
+}
+
+impl ChunkBook {
+    /// Whether stream `id` may be given whole credit: no other stream holds it.
+    fn whole_free(&self, id: StreamId) -> bool {
+        self.whole_credit.is_none_or(|w| w == id)
     }
-    credit.bytes > 0
+
+    /// Records that stream `id` now holds `credit`: it holds whole credit while its bytes
+    /// reach `cap` (`max_queued_chunk_bytes`), and gives it up as soon as they do not.
+    /// The one place `whole_credit` changes, so the two cannot disagree.
+    fn note_credit(&mut self, id: StreamId, credit: ChunkCredit, cap: u64) {
+        if credit.bytes >= cap {
+            self.whole_credit = Some(id);
+        } else if self.whole_credit == Some(id) {
+            self.whole_credit = None;
+        }
+    }
+
+    /// Gives back `credit`, the unused chunk credit of stream `id` (it is answered or
+    /// gone); whether that freed bytes the connection's other streams may want.
+    pub(super) fn release(&mut self, id: StreamId, credit: ChunkCredit) -> bool {
+        self.credited_bytes = self.credited_bytes.saturating_sub(credit.bytes);
+        // The stream holds nothing now, whatever the cap.
+        self.note_credit(id, ChunkCredit::default(), u64::MAX);
+        credit.bytes > 0
+    }
+}
+
+/// Stream `stream` of `ch` with its connection's chunk book and queued response bytes,
+/// borrowed together, or `UnknownRequest` if either is gone.
+fn chunk_parts(
+    core: &mut Core<SConn>,
+    ch: ConnectionHandle,
+    stream: StreamId,
+) -> Result<(&mut SStream, &mut ChunkBook, u64), AnswerError> {
+    let c = core.state_mut(ch).ok_or(AnswerError::UnknownRequest)?;
+    let s = c
+        .streams
+        .get_mut(&stream)
+        .ok_or(AnswerError::UnknownRequest)?;
+    Ok((s, &mut c.chunks, c.queued_out))
 }

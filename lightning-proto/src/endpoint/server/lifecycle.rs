@@ -162,10 +162,9 @@ impl ConnRole for Server {
             self.released.push(ch);
         }
         for (_, mut s) in streams {
-            self.limits.account_queued(s.out.bytes() as u64, 0);
-            if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
-                self.limits.release(None, r);
-            }
+            // The connection is out of the core already: only the server-wide budgets
+            // get anything back, and its waiting places went with `remove_conn` above.
+            self.release_shared(ch, &mut s);
             self.cancel_request_of(Some(s), CancelReason::ConnectionLost);
         }
         self.events.push_back(ServerEvent::ConnectionClosed {

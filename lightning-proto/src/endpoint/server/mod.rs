@@ -9,7 +9,7 @@ mod requests;
 mod synapses;
 mod waiting;
 
-use answers::{answer_backlog, error_response, release_credit};
+use answers::{answer_backlog, error_response, ChunkBook};
 use requests::RequestRate;
 pub use synapses::SynapseIndex;
 use synapses::SynapseTable;
@@ -379,16 +379,9 @@ pub(crate) struct SConn {
     queued_out: u64,
     /// Last time quinn took response bytes from any of its streams.
     last_send_progress: Instant,
-    /// Streaming responses told `Full` because of the connection's queued bytes: each
-    /// gets `StreamWritable` once they fall below half the cap.
-    writable_waiters: Vec<StreamId>,
-    /// Chunk credit granted on its streams and not used yet, in bytes: counted with
-    /// `queued_out` against the connection's cap.
-    credited_bytes: u64,
-    /// The one stream of the connection whose credit may take a chunk of any size (see
-    /// [`ChunkCredit`]): one at a time, so such chunks overshoot the cap by one chunk
-    /// per connection at most.
-    whole_credit: Option<StreamId>,
+    /// Its side of its streams' chunk credit: kept apart from `streams` so that a
+    /// stream and it can be changed together.
+    chunks: ChunkBook,
     /// Requests that arrived right behind the handshake (pipelining, [`Phase::Held`]):
     /// served once it succeeds, refused if it fails. At most the unauthenticated
     /// stream limit, each within the unauthenticated frame size.
@@ -583,11 +576,10 @@ impl Server {
         member: GroupMember,
     ) -> Result<Self, ConfigError> {
         if member.index >= member.routing.endpoints() {
-            return Err(ConfigError(format!(
-                "endpoint index {} outside a group of {}",
-                member.index,
-                member.routing.endpoints()
-            )));
+            return Err(ConfigError::OutOfRange {
+                setting: "GroupMember::index",
+                requirement: "must be below the group's number of endpoints",
+            });
         }
         Self::build(
             config,
@@ -622,7 +614,7 @@ impl Server {
         });
         let fingerprint = handshake::cert_fingerprint(identity.cert_der());
         let crypto =
-            crate::tls::server_crypto(&identity).map_err(|e| ConfigError(format!("TLS: {e}")))?;
+            crate::tls::server_crypto(&identity).map_err(|e| ConfigError::Tls(e.to_string()))?;
         let mut token_master = [0u8; 64];
         rng.fill_bytes(&mut token_master);
         if let Some(member) = &member {

@@ -41,31 +41,43 @@ impl Server {
         let c = self.core.state_mut(ch)?;
         let mut s = c.streams.remove(&stream)?;
         c.open_streams = c.open_streams.saturating_sub(1);
-        let freed = release_credit(c, stream, std::mem::take(&mut s.credit));
-        let mut waited = None;
-        match std::mem::replace(&mut s.hold, Hold::Nothing) {
-            Hold::Nothing => {}
-            Hold::Reserved(r) => {
-                self.limits
-                    .release(Some((&mut c.reserved, &mut c.reserved_small)), r);
-                self.released.push(ch);
-            }
-            Hold::Waiting { window_extended } => waited = Some(window_extended),
-        }
-        self.account_queued(ch, s.out.bytes(), 0);
-        match waited {
-            None => {}
-            Some(window_extended) => {
-                self.parking.remove(ch, stream);
-                if window_extended {
-                    self.narrow_window(ch);
-                }
+        let freed = c.chunks.release(stream, std::mem::take(&mut s.credit));
+        if let Some(window_extended) = self.release_shared(ch, &mut s) {
+            self.parking.remove(ch, stream);
+            if window_extended {
+                self.narrow_window(ch);
             }
         }
         if freed {
             self.wake_writable(ch);
         }
         Some(s)
+    }
+
+    /// Gives back what stream `s`, just taken out of connection `ch`'s table, held of
+    /// the server's shared budgets: its read-budget reservation and its queued response
+    /// bytes, which lets waiting streams be tried again. Shared by a stream that leaves
+    /// an open connection and by the streams of a closed one: while `ch` is still in
+    /// the core, its own shares of both are given back too.
+    ///
+    /// `Some(window_extended)` if the stream was still waiting for budget instead: its
+    /// waiting place is the caller's to settle.
+    pub(super) fn release_shared(&mut self, ch: ConnectionHandle, s: &mut SStream) -> Option<bool> {
+        let mut waited = None;
+        match std::mem::replace(&mut s.hold, Hold::Nothing) {
+            Hold::Nothing => {}
+            Hold::Reserved(r) => {
+                let conn = self
+                    .core
+                    .state_mut(ch)
+                    .map(|c| (&mut c.reserved, &mut c.reserved_small));
+                self.limits.release(conn, r);
+                self.released.push(ch);
+            }
+            Hold::Waiting { window_extended } => waited = Some(window_extended),
+        }
+        self.account_queued(ch, s.out.bytes(), 0);
+        waited
     }
 
     /// A stream that was taken out of the tables while its request was with the
