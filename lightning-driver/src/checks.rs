@@ -39,7 +39,7 @@ pub(crate) fn hotkey(hotkey: &str) -> Result<()> {
         }
         Err(e) => Err(LightningError::InvalidHotkey {
             hotkey: hotkey.to_string(),
-            reason: e.to_string(),
+            reason: e,
         }),
     }
 }

@@ -52,7 +52,7 @@ pub enum LightningError {
         /// The hotkey as given.
         hotkey: String,
         /// Why it is not an SS58 address.
-        reason: String,
+        reason: lightning_proto::identity::ss58::Ss58Error,
     },
     /// The request's frame is larger than the client's own `max_frame_payload_bytes`;
     /// refused before anything was sent.
@@ -652,7 +652,7 @@ mod tests {
             (
                 LightningError::InvalidHotkey {
                     hotkey: "x".into(),
-                    reason: "not valid base58".into(),
+                    reason: lightning_proto::identity::ss58::Ss58Error::BadBase58,
                 },
                 "config error: miner hotkey \"x\" is not a valid SS58 address (not valid base58)"
                     .into(),
