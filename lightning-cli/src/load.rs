@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lightning_tokio::{
     ClientBuilder, DataMap, Identity, LightningClient, QuicAxonInfo, QuicRequest,
 };
