@@ -896,13 +896,8 @@ fn a_replaced_connection_gives_its_read_budget_back_at_once() {
     let c1 = w.add_client(CLIENT, c1);
     connect(&mut w, c1, std::slice::from_ref(&hk));
     w.run_until(10 * SECOND, |w| w.authenticated(c1, &hk));
-    let _ = request(
-        &mut w,
-        c1,
-        "echo",
-        payload_data(vec![7; 8 << 20]),
-        RequestOptions::default(),
-    );
+    let eight_mib = |byte: u8| payload_data(vec![byte; 8 << 20]);
+    let _ = request(&mut w, c1, "echo", eight_mib(7), RequestOptions::default());
     w.run_until(10 * SECOND, |w| w.server(s).reserved_request_bytes() > 0);
     let held = w.server(s).reserved_request_bytes();
     assert!(held >= 8 << 20, "the request holds {held} bytes");
@@ -919,13 +914,7 @@ fn a_replaced_connection_gives_its_read_budget_back_at_once() {
         "the replaced connection still holds read budget"
     );
     // The new connection has the whole share.
-    let id = request(
-        &mut w,
-        c2,
-        "echo",
-        payload_data(vec![9; 8 << 20]),
-        RequestOptions::default(),
-    );
+    let id = request(&mut w, c2, "echo", eight_mib(9), RequestOptions::default());
     assert!(matches!(
         wait_outcome(&mut w, c2, id, 30 * SECOND),
         ClientEvent::Response { ref response, .. } if response.success

@@ -392,7 +392,7 @@ pub struct Batch {
     pub total: u64,
     /// Queries in flight at once.
     pub concurrency: u64,
-    /// Each query's deadline; `None` for the client's default.
+    /// Each query's deadline (`None`: as long as the connection lives).
     pub timeout: Option<Duration>,
 }
 
