@@ -89,7 +89,7 @@ fn rss_bound_kib(name: &str) -> u64 {
         // connection hold (262 MiB) three times over, for the copy a request exists in
         // while its frame is assembled from QUIC's buffers and for what the allocator
         // keeps of freed multi-MiB buffers (VmRSS stays at 277-432 MiB after the attack,
-        // with nothing live): 786 MiB. Measured peaks: +319-435 MiB. It does not grow
+        // with nothing live): 786 MiB. Measured peaks: +319-452 MiB. It does not grow
         // with the validator's concurrency.
         LARGE_CONCURRENT => 3 * busy_connection_bytes() / 1024,
         // Eight requests for a 16 MiB chunk each, on `lightning serve`'s synapse: its
