@@ -1155,80 +1155,80 @@ fn plan(name: &str, t: &Target) -> Vec<Stage> {
         // Case 1 of issue 18, honest use: a validator whose streaming queries all time out
         // after 100 ms, 10,000 of them, 128 at a time, abandoning each stream mid-answer;
         // then one echo on the same connection.
-        ABANDONED_QUERIES => vec![Stage {
-            validators: vec![ValidatorSpec {
-                ip: attacker_ip(0),
-                seed: [0x91; 32],
-                hotkey: miner_hotkey(),
-                batches: vec![
-                    Batch {
-                        name: "abandoned",
-                        synapse: "stream_shared",
-                        data: map(&[("n", 100_000u64.into()), ("chunk_size", 16_384u64.into())]),
-                        streaming: true,
-                        total: ABANDONED_TOTAL,
-                        concurrency: 128,
-                        timeout: Some(Duration::from_millis(100)),
-                    },
-                    Batch {
-                        name: "then_echo",
-                        synapse: "echo",
-                        data: payload(256),
-                        streaming: false,
-                        total: 1,
-                        concurrency: 1,
-                        timeout: Some(QUERY_TIMEOUT),
-                    },
-                ],
-                repeat: false,
-            }],
-            ..Stage::default()
-        }],
+        ABANDONED_QUERIES => one_validator(
+            0x91,
+            vec![
+                Batch {
+                    name: "abandoned",
+                    synapse: "stream_shared",
+                    data: map(&[("n", 100_000u64.into()), ("chunk_size", 16_384u64.into())]),
+                    streaming: true,
+                    total: ABANDONED_TOTAL,
+                    concurrency: 128,
+                    timeout: Some(Duration::from_millis(100)),
+                },
+                Batch {
+                    name: "then_echo",
+                    synapse: "echo",
+                    data: payload(256),
+                    streaming: false,
+                    total: 1,
+                    concurrency: 1,
+                    timeout: Some(QUERY_TIMEOUT),
+                },
+            ],
+            false,
+        ),
         // Case 2, honest use: echoes of 4 MiB at a concurrency of 64, then of 24 MiB at 16,
         // with `lightning query`'s default timeout.
-        LARGE_CONCURRENT => vec![Stage {
-            validators: vec![ValidatorSpec {
-                ip: attacker_ip(0),
-                seed: [0x92; 32],
-                hotkey: miner_hotkey(),
-                batches: LARGE_ECHOES
-                    .iter()
-                    .map(|&(name, size, concurrency, total)| Batch {
-                        name,
-                        synapse: "echo",
-                        data: payload(size),
-                        streaming: false,
-                        total,
-                        concurrency,
-                        timeout: Some(QUERY_TIMEOUT),
-                    })
-                    .collect(),
-                repeat: false,
-            }],
-            ..Stage::default()
-        }],
+        LARGE_CONCURRENT => one_validator(
+            0x92,
+            LARGE_ECHOES
+                .iter()
+                .map(|&(name, size, concurrency, total)| Batch {
+                    name,
+                    synapse: "echo",
+                    data: payload(size),
+                    streaming: false,
+                    total,
+                    concurrency,
+                    timeout: Some(QUERY_TIMEOUT),
+                })
+                .collect(),
+            false,
+        ),
         // Case 9: a validator keeps eight requests for a 16 MiB chunk each in flight on
         // `lightning serve`'s own `stream` synapse, and reads every chunk.
-        HUGE_CHUNKS => vec![Stage {
-            validators: vec![ValidatorSpec {
-                ip: attacker_ip(0),
-                seed: [0x93; 32],
-                hotkey: miner_hotkey(),
-                batches: vec![Batch {
-                    name: "chunks",
-                    synapse: "serve_stream",
-                    data: map(&[("n", 1u64.into()), ("chunk_size", (16u64 << 20).into())]),
-                    streaming: true,
-                    total: 8,
-                    concurrency: 8,
-                    timeout: Some(3 * QUERY_TIMEOUT),
-                }],
-                repeat: true,
+        HUGE_CHUNKS => one_validator(
+            0x93,
+            vec![Batch {
+                name: "chunks",
+                synapse: "serve_stream",
+                data: map(&[("n", 1u64.into()), ("chunk_size", (16u64 << 20).into())]),
+                streaming: true,
+                total: 8,
+                concurrency: 8,
+                timeout: Some(3 * QUERY_TIMEOUT),
             }],
-            ..Stage::default()
-        }],
+            true,
+        ),
         other => panic!("no attack named {other:?}"),
     }
+}
+
+/// One stage of one Lightning validator (seed `[seed; 32]`, from the first attacker IP)
+/// running `batches` once, or again and again with `repeat`.
+fn one_validator(seed: u8, batches: Vec<Batch>, repeat: bool) -> Vec<Stage> {
+    vec![Stage {
+        validators: vec![ValidatorSpec {
+            ip: attacker_ip(0),
+            seed: [seed; 32],
+            hotkey: miner_hotkey(),
+            batches,
+            repeat,
+        }],
+        ..Stage::default()
+    }]
 }
 
 /// The validators' query timeout in the cases of honest use: `lightning query`'s default.
@@ -1560,12 +1560,8 @@ fn requests_repeating_one_key() {
 fn abandoned_queries() {
     let outcome = run(ABANDONED_QUERIES);
     let a = &outcome.attackers[0];
-    assert_eq!(
-        a.get("abandoned_ok") + a.sum_prefix("abandoned_err"),
-        ABANDONED_TOTAL,
-        "every query ran to its outcome: {}",
-        a.summary()
-    );
+    let (ok, failed) = outcomes(a, "abandoned");
+    assert_eq!(ok + failed, ABANDONED_TOTAL, "{}", a.summary());
     // Reaching the miner is what a wedged connection prevents (127 of them before the
     // fix); half is a margin for a loaded machine, not a goal.
     assert!(
@@ -1574,30 +1570,30 @@ fn abandoned_queries() {
         a.get("abandoned_started")
     );
     assert_eq!(
-        a.get("then_echo_ok"),
-        1,
+        outcomes(a, "then_echo"),
+        (1, 0),
         "the connection no longer answers after the abandoned queries: {}",
         a.summary()
     );
 }
 
+/// How many queries of a validator's batch `name` succeeded and how many failed.
+fn outcomes(a: &Counters, name: &str) -> (u64, u64) {
+    (
+        a.get(&format!("{name}_ok")),
+        a.sum_prefix(&format!("{name}_err")),
+    )
+}
+
 /// Case 2 of issue 18: large concurrent honest requests (4 MiB x 64, 24 MiB x 16), whose
-/// bytes exceed the miner's read budget many times over, are all answered within the
-/// client's default timeout: flow control and the read budget agree.
+/// bytes exceed the miner's read budget many times over, are all answered within
+/// `lightning query`'s default timeout: flow control and the read budget agree.
 #[test]
 fn large_concurrent_requests() {
     let outcome = run(LARGE_CONCURRENT);
     let a = &outcome.attackers[0];
     for (name, _, _, total) in LARGE_ECHOES {
-        assert_eq!(
-            (
-                a.get(&format!("{name}_ok")),
-                a.sum_prefix(&format!("{name}_err"))
-            ),
-            (total, 0),
-            "{name}: {}",
-            a.summary()
-        );
+        assert_eq!(outcomes(a, name), (total, 0), "{name}: {}", a.summary());
     }
 }
 
