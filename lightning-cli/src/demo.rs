@@ -11,8 +11,8 @@ use lightning_tokio::{Identity, QuicAxonInfo, ServerBuilder};
 
 use crate::load::{self, Kind, LoadResult, StreamParams, Workload};
 use crate::seed::random_seed;
-use crate::serve::with_synapses;
 use crate::stats::{fmt_size, fmt_us, micros};
+use lightning_cli::synapses::with_synapses;
 
 /// Options of `lightning demo`.
 #[derive(Debug, Args)]

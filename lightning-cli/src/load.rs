@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lightning_tokio::{
     ClientBuilder, DataMap, Identity, LightningClient, QuicAxonInfo, QuicRequest,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{micros, Latencies};
+use lightning_cli::synapses::filler;
 
 /// Parameters of the `stream` synapse.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -323,19 +323,6 @@ impl Progress {
             eprint!("\r\x1b[2K");
         }
     }
-}
-
-/// `len` bytes of a repeating pattern, so that a corrupted payload does not pass for
-/// a zeroed one.
-pub fn filler(len: usize) -> Bytes {
-    // One period of the pattern, then doubling copies: memcpy speed, not a byte at a time.
-    let mut out: Vec<u8> = (0..len.min(251)).map(|i| i as u8).collect();
-    out.reserve_exact(len - out.len());
-    while out.len() < len {
-        let more = out.len().min(len - out.len());
-        out.extend_from_within(..more);
-    }
-    out.into()
 }
 
 /// The data map `{"payload": <size bytes>}`, encoded directly (MessagePack `bin`).

@@ -873,6 +873,54 @@ fn same_validator_hotkey_on_a_new_connection_replaces_the_old_one() {
     assert_eq!(w.server(s).validators().count(), 1);
 }
 
+/// A hotkey's share of the read budget is one connection's: when it connects again, the
+/// connection it replaces gives back what it held at once, not when QUIC has finished
+/// draining it (three probe timeouts, which a slow or silent peer stretches to seconds).
+/// Otherwise a hotkey that keeps reconnecting mid-request holds a share per connection.
+#[test]
+fn a_replaced_connection_gives_its_read_budget_back_at_once() {
+    let mut w = World::new(27);
+    w.sim.set_default_link(lan());
+    let s = w.add_server(SERVER, ServerConfig::default(), MINER_SEED);
+    let hk = miner_hotkey();
+    // The first connection: a 300 ms path at 1 MB/s, so an 8 MiB request takes seconds.
+    let slow = LinkConditions {
+        latency: Duration::from_millis(150),
+        bandwidth: Some(1_000_000),
+        queue_bytes: 1 << 30,
+        ..LinkConditions::perfect()
+    };
+    w.sim.set_link(addr(CLIENT), addr(SERVER), slow);
+    w.sim.set_link(addr(SERVER), addr(CLIENT), slow);
+    let c1 = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+    let c1 = w.add_client(CLIENT, c1);
+    connect(&mut w, c1, std::slice::from_ref(&hk));
+    w.run_until(10 * SECOND, |w| w.authenticated(c1, &hk));
+    let eight_mib = |byte: u8| payload_data(vec![byte; 8 << 20]);
+    let _ = request(&mut w, c1, "echo", eight_mib(7), RequestOptions::default());
+    w.run_until(10 * SECOND, |w| w.server(s).reserved_request_bytes() > 0);
+    let held = w.server(s).reserved_request_bytes();
+    assert!(held >= 8 << 20, "the request holds {held} bytes");
+    // The old path goes silent (the validator moved), and the same hotkey connects again.
+    w.sim.partition(addr(CLIENT), addr(SERVER));
+    let c2 = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+    let c2 = w.add_client("10.0.0.9:5000", c2);
+    connect(&mut w, c2, std::slice::from_ref(&hk));
+    w.run_until(10 * SECOND, |w| w.authenticated(c2, &hk));
+    assert_eq!(w.server(s).validators().count(), 1);
+    assert_eq!(
+        w.server(s).reserved_request_bytes(),
+        0,
+        "the replaced connection still holds read budget"
+    );
+    // The new connection has the whole share.
+    let id = request(&mut w, c2, "echo", eight_mib(9), RequestOptions::default());
+    assert!(matches!(
+        wait_outcome(&mut w, c2, id, 30 * SECOND),
+        ClientEvent::Response { ref response, .. } if response.success
+    ));
+}
+
 #[test]
 fn unauthenticated_connections_are_closed_at_the_handshake_deadline() {
     let mut w = World::new(26);

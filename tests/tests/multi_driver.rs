@@ -15,7 +15,7 @@ mod attack;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use attack::{attacker_ip, signed_handshake, AgentSpec, Attack, Auth, Rng, Then};
+use attack::{attacker_ip, signed_handshake, AgentSpec, Attack, Auth, Rng, Stage, Then};
 use lightning_driver::{
     ClientBuilder, DataMap, Keypair, LightningClient, LightningServer, QuicAxonInfo, QuicRequest,
     ServerBuilder, ServerSnapshot,
@@ -144,12 +144,14 @@ fn a_handshake_replayed_to_another_driver_is_refused() {
         let captured = signed_handshake(&victim, server.fingerprint(), &mut Rng::new(3));
         let original = Attack::start(
             server.local_addr(),
-            vec![AgentSpec::new(
-                attacker_ip(0),
-                Auth::Raw(captured.clone()),
-                Then::Hold,
-            )],
-            vec![],
+            Stage {
+                agents: vec![AgentSpec::new(
+                    attacker_ip(0),
+                    Auth::Raw(captured.clone()),
+                    Then::Hold,
+                )],
+                ..Stage::default()
+            },
         );
         let s = until(&server, Duration::from_secs(10), |s| {
             s.stats.handshakes_ok == 1
@@ -169,7 +171,13 @@ fn a_handshake_replayed_to_another_driver_is_refused() {
                     .reconnect_delay(Duration::from_millis(50))
             })
             .collect();
-        let replay = Attack::start(server.local_addr(), replayers, vec![]);
+        let replay = Attack::start(
+            server.local_addr(),
+            Stage {
+                agents: replayers,
+                ..Stage::default()
+            },
+        );
         let s = until(&server, Duration::from_secs(15), |s| {
             s.drivers
                 .iter()
@@ -212,7 +220,13 @@ fn the_per_ip_handshake_rate_holds_across_drivers() {
             .connections(24)
             .keys(keys)
             .reconnect_delay(Duration::from_millis(200));
-        let attack = Attack::start(server.local_addr(), vec![agent], vec![]);
+        let attack = Attack::start(
+            server.local_addr(),
+            Stage {
+                agents: vec![agent],
+                ..Stage::default()
+            },
+        );
         let s = until(&server, Duration::from_secs(15), |s| {
             s.stats.handshakes_ok + s.stats.handshakes_rejected >= 24
         })

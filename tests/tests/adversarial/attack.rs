@@ -10,6 +10,9 @@
 //!   Lightning client API writes header-only or oversize frames;
 //! * **sprayers**: plain sockets sending datagrams that are not valid QUIC, or fresh QUIC
 //!   Initials that are never followed up, at a paced rate.
+//! * **validators**: real Lightning clients ([`ValidatorSpec`]) running batches of queries,
+//!   for the kinds of honest use that once broke a miner (queries abandoned by their
+//!   timeout, large concurrent requests, streams of large chunks).
 //!
 //! Agents vanish when stopped (no CONNECTION_CLOSE), so the server must clean up on its own.
 //!
@@ -357,6 +360,42 @@ pub struct SpraySpec {
     pub kinds: Vec<Junk>,
 }
 
+/// A validator on a real Lightning client (tokio), bound to `ip`, that runs `batches` one
+/// after the other against the miner `hotkey` (once, or over and over with `repeat` until
+/// the attack stops).
+#[derive(Debug, Clone)]
+pub struct ValidatorSpec {
+    /// Source address.
+    pub ip: IpAddr,
+    /// The validator's key.
+    pub seed: [u8; 32],
+    /// The miner's hotkey.
+    pub hotkey: String,
+    /// Run one after the other.
+    pub batches: Vec<Batch>,
+    /// Run the batches again and again until stopped, instead of once.
+    pub repeat: bool,
+}
+
+/// `total` queries of one kind, `concurrency` at a time.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Prefix of this batch's counters (`<name>_ok`, `<name>_err_<kind>`, ...).
+    pub name: &'static str,
+    /// The synapse asked.
+    pub synapse: &'static str,
+    /// The request's data map.
+    pub data: lightning_tokio::DataMap,
+    /// A streaming query (every chunk is read) instead of a unary one.
+    pub streaming: bool,
+    /// Queries in the batch.
+    pub total: u64,
+    /// Queries in flight at once.
+    pub concurrency: u64,
+    /// Each query's deadline (`None`: as long as the connection lives).
+    pub timeout: Option<Duration>,
+}
+
 // ----- the running attack -------------------------------------------------------------------
 
 /// A running attack. [`stop`](Self::stop) ends it: agents vanish without closing.
@@ -370,10 +409,23 @@ pub struct Attack {
 impl Attack {
     /// Starts the agents (on one thread with its own runtime) and the sprayers (one thread
     /// each) against `server`.
-    pub fn start(server: SocketAddr, agents: Vec<AgentSpec>, sprays: Vec<SpraySpec>) -> Attack {
+    pub fn start(server: SocketAddr, stage: Stage) -> Attack {
+        let Stage {
+            agents,
+            sprays,
+            validators,
+            ..
+        } = stage;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let mut threads = Vec::new();
+        for spec in validators {
+            let stop = stop.clone();
+            let counters = counters.clone();
+            threads.push(std::thread::spawn(move || {
+                run_validator(server, spec, counters, stop)
+            }));
+        }
         if !agents.is_empty() {
             let stop = stop.clone();
             let counters = counters.clone();
@@ -408,6 +460,153 @@ impl Attack {
         }
         self.counters
     }
+}
+
+/// Runs one [`ValidatorSpec`] on a runtime of its own; a finite one adds 1 to
+/// [`VALIDATORS_DONE`] when its batches are over, then stays connected until the stop.
+fn run_validator(
+    server: SocketAddr,
+    spec: ValidatorSpec,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    lightning_tests::tokio_block_on(async move {
+        let client = lightning_tokio::ClientBuilder::new()
+            .seed(spec.seed)
+            .bind_addr(SocketAddr::new(spec.ip, 0))
+            .max_stream_payload_bytes(1 << 30)
+            .build()
+            .expect("attacker validator");
+        let axon = lightning_tokio::QuicAxonInfo::from_addr(&spec.hotkey, server);
+        let report = client
+            .initialize_connections([axon.clone()])
+            .await
+            .expect("connect");
+        assert_eq!(report.authenticated.len(), 1, "{report:?}");
+        loop {
+            for batch in &spec.batches {
+                run_batch(&client, &axon, batch, &counters, &stop).await;
+            }
+            if !spec.repeat || stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        if !spec.repeat {
+            counters.add(VALIDATORS_DONE, 1);
+        }
+        // Stay connected until the attack stops, as a validator would, then leave
+        // properly: these are honest validators, and the miner need not wait for its idle
+        // timeout to forget them.
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = client.close_all_connections().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+}
+
+/// Runs `batch.total` queries, `batch.concurrency` at a time (fewer once stopped), and
+/// counts their outcomes under the batch's name: `_ok`, `_err_<LightningError variant>`,
+/// `_chunks`, `_bytes`.
+async fn run_batch(
+    client: &lightning_tokio::LightningClient,
+    axon: &lightning_tokio::QuicAxonInfo,
+    batch: &Batch,
+    counters: &Arc<Counters>,
+    stop: &Arc<AtomicBool>,
+) {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..batch.concurrency)
+        .map(|_| {
+            let (client, axon, batch) = (client.clone(), axon.clone(), batch.clone());
+            let (counters, stop, next) = (counters.clone(), stop.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::SeqCst) < batch.total {
+                    let outcome = one_query(&client, &axon, &batch, &counters).await;
+                    let key = match outcome {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => {
+                            // The first few, in full, on stderr (the test's output).
+                            let shown = format!("printed_errors_{}", batch.name);
+                            if counters.get(&shown) < 3 {
+                                counters.add(&shown, 1);
+                                eprintln!("attacker validator, {}: {e}", batch.name);
+                            }
+                            // The variant's name: `Timeout(100ms)` counts as `err_Timeout`.
+                            let debug = format!("{e:?}");
+                            let end = debug
+                                .find(|c: char| !c.is_ascii_alphanumeric())
+                                .unwrap_or(debug.len());
+                            format!("err_{}", &debug[..end])
+                        }
+                    };
+                    counters.add(&format!("{}_{key}", batch.name), 1);
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("validator worker");
+    }
+}
+
+/// One query of `batch`: a unary answer must echo the request's data map, a stream is
+/// read to its end.
+async fn one_query(
+    client: &lightning_tokio::LightningClient,
+    axon: &lightning_tokio::QuicAxonInfo,
+    batch: &Batch,
+    counters: &Counters,
+) -> Result<(), lightning_tokio::LightningError> {
+    let request = lightning_tokio::QuicRequest::new(batch.synapse, batch.data.clone());
+    if !batch.streaming {
+        let response = match batch.timeout {
+            Some(t) => client.query_axon_with_timeout(axon, request, t).await,
+            None => client.query_axon(axon, request).await,
+        }?
+        .into_result()?;
+        if response.data != batch.data {
+            // The miner answered, but not with the request: counted as its failure.
+            return Err(lightning_tokio::LightningError::Remote(
+                "echo mismatch".into(),
+            ));
+        }
+        counters.add(
+            &format!("{}_bytes", batch.name),
+            response.data.raw().len() as u64,
+        );
+        return Ok(());
+    }
+    let mut stream = match batch.timeout {
+        Some(t) => {
+            client
+                .query_axon_stream_with_timeout(axon, request, t)
+                .await
+        }
+        None => client.query_axon_stream(axon, request).await,
+    }?;
+    // Counted once per query, whatever its end: chunks arrive by the thousand.
+    let (mut chunks, mut bytes) = (0u64, 0u64);
+    let end = loop {
+        match stream.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if chunks == 0 {
+                    // The miner received the query and its handler answered.
+                    counters.add(&format!("{}_started", batch.name), 1);
+                }
+                chunks += 1;
+                bytes += chunk.len() as u64;
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    counters.add(&format!("{}_chunks", batch.name), chunks);
+    counters.add(&format!("{}_bytes", batch.name), bytes);
+    end
 }
 
 fn run_agents(
@@ -1139,6 +1338,10 @@ const ATTACK_ENV: &str = "LIGHTNING_ADVERSARIAL_ATTACK";
 const READY: &str = "ATTACKER-READY";
 /// Prefixes each stage's counters printed by the attacker process when it stops.
 const COUNTERS_LINE: &str = "ATTACKER-COUNTERS";
+/// Printed by the attacker process once every finite [`ValidatorSpec`] has run its batches.
+const DONE: &str = "ATTACKER-DONE";
+/// The counter of finite validators whose batches are over.
+const VALIDATORS_DONE: &str = "validators_done";
 
 /// What an attack plan knows about its target.
 #[derive(Debug, Clone)]
@@ -1157,6 +1360,8 @@ pub struct Stage {
     pub agents: Vec<AgentSpec>,
     /// Datagram sprayers.
     pub sprays: Vec<SpraySpec>,
+    /// Lightning validators.
+    pub validators: Vec<ValidatorSpec>,
     /// Counter name and value to wait for.
     pub wait_for: Option<(&'static str, u64)>,
 }
@@ -1178,9 +1383,15 @@ pub fn child_main(plan: fn(&str, &Target) -> Vec<Stage>) {
         fingerprint: fingerprint.to_string(),
     };
     let mut attacks = Vec::new();
-    for stage in plan(name, &target) {
-        let attack = Attack::start(target.addr, stage.agents, stage.sprays);
-        if let Some((key, value)) = stage.wait_for {
+    let stages = plan(name, &target);
+    let finite: u64 = stages
+        .iter()
+        .map(|s| s.validators.iter().filter(|v| !v.repeat).count() as u64)
+        .sum();
+    for stage in stages {
+        let wait_for = stage.wait_for;
+        let attack = Attack::start(target.addr, stage);
+        if let Some((key, value)) = wait_for {
             let deadline = Instant::now() + Duration::from_secs(10);
             while attack.counters().get(key) < value {
                 assert!(Instant::now() < deadline, "{key} never reached {value}");
@@ -1194,6 +1405,17 @@ pub fn child_main(plan: fn(&str, &Target) -> Vec<Stage>) {
     writeln!(out, "\n{READY}").expect("stdout");
     out.flush().expect("stdout");
     drop(out);
+    if finite > 0 {
+        let counters: Vec<Arc<Counters>> = attacks.iter().map(|a| a.counters().clone()).collect();
+        std::thread::spawn(move || {
+            while counters.iter().map(|c| c.get(VALIDATORS_DONE)).sum::<u64>() < finite {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "\n{DONE}").expect("stdout");
+            out.flush().expect("stdout");
+        });
+    }
     // The parent closes our stdin to stop us (or dies, which closes it too).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     let counters: Vec<Arc<Counters>> = attacks.into_iter().map(Attack::stop).collect();
@@ -1210,6 +1432,7 @@ pub struct RemoteAttack {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    done: bool,
 }
 
 impl RemoteAttack {
@@ -1249,6 +1472,7 @@ impl RemoteAttack {
             child,
             stdin,
             lines,
+            done: false,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1259,6 +1483,15 @@ impl RemoteAttack {
                 Err(e) => panic!("the attacker process did not get ready: {e}"),
             }
         }
+    }
+
+    /// Whether every finite [`ValidatorSpec`] of the attack has run its batches (reads the
+    /// child's output so far; lines before its counters carry nothing else).
+    pub fn done(&mut self) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.done |= line.trim() == DONE;
+        }
+        self.done
     }
 
     /// The attacker process's resident set.

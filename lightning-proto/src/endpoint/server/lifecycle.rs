@@ -16,6 +16,7 @@ impl Server {
     pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: &str) {
         if let Some(ch) = self.handle_of(conn) {
             self.core.close(now, ch, reason.as_bytes());
+            self.release_read_holds(ch);
         }
     }
 
@@ -37,9 +38,11 @@ impl Server {
         }
     }
 
-    /// Closes a QUIC connection with an application close carrying `reason`.
+    /// Closes a QUIC connection with an application close carrying `reason`; what it
+    /// held of the read budget is given back at once.
     pub(super) fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
         self.core.close(now, ch, reason);
+        self.release_read_holds(ch);
     }
 }
 

@@ -766,12 +766,13 @@ impl Server {
         self.core.live_count()
     }
 
-    /// Connections with no authenticated validator yet.
+    /// This endpoint's connections that have not authenticated a validator yet: what
+    /// `max_unauthenticated_connections` counts (a connection that authenticated and was
+    /// then replaced by a newer one of its hotkey is closing, not unauthenticated).
     pub fn unauthenticated_count(&self) -> usize {
         self.core
             .states()
-            .map(|(_, c)| c)
-            .filter(|c| c.hotkeys.is_empty())
+            .filter(|(_, c)| c.counted_unauthenticated)
             .count()
     }
 

@@ -80,6 +80,30 @@ impl Server {
         waited
     }
 
+    /// Gives back, at once, what a connection the server has closed holds of the read
+    /// budget and of the waiting places. QUIC keeps a closed connection until it has
+    /// drained (three probe timeouts, which a slow or silent peer stretches to seconds),
+    /// and its streams are never read again: without this, a hotkey that connects again,
+    /// which replaces its connection, would hold one connection's share per reconnection.
+    pub(super) fn release_read_holds(&mut self, ch: ConnectionHandle) {
+        self.parking.remove_conn(ch);
+        let Some(c) = self.core.state_mut(ch) else {
+            return;
+        };
+        let mut released = false;
+        for s in c.streams.values_mut() {
+            if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
+                self.limits
+                    .release(Some((&mut c.reserved, &mut c.reserved_small)), r);
+                released = true;
+            }
+        }
+        c.window_extensions = 0;
+        if released {
+            self.released.push(ch);
+        }
+    }
+
     /// A stream that was taken out of the tables while its request was with the
     /// application: the application is told to stop working on it.
     pub(super) fn cancel_request_of(&mut self, removed: Option<SStream>, reason: CancelReason) {
