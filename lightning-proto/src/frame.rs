@@ -2,8 +2,8 @@
 //! length) followed by the payload.
 //!
 //! [`FrameDecoder`] is incremental so that a transport can feed it whatever
-//! the QUIC stream hands out, in pieces of any size, without ever reserving
-//! memory for a length the peer merely *declared*.
+//! the QUIC stream hands out, in pieces of any size, without reserving memory
+//! for a length the peer merely *declared* until the reader admits it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -202,6 +202,10 @@ struct PartialPayload {
     /// Bytes copied so far; stays empty while the payload may still arrive
     /// inside a single chunk and be sliced out of it.
     copied: BytesMut,
+    /// The reader has admitted the declared length (see
+    /// [`FrameDecoder::admit_declared`]): a payload that spans chunks gets its
+    /// whole buffer at once instead of growing with what arrives.
+    admitted: bool,
 }
 
 /// Incremental frame decoder.
@@ -209,7 +213,8 @@ struct PartialPayload {
 /// Push stream data with [`push`](Self::push), then call
 /// [`next_frame`](Self::next_frame) until it returns `Ok(None)`. When the
 /// stream ends, [`finish`](Self::finish) tells whether it ended inside a
-/// frame. Memory held is only ever the bytes actually pushed.
+/// frame. Memory held is only ever the bytes actually pushed, or the declared
+/// length of a frame the reader admitted (which the limit bounds).
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_payload: u32,
@@ -220,6 +225,8 @@ pub struct FrameDecoder {
     header_len: usize,
     payload: Option<PartialPayload>,
     failed: Option<FrameError>,
+    /// Every declared length within `max_payload` counts as admitted.
+    admit_within_limit: bool,
 }
 
 impl Default for FrameDecoder {
@@ -243,6 +250,27 @@ impl FrameDecoder {
             header_len: 0,
             payload: None,
             failed: None,
+            admit_within_limit: false,
+        }
+    }
+
+    /// This decoder treats a declared length that passed its limit as admitted
+    /// (see [`admit_declared`](Self::admit_declared)): for a reader whose only
+    /// bound on a frame is that limit.
+    pub fn admitting_within_limit(mut self) -> Self {
+        self.admit_within_limit = true;
+        self
+    }
+
+    /// The reader has admitted the declared length of the frame in progress
+    /// (e.g. reserved it in its read budget). If the payload then spans
+    /// chunks, it is copied into one buffer of exactly that length as it
+    /// arrives, instead of a buffer that grows (and is copied again on every
+    /// reallocation). A payload that arrives inside one chunk is still sliced
+    /// out of it without copying. No effect before a header has been parsed.
+    pub fn admit_declared(&mut self) {
+        if let Some(p) = self.payload.as_mut() {
+            p.admitted = true;
         }
     }
 
@@ -343,6 +371,7 @@ impl FrameDecoder {
                 ty,
                 len,
                 copied: BytesMut::new(),
+                admitted: self.admit_within_limit,
             });
         }
 
@@ -373,9 +402,14 @@ impl FrameDecoder {
             }
         }
 
-        // The payload spans chunks: copy it once. Reserve only what has
-        // actually arrived, never the declared length.
-        let want = (len - partial.copied.len()).min(self.queued);
+        // The payload spans chunks: copy it once. Unless the reader admitted
+        // the declared length, reserve only what has actually arrived.
+        let missing = len - partial.copied.len();
+        let want = if partial.admitted {
+            missing
+        } else {
+            missing.min(self.queued)
+        };
         partial.copied.reserve(want);
         while partial.copied.len() < len {
             let Some(front) = self.queue.front_mut() else {

@@ -68,6 +68,49 @@ fn declared_length_does_not_drive_allocation() {
     assert!(decoder.finish().is_err());
 }
 
+/// Once the reader admits the declared length (the server after its read budget reserved
+/// it, the client within its frame limit), a payload spanning chunks gets one buffer of
+/// exactly that length, filled as it arrives; over the limit nothing is admitted.
+#[test]
+fn admitted_length_is_allocated_once_and_never_beyond_the_limit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let declared: u32 = 64_000;
+    let header = encode_frame_header(MessageType::SynapsePacket, declared);
+    let pieces: Vec<Bytes> = (0..64).map(|i| Bytes::from(vec![i as u8; 1000])).collect();
+
+    let mut decoder = FrameDecoder::new(1024 * 1024);
+    decoder.push(Bytes::copy_from_slice(&header));
+    assert_eq!(decoder.next_frame(), Ok(None));
+    decoder.admit_declared();
+    LARGEST.store(0, Ordering::Relaxed);
+    let mut frame = None;
+    for piece in &pieces {
+        decoder.push(piece.clone());
+        if let Some(f) = decoder.next_frame().unwrap() {
+            frame = Some(f);
+        }
+    }
+    assert_eq!(LARGEST.load(Ordering::Relaxed), declared as usize);
+    let frame = frame.unwrap();
+    assert_eq!(frame.payload.len(), declared as usize);
+    assert!(frame
+        .payload
+        .chunks(1000)
+        .enumerate()
+        .all(|(i, c)| c == &pieces[i][..]));
+
+    // Over the limit: refused when the header completes, nothing reserved.
+    let mut decoder = FrameDecoder::new(1024 * 1024).admitting_within_limit();
+    LARGEST.store(0, Ordering::Relaxed);
+    decoder.push(Bytes::copy_from_slice(&encode_frame_header(
+        MessageType::SynapseResponse,
+        60 * 1024 * 1024,
+    )));
+    decoder.push(pieces[0].clone());
+    assert!(decoder.next_frame().is_err());
+    assert!(LARGEST.load(Ordering::Relaxed) < 64 * 1024);
+}
+
 /// A peer repeats a key whose value is a large array of small integers. Resolving the
 /// duplicate used to decode every value into a tree of dynamic values (about 40 bytes per
 /// one-byte integer) and encode it again: 16 MB of request took 712 MiB. Now the encoded

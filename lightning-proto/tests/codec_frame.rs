@@ -324,6 +324,12 @@ proptest! {
         prop_assert_eq!(&split, &whole);
         prop_assert_eq!(decoder.finish(), Ok(()));
         prop_assert_eq!(decoder.buffered_len(), 0);
+        // A decoder that reserves admitted lengths up front gives the same frames.
+        let mut admitting = FrameDecoder::new(1024).admitting_within_limit();
+        let admitted = feed(&mut admitting, &refs).unwrap();
+        prop_assert_eq!(&admitted, &whole);
+        prop_assert_eq!(admitting.finish(), Ok(()));
+        prop_assert_eq!(admitting.buffered_len(), 0);
         let expected: Vec<Frame> = frames
             .into_iter()
             .map(|(t, p)| Frame::new(t, Bytes::from(p)))

@@ -147,7 +147,10 @@ impl Client {
                     ch,
                     stream,
                     out: OutQueue::default(),
-                    decoder: FrameDecoder::new(self.config.max_frame_payload_bytes),
+                    // The validator's only bound on a response frame is its limit: a
+                    // payload within it gets its whole buffer once, not a growing one.
+                    decoder: FrameDecoder::new(self.config.max_frame_payload_bytes)
+                        .admitting_within_limit(),
                     fin: false,
                 },
             ) {

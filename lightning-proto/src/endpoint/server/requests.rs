@@ -37,6 +37,7 @@ impl Server {
             // Nothing past the header is read until the frame's whole declared length is
             // reserved, so the budget bounds what we buffer and every started frame can end.
             let max = if matches!(hold, Hold::Reserved(_)) {
+                decoder.admit_declared();
                 usize::MAX
             } else if let Some(len) = decoder.declared_len() {
                 let bytes = u64::from(len) + FRAME_HEADER_LEN as u64;
@@ -58,6 +59,8 @@ impl Server {
                 match reserved {
                     Ok(r) => {
                         *hold = Hold::Reserved(r);
+                        // The payload's buffer can now be its declared length at once.
+                        decoder.admit_declared();
                         usize::MAX
                     }
                     Err(shortfall) => {
