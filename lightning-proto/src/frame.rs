@@ -225,8 +225,9 @@ pub struct FrameDecoder {
     header_len: usize,
     payload: Option<PartialPayload>,
     failed: Option<FrameError>,
-    /// Every declared length within `max_payload` counts as admitted.
-    admit_within_limit: bool,
+    /// Without an admission, how far beyond the bytes that have arrived a payload
+    /// spanning chunks may reserve (0: only what has arrived).
+    reserve_ahead: usize,
 }
 
 impl Default for FrameDecoder {
@@ -250,15 +251,19 @@ impl FrameDecoder {
             header_len: 0,
             payload: None,
             failed: None,
-            admit_within_limit: false,
+            reserve_ahead: 0,
         }
     }
 
-    /// This decoder treats a declared length that passed its limit as admitted
-    /// (see [`admit_declared`](Self::admit_declared)): for a reader whose only
-    /// bound on a frame is that limit.
-    pub fn admitting_within_limit(mut self) -> Self {
-        self.admit_within_limit = true;
+    /// Lets a payload that spans chunks reserve up to `bytes` beyond what has
+    /// arrived (never beyond its declared length), for a reader with no budget of
+    /// its own that admits lengths: a payload of up to about `bytes` then gets its
+    /// whole buffer once instead of a growing one, while a peer that declares a
+    /// large frame and sends little still makes us hold at most `bytes` more than
+    /// it sent. The validator passes its stream receive window, which bounds what
+    /// QUIC buffers for the stream anyway.
+    pub fn reserving_ahead(mut self, bytes: usize) -> Self {
+        self.reserve_ahead = bytes;
         self
     }
 
@@ -371,7 +376,7 @@ impl FrameDecoder {
                 ty,
                 len,
                 copied: BytesMut::new(),
-                admitted: self.admit_within_limit,
+                admitted: false,
             });
         }
 
@@ -408,7 +413,7 @@ impl FrameDecoder {
         let want = if partial.admitted {
             missing
         } else {
-            missing.min(self.queued)
+            missing.min(self.queued.max(self.reserve_ahead))
         };
         partial.copied.reserve(want);
         while partial.copied.len() < len {

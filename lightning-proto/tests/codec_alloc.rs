@@ -99,8 +99,21 @@ fn admitted_length_is_allocated_once_and_never_beyond_the_limit() {
         .enumerate()
         .all(|(i, c)| c == &pieces[i][..]));
 
+    // Reserving ahead without an admission: at most that far beyond what arrived, so a
+    // peer that declares 60 000 bytes and sends 1 000 makes us reserve 1 000 + 8 000.
+    let mut decoder = FrameDecoder::new(1024 * 1024).reserving_ahead(8_000);
+    LARGEST.store(0, Ordering::Relaxed);
+    decoder.push(Bytes::copy_from_slice(&encode_frame_header(
+        MessageType::SynapseResponse,
+        60_000,
+    )));
+    decoder.push(pieces[0].clone());
+    assert_eq!(decoder.next_frame(), Ok(None));
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!((1_000..=9_000).contains(&largest), "reserved {largest}");
+
     // Over the limit: refused when the header completes, nothing reserved.
-    let mut decoder = FrameDecoder::new(1024 * 1024).admitting_within_limit();
+    let mut decoder = FrameDecoder::new(1024 * 1024).reserving_ahead(8_000);
     LARGEST.store(0, Ordering::Relaxed);
     decoder.push(Bytes::copy_from_slice(&encode_frame_header(
         MessageType::SynapseResponse,

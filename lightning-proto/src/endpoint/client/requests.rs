@@ -147,10 +147,12 @@ impl Client {
                     ch,
                     stream,
                     out: OutQueue::default(),
-                    // The validator's only bound on a response frame is its limit: a
-                    // payload within it gets its whole buffer once, not a growing one.
+                    // A response spanning chunks reserves up to a stream window ahead
+                    // of what arrived: 1 MB answers get one buffer, not a growing one,
+                    // and a miner that declares 64 MiB and sends nothing costs one
+                    // window, not its declared length.
                     decoder: FrameDecoder::new(self.config.max_frame_payload_bytes)
-                        .admitting_within_limit(),
+                        .reserving_ahead(self.config.transport.stream_receive_window as usize),
                     fin: false,
                 },
             ) {
