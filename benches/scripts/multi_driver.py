@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--drivers", default="1,2")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--only", help="run the cells whose label contains this text")
     args = ap.parse_args()
     if not BIN.exists():
         print(f"build it first: cargo build --release -p lightning-cli ({BIN})", file=sys.stderr)
@@ -95,6 +96,8 @@ def main() -> int:
     counts = [int(d) for d in args.drivers.split(",")]
     rows = []
     for label, size, v, c, n in CELLS:
+        if args.only and args.only not in label:
+            continue
         n = max(n // 10, 10) if args.quick else n
         samples = {d: [] for d in counts}
         for r in range(args.rounds):

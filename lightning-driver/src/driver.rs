@@ -95,15 +95,26 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     role: Ro,
 }
 
-/// The part of a driver that reads the socket for a group of drivers: it keeps its own
-/// datagrams and hands the others', by connection ID, to their drivers' inboxes.
+/// Datagrams the reading driver sorts before it asks whether another driver should read.
+const READER_WINDOW: u32 = 2048;
+
+/// The part of a group's driver that reads the socket when it is the group's reader: it
+/// keeps its own datagrams and hands the others', by connection ID, to their drivers'
+/// inboxes.
 ///
-/// The reading driver is one of the group rather than a task of its own, so datagrams of
-/// its own connections cost no hop between tasks; the others' cost one channel send.
+/// The reader is one of the drivers rather than a task of its own, so datagrams of its
+/// own connections cost no hop between threads; the others' cost one channel send. The
+/// role follows the load: when most of what the reader sorts belongs to one other driver
+/// (a miner serving one busy validator), that driver becomes the reader, so the busiest
+/// connections take no hop.
 pub(crate) struct Router {
     routing: lightning_proto::endpoint::cid::CidRouting,
     /// This driver's index in the group.
     me: usize,
+    /// Which driver of the group reads the socket now.
+    reader: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Datagrams sorted for each driver in the current window.
+    seen: Vec<u32>,
     /// Every driver's inbox, by index (this driver's own is never used).
     inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
     /// Datagrams gathered for each driver during one receive.
@@ -116,15 +127,48 @@ impl Router {
     pub fn new(
         routing: lightning_proto::endpoint::cid::CidRouting,
         me: usize,
+        reader: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         inboxes: Vec<async_channel::Sender<Vec<Datagram>>>,
     ) -> Self {
         let batches = inboxes.iter().map(|_| Vec::new()).collect();
         Self {
             routing,
             me,
+            reader,
+            seen: vec![0; inboxes.len()],
             inboxes,
             batches,
             spare: Vec::new(),
+        }
+    }
+
+    /// Whether this driver reads the socket now.
+    fn is_reader(&self) -> bool {
+        self.reader.load(std::sync::atomic::Ordering::Acquire) == self.me
+    }
+
+    /// At the end of a window, hands the reading over to the driver that got at least
+    /// three quarters of it, if that is another one. An empty batch in its inbox wakes
+    /// it; its socket handle has seen every readiness event, so it finds what is
+    /// waiting.
+    fn maybe_hand_over(&mut self) {
+        if self.seen.iter().sum::<u32>() < READER_WINDOW {
+            return;
+        }
+        let (busiest, most) = self
+            .seen
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((self.me, 0));
+        self.seen.iter_mut().for_each(|n| *n = 0);
+        if busiest != self.me && most >= READER_WINDOW / 4 * 3 {
+            self.reader
+                .store(busiest, std::sync::atomic::Ordering::Release);
+            if let Some(inbox) = self.inboxes.get(busiest) {
+                let _ = inbox.try_send(Vec::new());
+            }
         }
     }
 
@@ -134,6 +178,12 @@ impl Router {
         std::mem::swap(rx, &mut self.spare);
         for d in self.spare.drain(..) {
             let driver = self.routing.route(&d.payload);
+            let driver = if driver < self.batches.len() {
+                driver
+            } else {
+                self.me
+            };
+            self.seen[driver] += 1;
             match self.batches.get_mut(driver) {
                 Some(batch) if driver != self.me => batch.push(d),
                 _ => rx.push(d),
@@ -145,11 +195,6 @@ impl Router {
             }
             let full = std::mem::replace(batch, Vec::with_capacity(16));
             if let Err(e) = inbox.try_send(full) {
-                eprintln!(
-                    "DEBUG inbox send failed: closed={} full={}",
-                    e.is_closed(),
-                    e.is_full()
-                );
                 // That driver is far behind (or gone): its datagrams are lost, as they
                 // would be in a full socket buffer; QUIC sends them again.
                 tracing::debug!(
@@ -229,46 +274,56 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         }
     }
 
-    /// Receives up to `RECV_BATCHES_PER_ROUND` batches, from the socket or the inbox;
-    /// whether any datagram came.
+    /// Receives up to `RECV_BATCHES_PER_ROUND` batches from the inbox (datagrams another
+    /// driver read for this one) and as many from the socket, when this driver reads it
+    /// (alone, or as its group's reader); whether any datagram came.
     fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut busy = false;
-        for _ in 0..RECV_BATCHES_PER_ROUND {
-            let mut rx = match self.inbox.as_mut() {
-                Some(inbox) => match inbox.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(batch)) => batch,
+        if let Some(inbox) = self.inbox.as_mut() {
+            let mut batches = Vec::new();
+            for _ in 0..RECV_BATCHES_PER_ROUND {
+                match inbox.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(batch)) => batches.push(batch),
                     Poll::Ready(None) | Poll::Pending => break,
-                },
-                None => {
-                    let mut rx = std::mem::take(&mut self.rx);
-                    match self.socket.poll_recv(cx, |d| rx.push(d)) {
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Ready(Err(e)) => {
-                            tracing::warn!("UDP receive failed: {e}");
-                            self.rx = rx;
-                            break;
-                        }
-                        Poll::Pending => {
-                            self.rx = rx;
-                            break;
-                        }
-                    }
-                    rx
                 }
-            };
+            }
+            for mut rx in batches {
+                // An empty batch is a wake-up: this driver has just become the reader.
+                busy = true;
+                let bytes = rx.iter().map(|d| d.payload.len()).sum();
+                self.role.io().received(rx.len(), bytes);
+                self.deliver(cx, now, &mut rx);
+            }
+        }
+        for _ in 0..RECV_BATCHES_PER_ROUND {
+            if self.router.as_ref().is_some_and(|r| !r.is_reader()) {
+                break;
+            }
+            let mut rx = std::mem::take(&mut self.rx);
+            match self.socket.poll_recv(cx, |d| rx.push(d)) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!("UDP receive failed: {e}");
+                    self.rx = rx;
+                    break;
+                }
+                Poll::Pending => {
+                    self.rx = rx;
+                    break;
+                }
+            }
             // Busy whenever anything came, even if all of it was another driver's: the
             // socket has not said `WouldBlock` yet, so no wake-up is registered for it.
             busy |= !rx.is_empty();
             if let Some(router) = &mut self.router {
                 router.forward_others(&mut rx);
+                router.maybe_hand_over();
             }
             let bytes = rx.iter().map(|d| d.payload.len()).sum();
             self.role.io().received(rx.len(), bytes);
             self.deliver(cx, now, &mut rx);
-            if self.inbox.is_none() {
-                // The socket's batch buffer is kept for the next receive.
-                self.rx = rx;
-            }
+            // The socket's batch buffer is kept for the next receive.
+            self.rx = rx;
         }
         busy
     }

@@ -106,7 +106,8 @@ impl<R: Runtime> EndpointSocket<R> {
 
     /// Like [`bind`](Self::bind), returning `handles` handles on the one socket (each a
     /// duplicate descriptor, registered with the runtime on its own, so several tasks can
-    /// each wait for its readiness): one reads, the others send.
+    /// each wait for its readiness): each sends, and whichever driver reads the socket
+    /// reads through its own.
     pub fn bind_shared(
         runtime: &R,
         addr: SocketAddr,
@@ -152,12 +153,8 @@ impl<R: Runtime> EndpointSocket<R> {
             out.push(Self {
                 io: runtime.wrap_udp(handle)?,
                 state,
-                recv_buf: if i == 0 {
-                    vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice()
-                } else {
-                    // Only the first handle receives.
-                    Box::default()
-                },
+                // Any handle may receive: in a group, the reading driver changes.
+                recv_buf: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
                 metas: [RecvMeta::default(); BATCH_SIZE],
                 v6,
             });

@@ -346,6 +346,7 @@ impl<R: Runtime> ServerBuilder<R> {
         let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..drivers)
             .map(|_| async_channel::bounded::<Vec<Datagram>>(group::INBOX_BATCHES))
             .unzip();
+        let reader = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let now = Instant::now();
         let mut fingerprint = String::new();
         for (index, ((socket, (tx, rx)), inbox)) in sockets.zip(channels).zip(inbox_rxs).enumerate()
@@ -414,12 +415,17 @@ impl<R: Runtime> ServerBuilder<R> {
                 group: group.clone().map(|g| (g, index)),
             };
             let driver = Driver::new(&self.runtime, role, socket, rx);
-            self.runtime.spawn(match (drivers, index) {
-                (1, _) => driver,
-                // The first driver reads the socket (the first handle, the one with a
-                // receive buffer) for all of them.
-                (_, 0) => driver.with_router(Router::new(routing, 0, inbox_txs.clone())),
-                _ => driver.with_inbox(inbox),
+            self.runtime.spawn(if drivers == 1 {
+                driver
+            } else {
+                // The first driver reads the socket for all of them to begin with; the
+                // role moves to whichever driver gets most of the traffic.
+                driver.with_inbox(inbox).with_router(Router::new(
+                    routing,
+                    index,
+                    reader.clone(),
+                    inbox_txs.clone(),
+                ))
             });
         }
         drop(done_tx);
