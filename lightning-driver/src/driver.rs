@@ -84,6 +84,8 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     inbox: Option<Pin<Box<async_channel::Receiver<Vec<Datagram>>>>>,
     /// When this driver reads the socket for several: where the others' datagrams go.
     router: Option<Router>,
+    /// A batch taken from the inbox while registering for the next one (`arm_inbox`).
+    stashed: Option<Vec<Datagram>>,
     shutting_down: bool,
     tx_buf: Vec<u8>,
     /// One receive batch, reused.
@@ -238,6 +240,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             commands_closed: false,
             inbox: None,
             router: None,
+            stashed: None,
             shutting_down: false,
             tx_buf: Vec::with_capacity(64 * 1024),
             rx: Vec::new(),
@@ -280,11 +283,11 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
     fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut busy = false;
         if let Some(inbox) = self.inbox.as_mut() {
-            let mut batches = Vec::new();
-            for _ in 0..RECV_BATCHES_PER_ROUND {
-                match inbox.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(batch)) => batches.push(batch),
-                    Poll::Ready(None) | Poll::Pending => break,
+            let mut batches: Vec<_> = self.stashed.take().into_iter().collect();
+            while batches.len() < RECV_BATCHES_PER_ROUND {
+                match inbox.try_recv() {
+                    Ok(batch) => batches.push(batch),
+                    Err(_) => break,
                 }
             }
             for mut rx in batches {
@@ -395,10 +398,30 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             (a, b) => a.or(b),
         };
         busy |= self.arm_timer(cx, now);
+        if !busy {
+            busy = self.arm_inbox(cx);
+        }
         if busy {
             RoundOutcome::Busy
         } else {
             RoundOutcome::Idle
+        }
+    }
+
+    /// Before the task sleeps: registers for the inbox's next batch (or takes one that
+    /// arrived meanwhile, returning `true`). Rounds take batches with `try_recv`, which
+    /// costs no registration; an empty channel's `poll_next` registers a listener each
+    /// time, which every busy round would pay for nothing.
+    fn arm_inbox(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(inbox) = self.inbox.as_mut() else {
+            return false;
+        };
+        match inbox.as_mut().poll_next(cx) {
+            Poll::Ready(Some(batch)) => {
+                self.stashed = Some(batch);
+                true
+            }
+            Poll::Ready(None) | Poll::Pending => false,
         }
     }
 
