@@ -446,3 +446,57 @@ fn one_megabyte_echoes_from_several_validators_with_two_drivers() {
         server.stop().await.unwrap();
     });
 }
+
+/// The reading role moves to the driver that gets most of the traffic and back: a lone
+/// validator whose connection lives on the second driver sends thousands of queries (the
+/// role moves to its driver after a 2,048-datagram window), then one on the first driver
+/// does the same (and it moves back). Every query is answered: no hand-over leaves a
+/// driver asleep with datagrams waiting.
+#[test]
+fn the_reading_role_follows_a_lone_validator_and_back() {
+    tokio_block_on(async {
+        let server = miner().start().await.unwrap();
+        let axon = axon(&server);
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // A validator on each driver (each try lands on either with probability 1/2).
+        let mut on = [None, None];
+        for seed in 0xa0..0xe0u8 {
+            if on.iter().all(Option::is_some) {
+                break;
+            }
+            let before = server.stats().await.unwrap();
+            let c = validator(seed, localhost);
+            echo(&c, &axon, 16).await;
+            let after = server.stats().await.unwrap();
+            let landed = (0..DRIVERS)
+                .find(|&i| after.drivers[i].stats.accepted > before.drivers[i].stats.accepted)
+                .unwrap();
+            if on[landed].is_none() {
+                on[landed] = Some(c);
+            }
+        }
+        let [Some(first), Some(second)] = on else {
+            panic!("no validator landed on one of the drivers");
+        };
+        for c in [&second, &first] {
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (c, axon) = (c.clone(), axon.clone());
+                    tokio::spawn(async move {
+                        // Two datagrams each way per query: past the window several times.
+                        for n in 0..600 {
+                            echo(&c, &axon, 1300 + n % 200).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let s = server.stats().await.unwrap();
+        assert!(s.stats.requests >= 9600, "{:?}", s.stats);
+        assert_eq!(s.stats.read_timeouts, 0);
+        server.stop().await.unwrap();
+    });
+}
