@@ -11,7 +11,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use lightning_proto::endpoint::{HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall};
+use lightning_proto::endpoint::{
+    HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall, UnauthenticatedFull,
+};
 use lightning_proto::handshake::HandshakeError;
 
 use super::task::Command;
@@ -121,6 +123,19 @@ impl SharedLimits for GroupLimits {
         self.group
             .lock()
             .count_unauthenticated(source, validated, starts);
+    }
+
+    fn claim_unauthenticated(
+        &mut self,
+        source: std::net::IpAddr,
+        validated: bool,
+        max_total: usize,
+        max_per_source: usize,
+    ) -> Result<(), UnauthenticatedFull> {
+        // One lock section: the check and the count together.
+        self.group
+            .lock()
+            .claim_unauthenticated(source, validated, max_total, max_per_source)
     }
 
     fn hotkey_count(&self) -> usize {

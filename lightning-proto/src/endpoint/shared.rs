@@ -61,6 +61,27 @@ pub trait SharedLimits: Send {
     fn unauthenticated(&self, source: IpAddr) -> (usize, usize);
     /// A connection from `source` starts (`starts`) or stops counting as unauthenticated.
     fn count_unauthenticated(&mut self, source: IpAddr, validated: bool, starts: bool);
+    /// Counts a new connection from `source` as unauthenticated if there is room: fewer
+    /// than `max_total` in all and fewer than `max_per_source` with a proven address from
+    /// `source`. One step, so that two endpoints admitting at once cannot both take the
+    /// last place.
+    fn claim_unauthenticated(
+        &mut self,
+        source: IpAddr,
+        validated: bool,
+        max_total: usize,
+        max_per_source: usize,
+    ) -> Result<(), UnauthenticatedFull> {
+        let (total, from_source) = self.unauthenticated(source);
+        if total >= max_total {
+            return Err(UnauthenticatedFull::Total);
+        }
+        if from_source >= max_per_source {
+            return Err(UnauthenticatedFull::Source);
+        }
+        self.count_unauthenticated(source, validated, true);
+        Ok(())
+    }
 
     /// Validator hotkeys authenticated over the group (what `max_connections` bounds).
     fn hotkey_count(&self) -> usize;
@@ -103,6 +124,16 @@ pub trait SharedLimits: Send {
     fn set_waiting_for_total(&mut self, waiting: bool) {
         let _ = waiting;
     }
+}
+
+/// Which limit on unauthenticated connections has no room
+/// ([`SharedLimits::claim_unauthenticated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnauthenticatedFull {
+    /// `max_unauthenticated_connections`.
+    Total,
+    /// `max_unauthenticated_per_ip`.
+    Source,
 }
 
 /// [`SharedLimits`] held by one endpoint alone: plain fields, no lock.

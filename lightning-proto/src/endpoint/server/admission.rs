@@ -3,6 +3,18 @@
 //! full) and the transport limits a connection gets once it is authenticated.
 
 use super::*;
+use crate::endpoint::shared::UnauthenticatedFull;
+
+/// Why a connection attempt is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// `max_unauthenticated_connections` are open.
+    Unauthenticated,
+    /// The source holds its `max_unauthenticated_per_ip`.
+    Source,
+    /// `max_connections` validators and none may be evicted.
+    Full,
+}
 
 impl Server {
     pub(super) fn admit(&mut self, now: Instant, incoming: Incoming) {
@@ -30,21 +42,14 @@ impl Server {
             self.send_retry(incoming);
             return;
         }
-        if unauthenticated >= self.config.max_unauthenticated_connections || full || source_full {
-            self.stats.refused += 1;
-            if unauthenticated >= self.config.max_unauthenticated_connections {
-                self.stats.refused_unauthenticated += 1;
-            } else if source_full {
-                self.stats.refused_per_source += 1;
-            } else {
-                self.stats.refused_full += 1;
-            }
-            self.scratch.clear();
-            let t = self.core.endpoint.refuse(incoming, &mut self.scratch);
-            let buf = std::mem::take(&mut self.scratch);
-            self.core.push_response(t, &buf);
-            self.scratch = buf;
-            return;
+        if unauthenticated >= self.config.max_unauthenticated_connections {
+            return self.refuse_incoming(incoming, Refusal::Unauthenticated);
+        }
+        if source_full {
+            return self.refuse_incoming(incoming, Refusal::Source);
+        }
+        if full {
+            return self.refuse_incoming(incoming, Refusal::Full);
         }
         let want_retry = match self.config.retry {
             RetryPolicy::Always => true,
@@ -54,6 +59,23 @@ impl Server {
         if want_retry && !validated && incoming.may_retry() {
             self.send_retry(incoming);
             return;
+        }
+        // Counted now, in one step with the check: another endpoint of the group may have
+        // taken the last place since the counts above were read.
+        let source = source_of(remote.ip());
+        if let Err(which) = self.limits.claim_unauthenticated(
+            source,
+            validated,
+            self.config.max_unauthenticated_connections,
+            self.config.max_unauthenticated_per_ip,
+        ) {
+            return self.refuse_incoming(
+                incoming,
+                match which {
+                    UnauthenticatedFull::Total => Refusal::Unauthenticated,
+                    UnauthenticatedFull::Source => Refusal::Source,
+                },
+            );
         }
         self.scratch.clear();
         match self
@@ -88,13 +110,12 @@ impl Server {
                         counted_unauthenticated: true,
                     },
                 );
-                self.limits
-                    .count_unauthenticated(source_of(remote.ip()), validated, true);
                 self.deadlines
                     .schedule(now + self.config.handshake_timeout, Deadline::Auth(conn));
                 self.drive(now, ch);
             }
             Err(e) => {
+                self.limits.count_unauthenticated(source, validated, false);
                 if let Some(t) = e.response {
                     let buf = std::mem::take(&mut self.scratch);
                     self.core.push_response(t, &buf);
@@ -102,6 +123,21 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Refuses a connection attempt (QUIC `CONNECTION_REFUSED`), counting why.
+    fn refuse_incoming(&mut self, incoming: Incoming, why: Refusal) {
+        self.stats.refused += 1;
+        match why {
+            Refusal::Unauthenticated => self.stats.refused_unauthenticated += 1,
+            Refusal::Source => self.stats.refused_per_source += 1,
+            Refusal::Full => self.stats.refused_full += 1,
+        }
+        self.scratch.clear();
+        let t = self.core.endpoint.refuse(incoming, &mut self.scratch);
+        let buf = std::mem::take(&mut self.scratch);
+        self.core.push_response(t, &buf);
+        self.scratch = buf;
     }
 
     pub(super) fn send_retry(&mut self, incoming: Incoming) {
