@@ -52,6 +52,30 @@ async fn echo(client: &LightningClient, axon: &QuicAxonInfo, n: usize) {
     assert_eq!(response.data, payload(n));
 }
 
+/// Runs `queries` echoes of `size(n)` bytes (n = 0, 1, ...) on each client at once, each
+/// client on a task of its own, and waits until all are answered.
+async fn echo_from_each<'a>(
+    clients: impl IntoIterator<Item = &'a LightningClient>,
+    axon: &QuicAxonInfo,
+    queries: usize,
+    size: fn(usize) -> usize,
+) {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            let (c, axon) = (c.clone(), axon.clone());
+            tokio::spawn(async move {
+                for n in 0..queries {
+                    echo(&c, &axon, size(n)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Polls the server until `done` holds (or `limit` passes), returning the last snapshot.
 async fn until(
     server: &LightningServer,
@@ -80,20 +104,7 @@ fn sixty_four_validators_are_all_answered_and_counted_across_drivers() {
         let clients: Vec<LightningClient> = (0..64u8)
             .map(|i| validator(i + 1, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i % 8))))
             .collect();
-        let tasks: Vec<_> = clients
-            .iter()
-            .map(|c| {
-                let (c, axon) = (c.clone(), axon.clone());
-                tokio::spawn(async move {
-                    for n in 0..10 {
-                        echo(&c, &axon, 100 + n).await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        echo_from_each(&clients, &axon, 10, |n| 100 + n).await;
 
         let s = server.stats().await.unwrap();
         assert_eq!(s.connections, 64, "{s:?}");
@@ -425,20 +436,7 @@ fn one_megabyte_echoes_from_several_validators_with_two_drivers() {
                     )
                 })
                 .collect();
-            let tasks: Vec<_> = clients
-                .iter()
-                .map(|c| {
-                    let (c, axon) = (c.clone(), axon.clone());
-                    tokio::spawn(async move {
-                        for _ in 0..3 {
-                            echo(&c, &axon, 1 << 20).await;
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
+            echo_from_each(&clients, &axon, 3, |_| 1 << 20).await;
         }
         let s = server.stats().await.unwrap();
         assert_eq!(s.stats.requests, 24, "{:?}", s.stats);
@@ -479,20 +477,9 @@ fn the_reading_role_follows_a_lone_validator_and_back() {
             panic!("no validator landed on one of the drivers");
         };
         for c in [&second, &first] {
-            let tasks: Vec<_> = (0..8)
-                .map(|_| {
-                    let (c, axon) = (c.clone(), axon.clone());
-                    tokio::spawn(async move {
-                        // Two datagrams each way per query: past the window several times.
-                        for n in 0..600 {
-                            echo(&c, &axon, 1300 + n % 200).await;
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
+            // 8 tasks on the one client; two datagrams each way per query: past the
+            // window several times.
+            echo_from_each(std::iter::repeat_n(c, 8), &axon, 600, |n| 1300 + n % 200).await;
         }
         let s = server.stats().await.unwrap();
         assert!(s.stats.requests >= 9600, "{:?}", s.stats);
