@@ -78,11 +78,11 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     armed_at: Option<Instant>,
     commands: Pin<Box<async_channel::Receiver<Ro::Command>>>,
     commands_closed: bool,
-    /// Where datagrams come from when this driver shares its port with others and
-    /// another one reads the socket: that one's batches for it (its socket then only
-    /// sends).
+    /// When this driver shares its port with others: the batches the group's reader
+    /// sorted out for it (read while another driver is the reader).
     inbox: Option<Pin<Box<async_channel::Receiver<Vec<Datagram>>>>>,
-    /// When this driver reads the socket for several: where the others' datagrams go.
+    /// When this driver shares its port with others: what it needs to read the socket
+    /// for all of them while it is the group's reader.
     router: Option<Router>,
     /// A batch taken from the inbox while registering for the next one (`arm_inbox`).
     stashed: Option<Vec<Datagram>>,
@@ -179,16 +179,15 @@ impl Router {
     fn forward_others(&mut self, rx: &mut Vec<Datagram>) {
         std::mem::swap(rx, &mut self.spare);
         for d in self.spare.drain(..) {
-            let driver = self.routing.route(&d.payload);
-            let driver = if driver < self.batches.len() {
-                driver
-            } else {
-                self.me
+            let driver = match self.routing.route(&d.payload) {
+                i if i < self.batches.len() => i,
+                _ => self.me,
             };
             self.seen[driver] += 1;
-            match self.batches.get_mut(driver) {
-                Some(batch) if driver != self.me => batch.push(d),
-                _ => rx.push(d),
+            if driver == self.me {
+                rx.push(d);
+            } else {
+                self.batches[driver].push(d);
             }
         }
         for (batch, inbox) in self.batches.iter_mut().zip(&self.inboxes) {
@@ -249,15 +248,15 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         }
     }
 
-    /// Takes datagrams from the driver that reads the socket instead of reading it (the
-    /// socket then only sends): one driver of several behind one port.
+    /// Takes the datagrams the group's reader sorts out for this driver (one driver of
+    /// several behind one port; see [`Router`]).
     pub fn with_inbox(mut self, inbox: async_channel::Receiver<Vec<Datagram>>) -> Self {
         self.inbox = Some(Box::pin(inbox));
         self
     }
 
-    /// Reads the socket for a group of drivers: datagrams whose connection belongs to
-    /// another driver are handed to it (see [`Router`]).
+    /// Reads the socket for the group while this driver is its reader: datagrams whose
+    /// connection belongs to another driver are handed to it (see [`Router`]).
     pub fn with_router(mut self, router: Router) -> Self {
         self.router = Some(router);
         self
@@ -282,21 +281,19 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
     /// (alone, or as its group's reader); whether any datagram came.
     fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut busy = false;
-        if let Some(inbox) = self.inbox.as_mut() {
-            let mut batches: Vec<_> = self.stashed.take().into_iter().collect();
-            while batches.len() < RECV_BATCHES_PER_ROUND {
-                match inbox.try_recv() {
-                    Ok(batch) => batches.push(batch),
-                    Err(_) => break,
-                }
-            }
-            for mut rx in batches {
-                // An empty batch is a wake-up: this driver has just become the reader.
-                busy = true;
-                let bytes = rx.iter().map(|d| d.payload.len()).sum();
-                self.role.io().received(rx.len(), bytes);
-                self.deliver(cx, now, &mut rx);
-            }
+        for _ in 0..RECV_BATCHES_PER_ROUND {
+            let next = self
+                .stashed
+                .take()
+                .or_else(|| self.inbox.as_ref()?.try_recv().ok());
+            let Some(mut rx) = next else {
+                break;
+            };
+            // An empty batch is a wake-up: this driver has just become the reader.
+            busy = true;
+            let bytes = rx.iter().map(|d| d.payload.len()).sum();
+            self.role.io().received(rx.len(), bytes);
+            self.deliver(cx, now, &mut rx);
         }
         for _ in 0..RECV_BATCHES_PER_ROUND {
             if self.router.as_ref().is_some_and(|r| !r.is_reader()) {

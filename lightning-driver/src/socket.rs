@@ -72,42 +72,49 @@ pub struct SocketBuffers {
 }
 
 impl<R: Runtime> EndpointSocket<R> {
-    /// [`bind`](Self::bind) for an endpoint being built, with the address it got: the
-    /// failures as the builders report them.
+    /// One handle of [`bind_endpoints`](Self::bind_endpoints), for an endpoint that is
+    /// alone on its socket.
     pub fn bind_endpoint(
         runtime: &R,
         addr: SocketAddr,
         buffer_bytes: usize,
     ) -> Result<(Self, SocketBuffers, SocketAddr), LightningError> {
-        let (socket, buffers) = Self::bind(runtime, addr, buffer_bytes).map_err(|e| {
-            LightningError::Local(LocalCause::Bind {
-                addr,
-                error: e.into(),
-            })
-        })?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
+        let (mut sockets, buffers, local_addr) =
+            Self::bind_endpoints(runtime, addr, buffer_bytes, 1)?;
+        let socket = sockets
+            .pop()
+            .ok_or_else(|| LightningError::Local(LocalCause::Socket(no_socket().into())))?;
         Ok((socket, buffers, local_addr))
     }
 
-    /// Binds `addr`, enlarges the buffers to `buffer_bytes` and registers with the runtime.
-    pub fn bind(
+    /// [`bind_shared`](Self::bind_shared) for an endpoint being built (`handles`
+    /// handles, at least one), with the address it got: the failures as the builders
+    /// report them.
+    pub fn bind_endpoints(
         runtime: &R,
         addr: SocketAddr,
         buffer_bytes: usize,
-    ) -> io::Result<(Self, SocketBuffers)> {
-        let (mut sockets, buffers) = Self::bind_shared(runtime, addr, buffer_bytes, 1)?;
-        let socket = sockets
-            .pop()
-            .ok_or_else(|| io::Error::other("no socket bound"))?;
-        Ok((socket, buffers))
+        handles: usize,
+    ) -> Result<(Vec<Self>, SocketBuffers, SocketAddr), LightningError> {
+        let (sockets, buffers) =
+            Self::bind_shared(runtime, addr, buffer_bytes, handles).map_err(|e| {
+                LightningError::Local(LocalCause::Bind {
+                    addr,
+                    error: e.into(),
+                })
+            })?;
+        let local_addr = sockets
+            .first()
+            .ok_or_else(no_socket)
+            .and_then(|s| s.local_addr())
+            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?;
+        Ok((sockets, buffers, local_addr))
     }
 
-    /// Like [`bind`](Self::bind), returning `handles` handles on the one socket (each a
-    /// duplicate descriptor, registered with the runtime on its own, so several tasks can
-    /// each wait for its readiness): each sends, and whichever driver reads the socket
-    /// reads through its own.
+    /// Binds `addr`, enlarges the buffers to `buffer_bytes`, and returns `handles` handles
+    /// (at least one) on the one socket: duplicate descriptors, each registered with the
+    /// runtime on its own so that several tasks can each wait for its readiness. Each
+    /// sends, and whichever driver reads the socket reads through its own.
     pub fn bind_shared(
         runtime: &R,
         addr: SocketAddr,
@@ -262,6 +269,11 @@ impl<R: Runtime> EndpointSocket<R> {
             }
         }
     }
+}
+
+/// `bind_shared` returned no handle (it returns at least one).
+fn no_socket() -> io::Error {
+    io::Error::other("no socket bound")
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -1,7 +1,7 @@
 //! `ServerBuilder`: configures and starts a `LightningServer`.
 
 use super::*;
-use crate::error::{ConfigCause, LocalCause};
+use crate::error::ConfigCause;
 
 /// Configures and starts a [`LightningServer`].
 pub struct ServerBuilder<R: Runtime> {
@@ -290,24 +290,8 @@ impl<R: Runtime> ServerBuilder<R> {
                 .min(config.max_waiting_requests);
         }
         let base_seed = self.rng_seed.unwrap_or_else(os_seed);
-        let (sockets, buffers) =
-            EndpointSocket::bind_shared(&self.runtime, self.bind, self.socket_buffer, drivers)
-                .map_err(|e| {
-                    LightningError::Local(LocalCause::Bind {
-                        addr: self.bind,
-                        error: e.into(),
-                    })
-                })?;
-        let local_addr = sockets
-            .first()
-            .map(|s| s.local_addr())
-            .transpose()
-            .map_err(|e| LightningError::Local(LocalCause::Socket(e.into())))?
-            .ok_or_else(|| {
-                LightningError::Local(LocalCause::Socket(
-                    std::io::Error::other("no socket bound").into(),
-                ))
-            })?;
+        let (sockets, buffers, local_addr) =
+            EndpointSocket::bind_endpoints(&self.runtime, self.bind, self.socket_buffer, drivers)?;
         let sockets = sockets.into_iter();
 
         // Every driver answers with one certificate, one reset secret and one set of
