@@ -216,11 +216,7 @@ impl Server {
     /// Connection `ch` no longer counts as unauthenticated (it authenticated or closed).
     pub(super) fn uncount_unauthenticated(&mut self, ch: ConnectionHandle) {
         if let Some(c) = self.core.state_mut(ch) {
-            if std::mem::take(&mut c.counted_unauthenticated) {
-                let source = source_of(c.remote.ip());
-                self.limits
-                    .count_unauthenticated(source, c.validated, false);
-            }
+            uncount(self.limits.as_mut(), c);
         }
     }
 
@@ -233,6 +229,13 @@ impl Server {
             );
         }
         self.apply_window(ch);
+    }
+}
+
+/// Connection `c` stops counting among the unauthenticated connections, if it did.
+pub(super) fn uncount(limits: &mut dyn SharedLimits, c: &mut SConn) {
+    if std::mem::take(&mut c.counted_unauthenticated) {
+        limits.count_unauthenticated(source_of(c.remote.ip()), c.validated, false);
     }
 }
 

@@ -120,7 +120,7 @@ impl ConnRole for Server {
         &mut self,
         _now: Instant,
         ch: ConnectionHandle,
-        conn: SConn,
+        mut conn: SConn,
         end: ConnectionEnd,
     ) {
         let reason = match end {
@@ -138,13 +138,7 @@ impl ConnRole for Server {
         for hk in &conn.hotkeys {
             self.limits.release_hotkey(hk, holder);
         }
-        if conn.counted_unauthenticated {
-            self.limits.count_unauthenticated(
-                admission::source_of(conn.remote.ip()),
-                conn.validated,
-                false,
-            );
-        }
+        admission::uncount(self.limits.as_mut(), &mut conn);
         // Its streams went with it: what they held of the server's shared budgets and
         // queues is given back here.
         let SConn {
