@@ -261,8 +261,9 @@ class LightningServer:
     torch). For quick pure-Python handlers, ``handler_threads=1`` avoids GIL hand-offs
     between workers (20-30% more requests per second in ``scripts/bench.py``'s echo).
 
-    ``drivers``: QUIC endpoint drivers serving the port, each on its own thread with its
-    own connections (1 to 64; default one per available core, at most 8). Replay
+    ``drivers``: QUIC endpoint drivers serving the port, each a task of its own (spread
+    over the runtime's threads) with its own connections (1 to 64; default one per
+    available core, at most 8). Replay
     protection, rate and connection limits and budgets stay global to the server.
     """
 
