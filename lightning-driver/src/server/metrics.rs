@@ -96,7 +96,8 @@ pub struct ServerMetrics {
     pub stats: ServerStats,
     /// Open QUIC connections.
     pub connections: usize,
-    /// Of them, connections with no authenticated validator yet.
+    /// Connections with no authenticated validator yet, over all drivers (read in one
+    /// step from the count `max_unauthenticated_connections` bounds).
     pub unauthenticated: usize,
     /// Validator hotkeys authenticated now.
     pub validators: usize,
@@ -140,14 +141,16 @@ impl SynapseMetrics {
 
 impl ServerMetrics {
     /// The snapshots of the drivers of one port as one: counters and tables summed;
-    /// figures of what the drivers share (nonces, reserved request bytes) taken once.
+    /// figures of what the drivers share (nonces, reserved request bytes, unauthenticated
+    /// connections) taken once: each driver reads the same shared total, so the largest
+    /// reading stands for them all.
     pub(crate) fn merge(parts: Vec<ServerMetrics>) -> ServerMetrics {
         let mut parts = parts.into_iter();
         let mut total = parts.next().unwrap_or_default();
         for p in parts {
             total.stats.add(&p.stats);
             total.connections += p.connections;
-            total.unauthenticated += p.unauthenticated;
+            total.unauthenticated = total.unauthenticated.max(p.unauthenticated);
             total.validators += p.validators;
             total.closed.merge(&p.closed);
             total.handshakes_refused.merge(&p.handshakes_refused);

@@ -77,7 +77,8 @@ pub struct ServerSnapshot {
     pub stats: ServerStats,
     /// Open QUIC connections.
     pub connections: usize,
-    /// Connections that have not authenticated yet.
+    /// Connections that have not authenticated yet, over all drivers (read in one step
+    /// from the count `max_unauthenticated_connections` bounds).
     pub unauthenticated: usize,
     /// Authenticated validators and their connection.
     pub validators: Vec<(String, ConnId)>,
@@ -115,7 +116,7 @@ impl ServerSnapshot {
         for p in parts {
             total.stats.add(&p.stats);
             total.connections += p.connections;
-            total.unauthenticated += p.unauthenticated;
+            total.unauthenticated = total.unauthenticated.max(p.unauthenticated);
             total.validators.extend(p.validators);
             total.active_nonces = total.active_nonces.max(p.active_nonces);
             total.requests_in_flight += p.requests_in_flight;

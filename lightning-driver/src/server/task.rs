@@ -339,7 +339,7 @@ impl<R: Runtime> ServerRole<R> {
         ServerMetrics {
             stats,
             connections: self.ep.connection_count(),
-            unauthenticated: self.ep.unauthenticated_count(),
+            unauthenticated: self.ep.unauthenticated_total(),
             validators: self.ep.validators().count(),
             closed: self.metrics.closed,
             handshakes_refused,
@@ -368,7 +368,7 @@ impl<R: Runtime> ServerRole<R> {
             }],
             stats: self.ep.stats(),
             connections: self.ep.connection_count(),
-            unauthenticated: self.ep.unauthenticated_count(),
+            unauthenticated: self.ep.unauthenticated_total(),
             validators,
             active_nonces: self.ep.active_nonce_count(),
             requests_in_flight: self.ep.requests_in_flight(),

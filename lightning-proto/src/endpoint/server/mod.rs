@@ -776,6 +776,16 @@ impl Server {
             .count()
     }
 
+    /// Connections not authenticated yet over the whole group when endpoints share a port
+    /// (this endpoint's alone otherwise): the number `max_unauthenticated_connections`
+    /// bounds, read in one step. Summing each endpoint's [`Self::unauthenticated_count`]
+    /// taken at different moments can exceed the cap while connections come and go.
+    pub fn unauthenticated_total(&self) -> usize {
+        self.limits
+            .unauthenticated(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+            .0
+    }
+
     /// Authenticated validator hotkeys and their connections.
     pub fn validators(&self) -> impl Iterator<Item = (&str, ConnId)> + '_ {
         self.core.states().flat_map(move |(ch, c)| {
