@@ -574,6 +574,66 @@ fn chunk_credit_is_never_refused_and_bounds_a_connection_that_does_not_read() {
     assert_eq!(w.responder.refused_within_credit, 0);
 }
 
+/// A connection the miner closes gives back its queued answers and cancels its requests
+/// at once, not when QUIC has drained it (three probe timeouts, seconds with a silent
+/// peer): the bytes a validator that stopped reading made the miner queue stop counting
+/// against everyone's cap the moment the miner gives up on it.
+#[test]
+fn a_closed_connection_drops_its_queued_answers_at_once() {
+    let (mut w, s, c) = connected_pair(41);
+    let ids: Vec<_> = (0..4)
+        .map(|_| {
+            request(
+                &mut w,
+                c,
+                "stream",
+                data(&[("n", 1000u64.into()), ("size", (64 * 1024u64).into())]),
+                RequestOptions {
+                    streaming: true,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    // The validator never consumes a chunk: answers pile up on the miner.
+    w.run_for(2 * SECOND);
+    assert!(w.server(s).queued_bytes() > 0, "nothing queued: no test");
+    assert_eq!(w.server(s).requests_in_flight(), ids.len());
+    let conn = w
+        .responder
+        .events
+        .iter()
+        .find_map(|e| match e {
+            ServerEvent::Authenticated { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    let now = w.sim.now();
+    w.server(s).close_connection(now, conn, "cleanup");
+    assert_eq!(w.server(s).queued_bytes(), 0);
+    assert_eq!(w.server(s).requests_in_flight(), 0);
+    assert!(
+        w.server(s).connection_count() > 0,
+        "closed only once drained"
+    );
+    w.run_for(Duration::from_millis(1));
+    let cancelled = w
+        .responder
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ServerEvent::RequestCancelled {
+                    reason: CancelReason::ConnectionLost,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(cancelled, ids.len());
+}
+
 #[test]
 fn slow_consumer_backpressure_bounds_server_memory_and_cancel_reaches_the_server() {
     let (mut w, _s, c) = connected_pair(20);
@@ -1169,6 +1229,93 @@ fn ten_thousand_abandoned_queries_leave_the_connection_usable() {
     if let Err(e) = echo_round_trip(&mut w, c, "still here") {
         panic!("after 10 000 abandoned queries: {e}");
     }
+}
+
+/// Requests a handler holds count against the queued-answer cap until they are answered:
+/// a validator cannot make the miner hold more request bytes than the cap plus the frames
+/// being read when it is reached by sending many large requests to a slow handler (their
+/// read budget is given back once their frames are read). Answering them lets the rest
+/// in; every request is answered once.
+#[test]
+fn requests_with_a_slow_handler_count_against_the_queued_answer_cap() {
+    let cap = 2 * 1024 * 1024;
+    let reading = 1024 * 1024;
+    let config = ServerConfig {
+        max_queued_response_bytes_per_connection: cap,
+        max_request_bytes_per_connection: reading,
+        ..ServerConfig::default()
+    };
+    let (mut w, s, c) = pair_with_server_config(37, config);
+    connect(&mut w, c, &[miner_hotkey()]);
+    let hk = miner_hotkey();
+    w.run_until(10 * SECOND, |w| w.authenticated(c, &hk));
+    let size = 128 * 1024;
+    let count = 64;
+    let ids: Vec<_> = (0..count)
+        .map(|n| {
+            request(
+                &mut w,
+                c,
+                "slow",
+                payload_data(vec![n as u8; size]),
+                RequestOptions::default(),
+            )
+        })
+        .collect();
+    w.run_for(5 * SECOND);
+    let held = |w: &World| {
+        w.responder
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Request(r) => Some(r.id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = held(&w);
+    // The cap's worth, plus what was being read when it was reached, plus one frame.
+    let bound = (cap + reading) as usize / size + 1;
+    assert!(
+        first.len() >= cap as usize / size && first.len() <= bound,
+        "{} of {count} requests of {size} bytes handed to a handler that answers none \
+         (cap {cap}, reading {reading}: between {} and {bound} expected)",
+        first.len(),
+        cap as usize / size
+    );
+    // Answer as they come: the rest get in, and every query has its own answer.
+    let mut answered = std::collections::HashSet::new();
+    w.run_until(60 * SECOND, |w| {
+        let now = w.sim.now();
+        let pending: Vec<_> = w
+            .responder
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Request(r) if !answered.contains(&r.id) => {
+                    Some((r.id, r.data.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, data) in pending {
+            w.server(s).respond::<()>(now, id, Ok(data)).unwrap();
+            answered.insert(id);
+        }
+        ids.iter().all(|id| w.outcome(c, *id).is_some())
+    });
+    for (n, id) in ids.iter().enumerate() {
+        match w.outcome(c, *id) {
+            Some(ClientEvent::Response { response, .. }) => assert_eq!(
+                response.data.get("payload"),
+                Some(rmpv::Value::Binary(vec![n as u8; size])),
+                "query {n} got another query's answer"
+            ),
+            other => panic!("query {n}: {other:?}"),
+        }
+    }
+    assert_eq!(w.responder.duplicates, 0);
+    w.run_until(10 * SECOND, |w| w.server(s).queued_bytes() == 0);
 }
 
 /// One echo of `text` on `c`'s connection, answered within 5 s.

@@ -348,9 +348,11 @@ pub struct ServerConfig {
     /// beyond its receive window is this many stream windows (80 MB by default). 4 MiB
     /// requests at a concurrency of 64 leave 49 waiting behind the 64 MiB budget.
     pub max_waiting_requests_per_connection: usize,
-    /// Response bytes one connection may have queued that QUIC has not taken yet (32 MiB):
-    /// a validator that does not read its answers stops getting new requests read until
-    /// it does. One answer is always queued whole, whatever its size.
+    /// Response bytes one connection may have queued that QUIC has not taken yet (32 MiB),
+    /// counting the bytes of its requests a handler holds until their answers are queued:
+    /// a validator that does not read its answers, or that sends more than a slow handler
+    /// gets through, stops getting new requests read until they drain. Frames already
+    /// being read are finished, and every answer is queued whole, whatever its size.
     pub max_queued_response_bytes_per_connection: u64,
     /// The same over all connections (256 MiB).
     pub max_queued_response_bytes_total: u64,

@@ -103,6 +103,7 @@ impl Server {
                         window_extensions: 0,
                         open_streams: 0,
                         queued_out: 0,
+                        owed: 0,
                         last_send_progress: now,
                         chunks: ChunkBook::default(),
                         held: Vec::new(),

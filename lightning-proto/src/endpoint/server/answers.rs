@@ -241,9 +241,31 @@ impl Server {
         }
     }
 
-    /// Whether queued responses keep `ch` from starting another request frame now.
+    /// Sets what request `stream` of `ch` owes against the queued-answer caps
+    /// (`SStream::owed`): its request's bytes while the application holds them, 0 once
+    /// it is answered.
+    pub(super) fn owe(&mut self, ch: ConnectionHandle, stream: StreamId, bytes: u64) {
+        let Some(c) = self.core.state_mut(ch) else {
+            return;
+        };
+        let Some(s) = c.streams.get_mut(&stream) else {
+            return;
+        };
+        let before = std::mem::replace(&mut s.owed, bytes);
+        c.owed = (c.owed + bytes).saturating_sub(before);
+        self.limits.account_queued(before, bytes);
+        if bytes < before {
+            self.released.push(ch);
+        }
+    }
+
+    /// Whether queued responses, and requests with the application that will become
+    /// responses, keep `ch` from starting another request frame now.
     pub(super) fn response_backlog(&self, ch: ConnectionHandle) -> Option<Shortfall> {
-        let conn = self.core.state(ch).map_or(0, |c| c.queued_out);
+        let conn = self
+            .core
+            .state(ch)
+            .map_or(0, |c| c.queued_out.saturating_add(c.owed));
         answer_backlog(&self.config, conn, self.limits.queued_total())
     }
 
@@ -312,6 +334,7 @@ impl Server {
         if freed {
             self.wake_writable(ch);
         }
+        self.owe(ch, stream, 0);
         if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             s.phase = Phase::Answered;
             let before = s.out.bytes();

@@ -16,7 +16,7 @@ impl Server {
     pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: &str) {
         if let Some(ch) = self.handle_of(conn) {
             self.core.close(now, ch, reason.as_bytes());
-            self.release_read_holds(ch);
+            self.release_on_close(ch);
         }
     }
 
@@ -39,10 +39,10 @@ impl Server {
     }
 
     /// Closes a QUIC connection with an application close carrying `reason`; what it
-    /// held of the read budget is given back at once.
+    /// held of the server's budgets and caps is given back at once (`release_on_close`).
     pub(super) fn close_quic(&mut self, now: Instant, ch: ConnectionHandle, reason: &'static [u8]) {
         self.core.close(now, ch, reason);
-        self.release_read_holds(ch);
+        self.release_on_close(ch);
     }
 }
 
@@ -90,6 +90,7 @@ impl ConnRole for Server {
                             credit: ChunkCredit::default(),
                             wants: None,
                             hold: Hold::Nothing,
+                            owed: 0,
                             last_send_progress: now,
                             send_deadline: false,
                         },

@@ -377,6 +377,8 @@ pub(crate) struct SConn {
     open_streams: u32,
     /// Response bytes queued on its streams that quinn has not taken yet.
     queued_out: u64,
+    /// Request bytes its streams' handlers hold, not answered yet (`SStream::owed`).
+    owed: u64,
     /// Last time quinn took response bytes from any of its streams.
     last_send_progress: Instant,
     /// Its side of its streams' chunk credit: kept apart from `streams` so that a
@@ -427,6 +429,13 @@ struct SStream {
     wants: Option<u64>,
     /// What it holds of the read budget.
     hold: Hold,
+    /// The request's bytes, from the moment the application gets the request until its
+    /// answer is queued: they count with the queued answers against
+    /// `max_queued_response_bytes_*`, as the application holds them (a zero-copy echo
+    /// answers with the very same buffer). Without this, requests handed to a slow
+    /// handler would hold memory no cap counts: their read budget is given back once
+    /// their frame is read.
+    owed: u64,
     /// Last time quinn took bytes of its response (or when it was queued).
     last_send_progress: Instant,
     /// A send-progress deadline is scheduled for it.

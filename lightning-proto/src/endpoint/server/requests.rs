@@ -202,6 +202,7 @@ impl Server {
         if let Some(s) = stream_of_mut(&mut self.core, ch, stream) {
             s.phase = Phase::Handling { id, kind };
         }
+        self.owe(ch, stream, payload.len() as u64);
         self.requests.insert(id, (ch, stream));
         self.deadlines.schedule(deadline, Deadline::Handler(id));
         self.stats.requests += 1;

@@ -76,31 +76,66 @@ impl Server {
             }
             Hold::Waiting { window_extended } => waited = Some(window_extended),
         }
+        let owed = std::mem::take(&mut s.owed);
+        if owed > 0 {
+            if let Some(c) = self.core.state_mut(ch) {
+                c.owed = c.owed.saturating_sub(owed);
+            }
+            self.limits.account_queued(owed, 0);
+            self.released.push(ch);
+        }
         self.account_queued(ch, s.out.bytes(), 0);
         waited
     }
 
-    /// Gives back, at once, what a connection the server has closed holds of the read
-    /// budget and of the waiting places. QUIC keeps a closed connection until it has
-    /// drained (three probe timeouts, which a slow or silent peer stretches to seconds),
-    /// and its streams are never read again: without this, a hotkey that connects again,
-    /// which replaces its connection, would hold one connection's share per reconnection.
-    pub(super) fn release_read_holds(&mut self, ch: ConnectionHandle) {
+    /// Gives back, at once, what a connection the server has closed holds: its read
+    /// budget, its waiting places, its queued answers and its requests' bytes. QUIC keeps
+    /// a closed connection until it has drained (three probe timeouts, which a slow or
+    /// silent peer stretches to seconds), and nothing on it is read or sent again:
+    /// without this, a hotkey that connects again, which replaces its connection, would
+    /// hold one connection's share per reconnection, and the answers of a validator that
+    /// stopped reading would count against everyone's cap until the drain. Requests still
+    /// with the application are cancelled (`ConnectionLost`) now rather than at the drain.
+    pub(super) fn release_on_close(&mut self, ch: ConnectionHandle) {
         self.parking.remove_conn(ch);
         let Some(c) = self.core.state_mut(ch) else {
             return;
         };
         let mut released = false;
-        for s in c.streams.values_mut() {
+        let mut dropped = 0u64;
+        let mut cancelled = Vec::new();
+        for (&stream, s) in c.streams.iter_mut() {
             if let Hold::Reserved(r) = std::mem::replace(&mut s.hold, Hold::Nothing) {
                 self.limits
                     .release(Some((&mut c.reserved, &mut c.reserved_small)), r);
                 released = true;
             }
+            // Never sent now: the connection is closing.
+            dropped += std::mem::take(&mut s.owed) + s.out.bytes() as u64;
+            s.out = OutQueue::default();
+            c.chunks.release(stream, std::mem::take(&mut s.credit));
+            if let Phase::Handling { id, .. } = s.phase {
+                cancelled.push(id);
+                s.phase = Phase::Answered;
+            }
         }
+        c.owed = 0;
+        c.queued_out = 0;
         c.window_extensions = 0;
+        if dropped > 0 {
+            self.limits.account_queued(dropped, 0);
+            released = true;
+        }
         if released {
             self.released.push(ch);
+        }
+        for id in cancelled {
+            if self.forget_request(id) {
+                self.events.push_back(ServerEvent::RequestCancelled {
+                    id,
+                    reason: CancelReason::ConnectionLost,
+                });
+            }
         }
     }
 
