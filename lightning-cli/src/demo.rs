@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lightning_tokio::{Identity, QuicAxonInfo, ServerBuilder};
+use lightning_tokio::{CongestionControl, Identity, QuicAxonInfo, ServerBuilder};
 
 use crate::load::{self, Kind, LoadResult, StreamParams, Workload};
 use crate::seed::random_seed;
@@ -83,6 +83,7 @@ pub async fn run(args: &DemoArgs) -> Result<ExitCode, String> {
         server.local_addr(),
         timeout,
         biggest,
+        CongestionControl::default(),
     )?;
     let axon = QuicAxonInfo::from_addr(server.hotkey(), server.local_addr());
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lightning_tokio::{
-    ClientBuilder, DataMap, Identity, LightningClient, QuicAxonInfo, QuicRequest,
+    ClientBuilder, CongestionControl, DataMap, Identity, LightningClient, QuicAxonInfo, QuicRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,7 @@ pub fn client(
     target: SocketAddr,
     connect_timeout: Duration,
     stream_bytes: u64,
+    congestion: CongestionControl,
 ) -> Result<LightningClient, String> {
     let bind: SocketAddr = if target.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -112,7 +113,8 @@ pub fn client(
     let mut builder = ClientBuilder::new()
         .identity(identity)
         .bind_addr(bind)
-        .connect_timeout(connect_timeout);
+        .connect_timeout(connect_timeout)
+        .congestion(congestion);
     // The default cap (64 MiB) is right for miners we do not know; here we asked for it.
     const DEFAULT_STREAM_CAP: u64 = 64 << 20;
     if stream_bytes > DEFAULT_STREAM_CAP {

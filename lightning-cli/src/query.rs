@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lightning_tokio::QuicAxonInfo;
+use lightning_tokio::{CongestionControl, QuicAxonInfo};
 use serde_json::json;
 
 use crate::load::{self, Kind, LoadResult, StreamParams, Workload};
@@ -66,6 +66,11 @@ pub struct QueryArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Congestion controller for what this validator sends: cubic (the default, as
+    /// btlightning), newreno, or bbr (keeps its rate on long lossy paths).
+    #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
+    pub congestion: CongestionControl,
+
     /// After the load, send one 1 KiB echo on the same connection and report whether it
     /// was answered: shows that the load (timeouts, cancellations) left the connection
     /// usable.
@@ -96,7 +101,13 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
             }
         }
     };
-    let client = load::client(identity, target, timeout, kind.bytes_per_request())?;
+    let client = load::client(
+        identity,
+        target,
+        timeout,
+        kind.bytes_per_request(),
+        args.congestion,
+    )?;
     let axon = QuicAxonInfo::from_addr(args.hotkey.clone(), target);
 
     let connecting = Instant::now();

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Args;
 use lightning_cli::synapses::with_synapses;
-use lightning_tokio::ServerBuilder;
+use lightning_tokio::{CongestionControl, ServerBuilder};
 
 use crate::seed::{KeyArgs, KeySource};
 
@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// (1 to 64; default: one per available core, at most 8).
     #[arg(long, value_name = "N")]
     pub drivers: Option<usize>,
+
+    /// Congestion controller for the answers this miner sends: cubic (the default, as
+    /// btlightning), newreno, or bbr (keeps its rate on long lossy paths).
+    #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
+    pub congestion: CongestionControl,
 }
 
 /// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
@@ -82,7 +87,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     let mut shutdown = Shutdown::install().map_err(|e| format!("cannot watch signals: {e}"))?;
     let addr = SocketAddr::new(args.host, args.port);
-    let mut builder = ServerBuilder::new().identity(identity).bind_addr(addr);
+    let mut builder = ServerBuilder::new()
+        .identity(identity)
+        .bind_addr(addr)
+        .congestion(args.congestion);
     if let Some(n) = args.drivers {
         builder = builder.drivers(n);
     }

@@ -50,6 +50,15 @@ macro_rules! shared_builder_setters {
             self
         }
 
+        /// The congestion controller of every connection: Cubic by default, as the
+        /// reference; [`CongestionControl::Bbr`](crate::CongestionControl::Bbr) keeps its
+        /// throughput on long lossy paths (README, Performance). Both ends choose for
+        /// what they send: a validator's for its requests, a miner's for its answers.
+        pub fn congestion(mut self, congestion: crate::CongestionControl) -> Self {
+            self.config.transport.congestion = congestion;
+            self
+        }
+
         /// Seeds the core's random choices (nonces, connection IDs, and a miner's
         /// certificate key) for reproducible runs. By default they come from the
         /// operating system.

@@ -67,8 +67,8 @@ pub use socket::{SocketBuffers, DEFAULT_SOCKET_BUFFER};
 pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
 
 pub use lightning_proto::endpoint::{
-    ClientConfig, ConnId, ConnectionStats, HotkeyStatus, QueryId, RequestId, ResetSecret,
-    RetryPolicy, ServerConfig, ServerStats, TransportOptions,
+    ClientConfig, CongestionControl, ConnId, ConnectionStats, HotkeyStatus, QueryId, RequestId,
+    ResetSecret, RetryPolicy, ServerConfig, ServerStats, TransportOptions,
 };
 pub use lightning_proto::identity::{CallbackSigner, Keypair, KeypairSigner, SignError, Signer};
 pub use lightning_proto::message::DataMap;

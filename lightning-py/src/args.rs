@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lightning_tokio::{QuicAxonInfo, QuicRequest};
+use lightning_tokio::{CongestionControl, QuicAxonInfo, QuicRequest};
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -118,4 +118,15 @@ pub fn wallet_identity(
                 "config error: failed to load hotkey from wallet: {e}"
             ))
         })
+}
+
+/// The `congestion` argument of a client or server: `"cubic"` (the default, also for
+/// `None`), `"newreno"` or `"bbr"`; anything else is a `ValueError` that names them.
+pub fn congestion(name: Option<&str>) -> PyResult<CongestionControl> {
+    match name {
+        None => Ok(CongestionControl::default()),
+        Some(name) => name
+            .parse()
+            .map_err(|e: String| config_error(format!("config error: {e}"))),
+    }
 }

@@ -156,7 +156,7 @@ impl PyClient {
         keep_alive_interval_secs=None, reconnect_initial_backoff_secs=None,
         reconnect_max_backoff_secs=None, reconnect_max_retries=None,
         max_frame_payload_bytes=None, max_stream_payload_bytes=None, max_connections=None,
-        stream_chunk_timeout_secs=None, pipeline_first_requests=None))]
+        stream_chunk_timeout_secs=None, pipeline_first_requests=None, congestion=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         wallet_hotkey: String,
@@ -171,8 +171,10 @@ impl PyClient {
         max_connections: Option<usize>,
         stream_chunk_timeout_secs: Option<u64>,
         pipeline_first_requests: Option<bool>,
+        congestion: Option<String>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::default();
+        config.transport.congestion = crate::args::congestion(congestion.as_deref())?;
         let reconnect = ReconnectPolicy::default();
         config.connect_timeout = secs(
             "connect_timeout_secs",

@@ -295,7 +295,8 @@ impl PyServer {
         max_connections=None, handshake_timeout_secs=None,
         max_handshake_attempts_per_minute=None, max_concurrent_bidi_streams=None,
         require_validator_permit=None, handler_timeout_secs=None, handler_threads=None,
-        streaming_threads=None, validator_permit_refresh_secs=None, drivers=None))]
+        streaming_threads=None, validator_permit_refresh_secs=None, drivers=None,
+        congestion=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         miner_hotkey: String,
@@ -317,6 +318,7 @@ impl PyServer {
         streaming_threads: Option<usize>,
         validator_permit_refresh_secs: Option<u64>,
         drivers: Option<usize>,
+        congestion: Option<String>,
     ) -> PyResult<Self> {
         if let Some(n) = drivers {
             if n == 0 || n > lightning_tokio::MAX_DRIVERS {
@@ -327,6 +329,7 @@ impl PyServer {
             }
         }
         let mut c = ServerConfig::default();
+        c.transport.congestion = crate::args::congestion(congestion.as_deref())?;
         if let Some(s) = max_signature_age_secs {
             c.max_signature_age_secs = s;
         }

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lightning_driver::{
-    ClientBuilder, DataMap, Identity, LightningClient, LightningServer, QuicAxonInfo, QuicRequest,
-    Runtime, ServerBuilder,
+    ClientBuilder, ClientConfig, DataMap, Identity, LightningClient, LightningServer, QuicAxonInfo,
+    QuicRequest, Runtime, ServerBuilder, TransportOptions,
 };
 
 use super::{ManyConns, SetupKind, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
@@ -13,6 +13,26 @@ use crate::exec::{run_all, run_pool, run_sequential, Exec};
 
 /// Validators that connect at once in the many-connections cell.
 const WAVE: usize = 32;
+
+/// `--congestion NAME[:INITIAL_WINDOW]`, passed to Lightning's validators and miners
+/// through the environment so that the miner processes the benchmark spawns get it too.
+pub const CONGESTION_ENV: &str = "LIGHTNING_BENCH_CONGESTION";
+
+/// Lightning's transport settings in this run: the defaults, or `--congestion`'s.
+fn transport() -> TransportOptions {
+    let mut t = TransportOptions::default();
+    if let Ok(v) = std::env::var(CONGESTION_ENV) {
+        let (name, window) = match v.split_once(':') {
+            Some((name, window)) => (name, window.parse().ok()),
+            None => (v.as_str(), None),
+        };
+        if let Ok(cc) = name.parse() {
+            t.congestion = cc;
+        }
+        t.initial_window = window;
+    }
+    t
+}
 
 /// Lightning with an async (or inline sync) echo handler.
 pub struct LightningSys {
@@ -77,7 +97,8 @@ impl LightningSys {
     ) -> ServerBuilder<R> {
         let mut b = ServerBuilder::with_runtime(rt)
             .seed(seed)
-            .bind_addr(([127, 0, 0, 1], 0).into());
+            .bind_addr(([127, 0, 0, 1], 0).into())
+            .configure(|c| c.transport = transport());
         if let Some(m) = many {
             b = b.configure(|c| {
                 c.max_connections = m.n + 16;
@@ -120,6 +141,7 @@ impl LightningSys {
             (Some(h), _) => {
                 let _guard = h.enter();
                 ClientBuilder::with_runtime(lightning_tokio::Tokio::new(h.clone()))
+                    .config(client_config())
                     .identity(identity)
                     .bind_addr(bind)
                     .build()
@@ -137,9 +159,18 @@ fn lightning_driver_smol_client(
     bind: SocketAddr,
 ) -> lightning_driver::Result<LightningClient> {
     ClientBuilder::with_runtime(rt)
+        .config(client_config())
         .identity(identity)
         .bind_addr(bind)
         .build()
+}
+
+/// The default validator configuration with this run's transport settings.
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        transport: transport(),
+        ..ClientConfig::default()
+    }
 }
 
 fn data_map(size: usize) -> Result<DataMap, String> {

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+use quinn_proto::{congestion, IdleTimeout, TransportConfig, VarInt};
+
+/// Largest [`TransportOptions::initial_window`] accepted.
+const MAX_INITIAL_WINDOW: u64 = 16 * 1024 * 1024;
 
 use super::error::{Detail, FmtDetail};
 use crate::frame::{DEFAULT_MAX_FRAME_PAYLOAD, MIN_MAX_FRAME_PAYLOAD};
@@ -117,6 +120,54 @@ pub struct TransportOptions {
     /// Whether path MTU discovery may raise packets above 1200 bytes. Needs a socket that
     /// sets don't-fragment (quinn-udp does).
     pub mtu_discovery: bool,
+    /// The congestion controller of each connection (quinn's Cubic by default, as the
+    /// reference).
+    pub congestion: CongestionControl,
+    /// The congestion window a connection starts with, in bytes (`None`: the
+    /// controller's own, 14,720 bytes for Cubic and NewReno, RFC 9002 §7.2; 200 packets
+    /// for BBR). A larger one shortens slow start on a long path at the cost of a larger
+    /// first burst into an unknown path.
+    pub initial_window: Option<u64>,
+}
+
+/// Which congestion controller a connection uses ([`TransportOptions::congestion`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438), quinn's default and the reference's: halves less than NewReno on
+    /// a loss and grows faster on long paths, but every loss still shrinks the window.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
+    /// BBR (version 1, quinn's experimental port): paces at the measured bottleneck rate
+    /// and does not treat random loss as congestion, so a lossy long path keeps its
+    /// throughput. Less fair to loss-based flows sharing a bottleneck.
+    Bbr,
+}
+
+impl std::str::FromStr for CongestionControl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cubic" => Ok(Self::Cubic),
+            "newreno" | "new_reno" | "reno" => Ok(Self::NewReno),
+            "bbr" => Ok(Self::Bbr),
+            other => Err(format!(
+                "unknown congestion controller {other:?} (expected cubic, newreno or bbr)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for CongestionControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cubic => "cubic",
+            Self::NewReno => "newreno",
+            Self::Bbr => "bbr",
+        })
+    }
 }
 
 impl Default for TransportOptions {
@@ -128,6 +179,8 @@ impl Default for TransportOptions {
             receive_window: 16 * 1024 * 1024,
             send_window: 10_000_000,
             mtu_discovery: true,
+            congestion: CongestionControl::default(),
+            initial_window: None,
         }
     }
 }
@@ -150,6 +203,12 @@ impl TransportOptions {
             self.stream_receive_window > 0 && self.receive_window > 0 && self.send_window > 0,
             "flow-control windows",
             "must be > 0",
+        )?;
+        check(
+            self.initial_window
+                .is_none_or(|w| (2400..=MAX_INITIAL_WINDOW).contains(&w)),
+            "initial_window",
+            "must be between 2400 bytes (two packets) and 16 MiB",
         )
     }
 
@@ -176,6 +235,29 @@ impl TransportOptions {
         t.datagram_receive_buffer_size(None);
         if !self.mtu_discovery {
             t.mtu_discovery_config(None);
+        }
+        match self.congestion {
+            CongestionControl::Cubic => {
+                let mut c = congestion::CubicConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                t.congestion_controller_factory(Arc::new(c));
+            }
+            CongestionControl::NewReno => {
+                let mut c = congestion::NewRenoConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                t.congestion_controller_factory(Arc::new(c));
+            }
+            CongestionControl::Bbr => {
+                let mut c = congestion::BbrConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                t.congestion_controller_factory(Arc::new(c));
+            }
         }
         Arc::new(t)
     }
@@ -562,6 +644,10 @@ mod tests {
                 "flow-control windows must be > 0",
             ),
             (
+                transport(|t| t.initial_window = Some(1200)),
+                "initial_window must be between 2400 bytes (two packets) and 16 MiB",
+            ),
+            (
                 client.validate(),
                 "reconnect_max_retries must be at least 1",
             ),
@@ -581,5 +667,24 @@ mod tests {
         for (result, detail) in cases {
             assert_eq!(shown(result), format!("config error: {detail}"));
         }
+    }
+
+    #[test]
+    fn congestion_controllers_parse_by_name_and_show_the_same_name() {
+        for cc in [
+            CongestionControl::Cubic,
+            CongestionControl::NewReno,
+            CongestionControl::Bbr,
+        ] {
+            assert_eq!(cc.to_string().parse::<CongestionControl>(), Ok(cc));
+        }
+        assert_eq!("BBR".parse(), Ok(CongestionControl::Bbr));
+        assert_eq!(CongestionControl::default(), CongestionControl::Cubic);
+        let unknown = "vegas".parse::<CongestionControl>().unwrap_err();
+        assert!(unknown.contains("cubic, newreno or bbr"), "{unknown}");
+        for w in [None, Some(2400), Some(MAX_INITIAL_WINDOW)] {
+            assert!(transport(|t| t.initial_window = w).is_ok(), "{w:?}");
+        }
+        assert!(transport(|t| t.initial_window = Some(MAX_INITIAL_WINDOW + 1)).is_err());
     }
 }

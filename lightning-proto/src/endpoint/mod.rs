@@ -34,7 +34,8 @@ pub use budget::{Reservation, Shortfall};
 pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
 pub use clock::WallClock;
 pub use config::{
-    ClientConfig, ConfigError, ResetSecret, RetryPolicy, ServerConfig, TransportOptions,
+    ClientConfig, ConfigError, CongestionControl, ResetSecret, RetryPolicy, ServerConfig,
+    TransportOptions,
 };
 pub use error::{
     ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,

@@ -69,6 +69,7 @@ class RustLightning:
         max_connections: Optional[int] = None,
         stream_chunk_timeout_secs: Optional[int] = None,
         pipeline_first_requests: Optional[bool] = None,
+        congestion: Optional[str] = None,
     ) -> None: ...
     @property
     def wallet_hotkey(self) -> str: ...
@@ -123,6 +124,7 @@ class RustLightningServer:
         streaming_threads: Optional[int] = None,
         validator_permit_refresh_secs: Optional[int] = None,
         drivers: Optional[int] = None,
+        congestion: Optional[str] = None,
     ) -> None: ...
     @property
     def miner_hotkey(self) -> str: ...
