@@ -33,10 +33,11 @@ use systems::System;
 pub const SIZES: [usize; 5] = [256, 1024, 10 * 1024, 100 * 1024, 1024 * 1024];
 
 /// Every system, in report order.
-pub const SYSTEM_NAMES: [&str; 6] = [
+pub const SYSTEM_NAMES: [&str; 7] = [
     "lightning-tokio",
     "lightning-smol",
     "lightning-tokio-sync",
+    "lightning-tokio-bbr",
     "btlightning",
     "btlightning-sync",
     "quinn-raw",
@@ -164,6 +165,7 @@ pub fn make_system(name: &str, threads: usize) -> Result<Box<dyn System>, String
         "lightning-tokio" => Box::new(LightningSys::tokio(threads, false)?),
         "lightning-tokio-sync" => Box::new(LightningSys::tokio(threads, true)?),
         "lightning-smol" => Box::new(LightningSys::smol(threads)?),
+        "lightning-tokio-bbr" => Box::new(LightningSys::tokio_bbr(threads)?),
         "btlightning" => Box::new(BtlSys::new(threads, false)?),
         "btlightning-sync" => Box::new(BtlSys::new(threads, true)?),
         "quinn-raw" => Box::new(RawQuinn::new(threads)?),

@@ -117,17 +117,6 @@ fn main() -> ExitCode {
                 }
                 None => return usage("--threads needs a number"),
             },
-            "--congestion" => match it.next() {
-                Some(v)
-                    if v.split(':').next().is_some_and(|n| {
-                        n.parse::<lightning_driver::CongestionControl>().is_ok()
-                    }) =>
-                {
-                    // Read by every Lightning endpoint of this run, spawned miners included.
-                    std::env::set_var(lightning_benches::systems::lightning::CONGESTION_ENV, v);
-                }
-                _ => return usage("--congestion needs cubic, newreno or bbr[:INITIAL_WINDOW]"),
-            },
             "-h" | "--help" => return usage(""),
             other => return usage(&format!("unknown argument {other}")),
         }
@@ -230,10 +219,9 @@ fn usage(problem: &str) -> ExitCode {
     eprintln!(
         "usage: lightning-bench [--quick|--tiny] [--in-process | --wan [--profiles lan,continent,world]]\n\
          \x20                      [--out DIR] [--only a,b] [--threads N]\n\
-         \x20                      [--congestion cubic|newreno|bbr[:INITIAL_WINDOW_BYTES]] (Lightning only)\n\
          \x20      lightning-bench --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]\n\
          \x20      lightning-bench --soak SYSTEM SIZE CONCURRENCY SECONDS\n\
-         systems: lightning-tokio lightning-smol lightning-tokio-sync btlightning btlightning-sync quinn-raw"
+         systems: lightning-tokio lightning-smol lightning-tokio-sync lightning-tokio-bbr btlightning btlightning-sync quinn-raw"
     );
     if problem.is_empty() {
         ExitCode::SUCCESS

@@ -19,6 +19,7 @@ pub fn color(system: &str) -> &'static str {
         "lightning-tokio" => "#1f77b4",
         "lightning-smol" => "#17becf",
         "lightning-tokio-sync" => "#2ca02c",
+        "lightning-tokio-bbr" => "#9467bd",
         "btlightning" => "#d62728",
         "btlightning-sync" => "#ff7f0e",
         "quinn-raw" => "#7f7f7f",

@@ -18,9 +18,10 @@ use crate::{
 };
 
 /// The systems of the WAN cells unless `only` says otherwise.
-pub const WAN_SYSTEMS: [&str; 4] = [
+pub const WAN_SYSTEMS: [&str; 5] = [
     "lightning-tokio",
     "lightning-smol",
+    "lightning-tokio-bbr",
     "btlightning",
     "quinn-raw",
 ];
@@ -52,7 +53,7 @@ pub struct WanPlan {
     pub ceiling_seconds: f64,
     /// Seed of every relay's loss and jitter decisions.
     pub seed: u64,
-    /// Only these systems (the four of [`WAN_SYSTEMS`] when empty).
+    /// Only these systems (those of [`WAN_SYSTEMS`] when empty).
     pub only: Vec<String>,
 }
 

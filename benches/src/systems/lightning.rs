@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lightning_driver::{
-    ClientBuilder, ClientConfig, DataMap, Identity, LightningClient, LightningServer, QuicAxonInfo,
-    QuicRequest, Runtime, ServerBuilder, TransportOptions,
+    ClientBuilder, ClientConfig, CongestionControl, DataMap, Identity, LightningClient,
+    LightningServer, QuicAxonInfo, QuicRequest, Runtime, ServerBuilder, TransportOptions,
 };
 
 use super::{ManyConns, SetupKind, System, MINER_SEED, REQUEST_TIMEOUT, SYNAPSE, VALIDATOR_SEED};
@@ -14,32 +14,14 @@ use crate::exec::{run_all, run_pool, run_sequential, Exec};
 /// Validators that connect at once in the many-connections cell.
 const WAVE: usize = 32;
 
-/// `--congestion NAME[:INITIAL_WINDOW]`, passed to Lightning's validators and miners
-/// through the environment so that the miner processes the benchmark spawns get it too.
-pub const CONGESTION_ENV: &str = "LIGHTNING_BENCH_CONGESTION";
-
-/// Lightning's transport settings in this run: the defaults, or `--congestion`'s.
-fn transport() -> TransportOptions {
-    let mut t = TransportOptions::default();
-    if let Ok(v) = std::env::var(CONGESTION_ENV) {
-        let (name, window) = match v.split_once(':') {
-            Some((name, window)) => (name, window.parse().ok()),
-            None => (v.as_str(), None),
-        };
-        if let Ok(cc) = name.parse() {
-            t.congestion = cc;
-        }
-        t.initial_window = window;
-    }
-    t
-}
-
 /// Lightning with an async (or inline sync) echo handler.
 pub struct LightningSys {
     name: &'static str,
     baseline: &'static str,
     exec: Exec,
     sync_handler: bool,
+    /// Transport settings of its validators and miners (the congestion controller).
+    transport: TransportOptions,
     /// (own server, if not remote; client; the axon it talks to).
     main: Option<(Option<LightningServer>, LightningClient, QuicAxonInfo)>,
     fan: Option<(Vec<LightningServer>, LightningClient, Vec<QuicAxonInfo>)>,
@@ -66,6 +48,18 @@ impl LightningSys {
         ))
     }
 
+    /// Lightning on tokio with an async echo and BBR congestion control at both ends.
+    pub fn tokio_bbr(threads: usize) -> Result<Self, String> {
+        let mut sys = Self::new(
+            "lightning-tokio-bbr",
+            "btlightning",
+            Exec::tokio(threads)?,
+            false,
+        );
+        sys.transport.congestion = CongestionControl::Bbr;
+        Ok(sys)
+    }
+
     /// Lightning on a smol executor with `threads` threads and an async echo.
     pub fn smol(threads: usize) -> Result<Self, String> {
         Ok(Self::new(
@@ -82,6 +76,7 @@ impl LightningSys {
             baseline,
             exec,
             sync_handler,
+            transport: TransportOptions::default(),
             main: None,
             fan: None,
             many_server: None,
@@ -98,7 +93,7 @@ impl LightningSys {
         let mut b = ServerBuilder::with_runtime(rt)
             .seed(seed)
             .bind_addr(([127, 0, 0, 1], 0).into())
-            .configure(|c| c.transport = transport());
+            .configure(|c| c.transport = self.transport.clone());
         if let Some(m) = many {
             b = b.configure(|c| {
                 c.max_connections = m.n + 16;
@@ -134,6 +129,14 @@ impl LightningSys {
         started.map_err(|e| format!("{}: server start: {e}", self.name))
     }
 
+    /// The default validator configuration with this system's transport settings.
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            transport: self.transport.clone(),
+            ..ClientConfig::default()
+        }
+    }
+
     fn build_client(&self, seed: [u8; 32]) -> Result<LightningClient, String> {
         let identity = Identity::from_seed(&seed);
         let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -141,12 +144,14 @@ impl LightningSys {
             (Some(h), _) => {
                 let _guard = h.enter();
                 ClientBuilder::with_runtime(lightning_tokio::Tokio::new(h.clone()))
-                    .config(client_config())
+                    .config(self.client_config())
                     .identity(identity)
                     .bind_addr(bind)
                     .build()
             }
-            (None, Some(rt)) => lightning_driver_smol_client(rt, identity, bind),
+            (None, Some(rt)) => {
+                lightning_driver_smol_client(rt, identity, bind, self.client_config())
+            }
             _ => return Err("no runtime".into()),
         };
         built.map_err(|e| format!("{}: client: {e}", self.name))
@@ -157,20 +162,13 @@ fn lightning_driver_smol_client(
     rt: lightning_smol::Smol,
     identity: Identity,
     bind: SocketAddr,
+    config: ClientConfig,
 ) -> lightning_driver::Result<LightningClient> {
     ClientBuilder::with_runtime(rt)
-        .config(client_config())
+        .config(config)
         .identity(identity)
         .bind_addr(bind)
         .build()
-}
-
-/// The default validator configuration with this run's transport settings.
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        transport: transport(),
-        ..ClientConfig::default()
-    }
 }
 
 fn data_map(size: usize) -> Result<DataMap, String> {
