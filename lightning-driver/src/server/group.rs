@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use lightning_proto::endpoint::{
-    HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall, UnauthenticatedFull,
+    HotkeyHolder, LocalLimits, Reservation, SharedLimits, Shortfall, TableFull, UnauthenticatedFull,
 };
 use lightning_proto::handshake::HandshakeError;
 
@@ -148,6 +148,16 @@ impl SharedLimits for GroupLimits {
 
     fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder> {
         self.group.lock().hold_hotkey(hotkey, holder)
+    }
+
+    fn claim_hotkey(
+        &mut self,
+        hotkey: &str,
+        holder: HotkeyHolder,
+        max: usize,
+    ) -> Result<Option<HotkeyHolder>, TableFull> {
+        // One lock section: the table check and the registration together.
+        self.group.lock().claim_hotkey(hotkey, holder, max)
     }
 
     fn release_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) {

@@ -46,7 +46,7 @@ pub use server::{
     Server, ServerEvent, ServerStats, SynapseIndex, SynapseKind, BUSY_ERROR_CODE,
     UNAUTHENTICATED_MAX_FRAME,
 };
-pub use shared::{HotkeyHolder, LocalLimits, SharedLimits, UnauthenticatedFull};
+pub use shared::{HotkeyHolder, LocalLimits, SharedLimits, TableFull, UnauthenticatedFull};
 pub use surface::{Datagram, SansIo};
 
 pub use quinn_proto::{ConnectionStats, EcnCodepoint, Transmit};

@@ -89,6 +89,21 @@ pub trait SharedLimits: Send {
     fn hotkey_holder(&self, hotkey: &str) -> Option<HotkeyHolder>;
     /// Makes `holder` hold `hotkey`; returns the previous holder.
     fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder>;
+    /// Makes `holder` hold `hotkey` if the table has room for it: the hotkey is held
+    /// already (by any connection, which `holder` replaces) or fewer than `max` hotkeys
+    /// are. Returns the previous holder. One step, so that two endpoints authenticating
+    /// at once cannot both take the last place.
+    fn claim_hotkey(
+        &mut self,
+        hotkey: &str,
+        holder: HotkeyHolder,
+        max: usize,
+    ) -> Result<Option<HotkeyHolder>, TableFull> {
+        if self.hotkey_holder(hotkey).is_none() && self.hotkey_count() >= max {
+            return Err(TableFull);
+        }
+        Ok(self.hold_hotkey(hotkey, holder))
+    }
     /// `holder` lets go of `hotkey` (nothing happens if another connection holds it now).
     fn release_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder);
     /// Asks the endpoint owning `holder` to close it: `hotkey` moved to a connection of
@@ -125,6 +140,10 @@ pub trait SharedLimits: Send {
         let _ = waiting;
     }
 }
+
+/// `max_connections` hotkeys are held ([`SharedLimits::claim_hotkey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
 
 /// Which limit on unauthenticated connections has no room
 /// ([`SharedLimits::claim_unauthenticated`]).
@@ -275,5 +294,41 @@ impl SharedLimits for LocalLimits {
 
     fn account_queued(&mut self, before: u64, after: u64) {
         self.queued_total = (self.queued_total + after).saturating_sub(before);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn_proto::ConnectionHandle;
+
+    fn holder(endpoint: u8, serial: u64) -> HotkeyHolder {
+        HotkeyHolder {
+            endpoint,
+            conn: ConnRef {
+                handle: ConnectionHandle(serial as usize),
+                serial,
+            },
+        }
+    }
+
+    #[test]
+    fn a_hotkey_is_claimed_only_with_room_or_over_its_own_place() {
+        let mut limits = LocalLimits::new(&ServerConfig::default());
+        assert_eq!(limits.claim_hotkey("a", holder(0, 1), 2), Ok(None));
+        assert_eq!(limits.claim_hotkey("b", holder(1, 2), 2), Ok(None));
+        // Full: a third hotkey is refused and nothing changes...
+        assert_eq!(limits.claim_hotkey("c", holder(0, 3), 2), Err(TableFull));
+        assert_eq!(limits.hotkey_count(), 2);
+        assert_eq!(limits.hotkey_holder("c"), None);
+        // ...but a held hotkey moving to a new connection keeps its place.
+        assert_eq!(
+            limits.claim_hotkey("a", holder(1, 4), 2),
+            Ok(Some(holder(0, 1)))
+        );
+        assert_eq!(limits.hotkey_holder("a"), Some(holder(1, 4)));
+        limits.release_hotkey("b", holder(1, 2));
+        assert_eq!(limits.claim_hotkey("c", holder(0, 3), 2), Ok(None));
+        assert_eq!(limits.hotkey_count(), 2);
     }
 }

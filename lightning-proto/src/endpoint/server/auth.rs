@@ -112,17 +112,26 @@ impl Server {
             .map_err(HandshakeError::Signing)?;
         let connection_id = handshake::connection_id(hotkey, self.core.clock.unix_ms(now));
         let me = self.holder_of(ch).ok_or(HandshakeError::ConnectionLimit)?;
-        let existing = self.limits.hotkey_holder(hotkey);
-        if existing.is_none() && self.limits.hotkey_count() >= self.config.max_connections {
-            // With several endpoints on the port, each evicts among its own connections.
-            let victim = self
-                .eviction_candidate(now, Some(ch))
-                .ok_or(HandshakeError::ConnectionLimit)?;
-            self.evict(now, victim);
-        }
-        // Register on this connection; a different connection holding the hotkey is
-        // replaced, on whichever endpoint it lives.
-        if let Some(old) = self.limits.hold_hotkey(hotkey, me) {
+        let max = self.config.max_connections;
+        // Registered on this connection in one step with the table check, so that
+        // endpoints sharing the port never hold more than `max`.
+        let previous = match self.limits.claim_hotkey(hotkey, me, max) {
+            Ok(previous) => previous,
+            Err(TableFull) => {
+                // With several endpoints on the port, each evicts among its own
+                // connections; another endpoint may take the freed place first.
+                let victim = self
+                    .eviction_candidate(now, Some(ch))
+                    .ok_or(HandshakeError::ConnectionLimit)?;
+                self.evict(now, victim);
+                self.limits
+                    .claim_hotkey(hotkey, me, max)
+                    .map_err(|TableFull| HandshakeError::ConnectionLimit)?
+            }
+        };
+        // A different connection holding the hotkey is replaced, on whichever endpoint it
+        // lives.
+        if let Some(old) = previous {
             if old != me {
                 if old.endpoint == self.index {
                     self.close_replaced(now, old, hotkey);

@@ -33,7 +33,7 @@ use super::error::ConnectionEnd;
 use super::inq::{pull_chunk, Pulled};
 use super::outq::{Flush, OutQueue};
 use super::parking::ParkingLot;
-use super::shared::{HotkeyHolder, LocalLimits, SharedLimits};
+use super::shared::{HotkeyHolder, LocalLimits, SharedLimits, TableFull};
 use super::surface::{Datagram, SansIo};
 use super::timers::Timers;
 use super::RequestId;
