@@ -32,6 +32,10 @@ use systems::System;
 /// Payload sizes of PROTOCOL.md §12.
 pub const SIZES: [usize; 5] = [256, 1024, 10 * 1024, 100 * 1024, 1024 * 1024];
 
+/// Payload sizes of the large-payload concurrency sweep (issue 15: throughput must not
+/// fall as concurrency grows from 1 to 4 to 16 at these sizes).
+pub const LARGE_SWEEP_SIZES: [usize; 2] = [100 * 1024, 1024 * 1024];
+
 /// Every system, in report order.
 pub const SYSTEM_NAMES: [&str; 7] = [
     "lightning-tokio",
@@ -76,6 +80,8 @@ pub struct Plan {
     pub sweep_rounds: usize,
     /// Budget of one sweep round.
     pub sweep_budget: Duration,
+    /// Concurrency levels of the large-payload sweep ([`LARGE_SWEEP_SIZES`]).
+    pub large_sweep: Vec<usize>,
     /// Servers in the fan-out cell.
     pub fanout_servers: usize,
     /// Fan-out rounds per system.
@@ -109,6 +115,7 @@ impl Plan {
             sweep: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
             sweep_rounds: 3,
             sweep_budget: Duration::from_millis(700),
+            large_sweep: vec![1, 4, 16],
             fanout_servers: 64,
             fanout_rounds: 100,
             conns: 1000,
@@ -130,6 +137,7 @@ impl Plan {
             sweep: vec![1, 32, 256],
             sweep_rounds: 1,
             sweep_budget: Duration::from_millis(300),
+            large_sweep: vec![1, 16],
             fanout_servers: 8,
             fanout_rounds: 5,
             conns: 50,
@@ -150,6 +158,7 @@ impl Plan {
             warmup: Duration::from_millis(1),
             sweep: vec![1, 8],
             sweep_budget: Duration::from_millis(100),
+            large_sweep: vec![2],
             fanout_servers: 3,
             fanout_rounds: 2,
             conns: 6,
@@ -318,6 +327,8 @@ pub struct Report {
     pub throughput: Vec<ThroughputCell>,
     /// Throughput sweep over concurrency at 1 KB.
     pub sweep: Vec<ThroughputCell>,
+    /// Throughput sweep over concurrency at [`LARGE_SWEEP_SIZES`].
+    pub large_sweep: Vec<ThroughputCell>,
     /// Fan-out.
     pub fanout: Vec<FanoutCell>,
     /// Many connections.
@@ -422,6 +433,7 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
         latency: Vec::new(),
         throughput: Vec::new(),
         sweep: Vec::new(),
+        large_sweep: Vec::new(),
         fanout: Vec::new(),
         connections: Vec::new(),
         failures: Vec::new(),
@@ -481,6 +493,14 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report, String> {
         report
             .sweep
             .extend(throughput(&mut h, &open, 1024, c, rounds, budget));
+    }
+    for size in LARGE_SWEEP_SIZES {
+        for c in h.plan.large_sweep.clone() {
+            let (rounds, budget) = (h.plan.sweep_rounds, h.plan.sweep_budget);
+            report
+                .large_sweep
+                .extend(throughput(&mut h, &open, size, c, rounds, budget));
+        }
     }
     for (i, sys) in h.systems.iter_mut().enumerate() {
         if open[i] {

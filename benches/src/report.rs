@@ -81,6 +81,29 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{r:.2}x"))
 }
 
+/// The large-payload sweep cell of `sys` at `size` and concurrency `c`.
+fn large<'a>(r: &'a Report, sys: &str, size: usize, c: usize) -> Option<&'a ThroughputCell> {
+    r.large_sweep
+        .iter()
+        .find(|x| x.system == sys && x.size == size && x.concurrency == c && x.requests > 0)
+}
+
+/// The smallest ratio of requests/s between consecutive concurrency levels of the
+/// large-payload sweep for `sys` at `size` (below 1: throughput fell as concurrency grew).
+fn lowest_step(r: &Report, sys: &str, size: usize) -> Option<f64> {
+    let mut cs: Vec<usize> = r.large_sweep.iter().map(|c| c.concurrency).collect();
+    cs.sort_unstable();
+    cs.dedup();
+    let rates: Vec<f64> = cs
+        .iter()
+        .map(|c| large(r, sys, size, *c).map(|x| x.rps))
+        .collect::<Option<_>>()?;
+    rates
+        .windows(2)
+        .map(|w| w[1] / w[0])
+        .min_by(|a, b| a.total_cmp(b))
+}
+
 /// The goals of the benchmarks issue, evaluated on this run.
 pub fn goals(r: &Report) -> Vec<Goal> {
     let mut out = Vec::new();
@@ -163,6 +186,17 @@ pub fn goals(r: &Report) -> Vec<Goal> {
             "<= 0.5x",
             ratio(setup(sys), setup("btlightning")),
         );
+        for size in crate::LARGE_SWEEP_SIZES {
+            push(
+                format!(
+                    "throughput does not fall with concurrency {}",
+                    size_label(size)
+                ),
+                sys,
+                ">= 1x",
+                lowest_step(r, sys, size),
+            );
+        }
         let floor_sizes: Vec<usize> = if two { sizes(r) } else { vec![256, 1024] };
         for size in floor_sizes {
             push(
@@ -337,6 +371,38 @@ pub fn markdown(r: &Report) -> String {
             }
             s.push('\n');
         }
+    }
+
+    if !r.large_sweep.is_empty() {
+        let mut cs: Vec<usize> = r.large_sweep.iter().map(|c| c.concurrency).collect();
+        cs.sort_unstable();
+        cs.dedup();
+        s.push_str(
+            "\n## Throughput by concurrency at 100 KB and 1 MB, requests/s\n\n| system | size |",
+        );
+        for c in &cs {
+            let _ = write!(s, " c={c} |");
+        }
+        s.push_str(" lowest step ratio |\n|---|---|");
+        for _ in &cs {
+            s.push_str("---:|");
+        }
+        s.push_str("---:|\n");
+        for size in crate::LARGE_SWEEP_SIZES {
+            for sys in &systems {
+                let _ = write!(s, "| {sys} | {} |", size_label(size));
+                for c in &cs {
+                    match large(r, sys, size, *c) {
+                        Some(x) => {
+                            let _ = write!(s, " {} |", fmt_rate(x.rps));
+                        }
+                        None => s.push_str(" – |"),
+                    }
+                }
+                let _ = writeln!(s, " {} |", fmt_ratio(lowest_step(r, sys, size)));
+            }
+        }
+        s.push_str("\nThe last column is the smallest ratio between one concurrency's requests/s and the one before it (below 1.00x: throughput fell as concurrency grew).\n");
     }
 
     let split = r

@@ -205,6 +205,7 @@ pub fn run_wan(plan: WanPlan, opts: Options) -> Result<WanReport, String> {
         sweep: Vec::new(),
         sweep_rounds: 0,
         sweep_budget: Duration::ZERO,
+        large_sweep: Vec::new(),
         fanout_servers: 0,
         fanout_rounds: 0,
         conns: 0,

@@ -80,6 +80,11 @@ fn every_system_answers_every_cell() {
     };
     let sizes = plan.sizes.clone();
     let sweep = plan.sweep.clone();
+    let large_sweep = plan.large_sweep.clone();
+    assert!(
+        !large_sweep.is_empty(),
+        "the tiny plan must exercise the large sweep"
+    );
     let report = run(plan, options()).unwrap();
     assert!(report.all_correct(), "failures: {:#?}", report.failures);
 
@@ -105,6 +110,17 @@ fn every_system_answers_every_cell() {
                 .sweep
                 .iter()
                 .any(|x| x.system == system && x.concurrency == *c && x.requests > 0));
+        }
+        for size in lightning_benches::LARGE_SWEEP_SIZES {
+            for c in &large_sweep {
+                assert!(
+                    report.large_sweep.iter().any(|x| x.system == system
+                        && x.size == size
+                        && x.concurrency == *c
+                        && x.requests > 0),
+                    "{system}: no large sweep cell at {size} B, c={c}"
+                );
+            }
         }
         let fan = report.fanout.iter().find(|c| c.system == system).unwrap();
         assert!(fan.round.n > 0, "{system}: no fan-out round");
