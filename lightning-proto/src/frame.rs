@@ -10,6 +10,8 @@ use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::pool::{BufferPool, PooledBuf, POOLED_MIN_BYTES};
+
 /// Size of the frame header: one type byte plus a big-endian u32 length.
 pub const FRAME_HEADER_LEN: usize = 5;
 
@@ -201,11 +203,52 @@ struct PartialPayload {
     len: u32,
     /// Bytes copied so far; stays empty while the payload may still arrive
     /// inside a single chunk and be sliced out of it.
-    copied: BytesMut,
+    copied: Copied,
     /// The reader has admitted the declared length (see
     /// [`FrameDecoder::admit_declared`]): a payload that spans chunks gets its
     /// whole buffer at once instead of growing with what arrives.
     admitted: bool,
+}
+
+/// Where a payload that spans chunks is copied: a buffer that grows with what
+/// arrives, or one of its whole length from the decoder's [`BufferPool`].
+#[derive(Debug)]
+enum Copied {
+    Growing(BytesMut),
+    Pooled(PooledBuf),
+}
+
+impl Default for Copied {
+    fn default() -> Self {
+        Self::Growing(BytesMut::new())
+    }
+}
+
+impl Copied {
+    fn len(&self) -> usize {
+        match self {
+            Self::Growing(b) => b.len(),
+            Self::Pooled(b) => b.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        match self {
+            Self::Growing(b) => b.extend_from_slice(data),
+            Self::Pooled(b) => b.extend_from_slice(data),
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Growing(b) => b.freeze(),
+            Self::Pooled(b) => b.freeze(),
+        }
+    }
 }
 
 /// Incremental frame decoder.
@@ -228,6 +271,8 @@ pub struct FrameDecoder {
     /// Without an admission, how far beyond the bytes that have arrived a payload
     /// spanning chunks may reserve (0: only what has arrived).
     reserve_ahead: usize,
+    /// Where large payloads that get their whole buffer at once take it from.
+    pool: Option<BufferPool>,
 }
 
 impl Default for FrameDecoder {
@@ -252,7 +297,16 @@ impl FrameDecoder {
             payload: None,
             failed: None,
             reserve_ahead: 0,
+            pool: None,
         }
+    }
+
+    /// Takes the buffers of payloads of at least [`POOLED_MIN_BYTES`] that get their
+    /// whole length at once (admitted, or within the reserve ahead) from `pool`, and
+    /// hands them back to it when the payload is dropped (see [`crate::pool`]).
+    pub fn with_pool(mut self, pool: BufferPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// Lets a payload that spans chunks reserve up to `bytes` beyond what has
@@ -375,7 +429,7 @@ impl FrameDecoder {
             self.payload = Some(PartialPayload {
                 ty,
                 len,
-                copied: BytesMut::new(),
+                copied: Copied::default(),
                 admitted: false,
             });
         }
@@ -415,7 +469,16 @@ impl FrameDecoder {
         } else {
             missing.min(self.queued.max(self.reserve_ahead))
         };
-        partial.copied.reserve(want);
+        match (&mut partial.copied, &self.pool) {
+            (Copied::Growing(b), Some(pool))
+                if b.is_empty() && want == missing && len >= POOLED_MIN_BYTES =>
+            {
+                // The whole payload's buffer at once: a reused one if the pool has it.
+                partial.copied = Copied::Pooled(pool.take(len));
+            }
+            (Copied::Growing(b), _) => b.reserve(want),
+            (Copied::Pooled(_), _) => {}
+        }
         while partial.copied.len() < len {
             let Some(front) = self.queue.front_mut() else {
                 return Ok(None);

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod idhash;
 pub mod message;
 mod msgpack;
+pub mod pool;
 pub mod reconnect;
 #[cfg(feature = "testing")]
 pub mod sim;

@@ -431,3 +431,68 @@ proptest! {
         let _ = decoder.finish();
     }
 }
+
+/// Large payloads that span chunks come out intact through a buffer pool, whether their
+/// length was admitted or fits the reserve ahead, and their buffer goes back to the pool
+/// when the payload is dropped, to be used by the next one. Small payloads and payloads
+/// that grow with what arrives never touch the pool.
+#[test]
+fn pooled_payloads_decode_intact_and_return_their_buffer() {
+    use lightning_proto::pool::{BufferPool, POOLED_MIN_BYTES};
+
+    let pool = BufferPool::new(8 << 20);
+    let len = 300 * 1024;
+    for round in 0..3u8 {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ round).collect();
+        let bytes = frame_bytes(MessageType::SynapseResponse, &payload);
+        // The header alone first, as the miner reads it before admitting the length.
+        let (header, rest) = bytes.split_at(FRAME_HEADER_LEN);
+        let chunks: Vec<&[u8]> = std::iter::once(header).chain(rest.chunks(1200)).collect();
+        let mut decoder = if round % 2 == 0 {
+            FrameDecoder::new(DEFAULT_MAX_FRAME_PAYLOAD)
+                .reserving_ahead(1_250_000)
+                .with_pool(pool.clone())
+        } else {
+            FrameDecoder::new(DEFAULT_MAX_FRAME_PAYLOAD).with_pool(pool.clone())
+        };
+        let mut frames = Vec::new();
+        for chunk in &chunks {
+            decoder.push(Bytes::copy_from_slice(chunk));
+            if round % 2 == 1 && decoder.declared_len().is_some() {
+                decoder.admit_declared();
+            }
+            while let Some(f) = decoder.next_frame().unwrap() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].payload, payload, "round {round}");
+        if round > 0 {
+            assert_eq!(pool.free_bytes(), 0, "round {round} reused the kept buffer");
+        }
+        drop(frames);
+        assert!(
+            pool.free_bytes() >= len,
+            "round {round}: buffer not returned"
+        );
+    }
+
+    // Below the pooled size, and without a reserve or an admission, nothing is pooled.
+    let pool = BufferPool::new(8 << 20);
+    for (len, reserve) in [(POOLED_MIN_BYTES - 1, 1_250_000), (400 * 1024, 0)] {
+        let payload = vec![9u8; len];
+        let bytes = frame_bytes(MessageType::SynapsePacket, &payload);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_PAYLOAD)
+            .reserving_ahead(reserve)
+            .with_pool(pool.clone());
+        let chunks: Vec<&[u8]> = bytes.chunks(1200).collect();
+        let frames = feed(&mut decoder, &chunks).unwrap();
+        assert_eq!(frames[0].payload, payload);
+        drop(frames);
+        assert_eq!(
+            pool.free_bytes(),
+            0,
+            "{len} B with a reserve of {reserve} was pooled"
+        );
+    }
+}

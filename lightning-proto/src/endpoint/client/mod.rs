@@ -276,6 +276,8 @@ pub struct Client {
     deadlines: Timers<Deadline>,
     events: VecDeque<ClientEvent>,
     next_request: u64,
+    /// Buffers of large answers, kept for reuse (`crate::pool`).
+    pool: crate::pool::BufferPool,
 }
 
 /// Takes request `id` out of the table and cancels its deadline: the one way a request
@@ -341,6 +343,7 @@ impl Client {
             deadlines: Timers::default(),
             events: VecDeque::new(),
             next_request: 0,
+            pool: crate::pool::BufferPool::default(),
         })
     }
 

@@ -152,7 +152,8 @@ impl Client {
                     // and a miner that declares 64 MiB and sends nothing costs one
                     // window, not its declared length.
                     decoder: FrameDecoder::new(self.config.max_frame_payload_bytes)
-                        .reserving_ahead(self.config.transport.stream_receive_window as usize),
+                        .reserving_ahead(self.config.transport.stream_receive_window as usize)
+                        .with_pool(self.pool.clone()),
                     fin: false,
                 },
             ) {

@@ -83,7 +83,9 @@ impl ConnRole for Server {
                     c.streams.insert(
                         stream,
                         SStream {
-                            phase: Phase::Reading(FrameDecoder::new(max)),
+                            phase: Phase::Reading(
+                                FrameDecoder::new(max).with_pool(self.pool.clone()),
+                            ),
                             last_progress: now,
                             out: OutQueue::default(),
                             notify_writable: false,

@@ -522,6 +522,8 @@ pub struct Server {
     next_request: u64,
     stats: ServerStats,
     scratch: Vec<u8>,
+    /// Buffers of large requests, kept for reuse (`crate::pool`).
+    pool: crate::pool::BufferPool,
     /// Streams waiting for budget.
     parking: ParkingLot,
     /// Connections that released budget since waiting streams were last tried.
@@ -707,6 +709,7 @@ impl Server {
             next_request: 0,
             stats: ServerStats::default(),
             scratch: Vec::new(),
+            pool: crate::pool::BufferPool::default(),
         })
     }
 
