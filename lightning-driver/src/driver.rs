@@ -93,6 +93,8 @@ pub(crate) struct Driver<R: Runtime, Ro: Role> {
     pending: Option<Transmit>,
     /// Set when a round took commands and put off its flush to let more arrive.
     flush_deferred: bool,
+    /// Whether rounds put off their flush that way ([`Runtime::batch_by_yielding`]).
+    batch_by_yielding: bool,
 
     role: Ro,
 }
@@ -245,6 +247,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
             rx: Vec::new(),
             pending: None,
             flush_deferred: false,
+            batch_by_yielding: runtime.batch_by_yielding(),
         }
     }
 
@@ -371,12 +374,18 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         // 4. Events to the application (handlers may answer inline, producing output).
         busy |= self.role.dispatch_events(now) > 0;
 
-        // Many tasks querying at once each wake this task with one command. Executors that
-        // run a just-woken task next (tokio's LIFO slot) would then send one request per
-        // datagram, one system call each; yielding once first lets the others queue theirs,
-        // so they leave together in one GSO batch. Only when other requests are in flight
-        // (a lone query leaves at once) and once per burst: the next round flushes.
-        if took_commands && others_in_flight && !self.flush_deferred && !self.shutting_down {
+        // Many tasks querying at once each wake this task with one command; yielding once
+        // first lets the others queue theirs, so they leave together in one GSO batch.
+        // Only when other requests are in flight (a lone query leaves at once), once per
+        // burst (the next round flushes), and on runtimes where a yield is cheap
+        // (`Runtime::batch_by_yielding`: on tokio it wakes another worker thread, which
+        // costs more than the batch saves).
+        if self.batch_by_yielding
+            && took_commands
+            && others_in_flight
+            && !self.flush_deferred
+            && !self.shutting_down
+        {
             self.flush_deferred = true;
             return RoundOutcome::YieldForBatch;
         }

@@ -28,6 +28,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Registers a bound, non-blocking socket with the reactor.
     fn wrap_udp(&self, socket: UdpSocket) -> io::Result<Self::Socket>;
+
+    /// Whether an endpoint task that takes commands while other requests are in flight
+    /// should yield once before flushing, so that tasks woken together queue their
+    /// requests (or answers) too and they leave in one GSO batch. Worth it where a yield
+    /// is cheap (async-executor: +9% at 1 KB, c=32); an executor whose yield wakes another
+    /// thread should answer `false`. The default is `true`.
+    fn batch_by_yielding(&self) -> bool {
+        true
+    }
 }
 
 /// A timer that can be moved to a new deadline without allocating.
