@@ -81,6 +81,43 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{r:.2}x"))
 }
 
+/// The concurrency levels of sweep `cells`, ascending, each once.
+fn levels(cells: &[ThroughputCell]) -> Vec<usize> {
+    let mut cs: Vec<usize> = cells.iter().map(|c| c.concurrency).collect();
+    cs.sort_unstable();
+    cs.dedup();
+    cs
+}
+
+/// The header and separator rows of a sweep table: `lead` text columns, one right-aligned
+/// column per concurrency level, then `extra` right-aligned columns.
+fn sweep_header(s: &mut String, lead: &[&str], levels: &[usize], extra: &[&str]) {
+    s.push('|');
+    for name in lead {
+        let _ = write!(s, " {name} |");
+    }
+    for c in levels {
+        let _ = write!(s, " c={c} |");
+    }
+    for name in extra {
+        let _ = write!(s, " {name} |");
+    }
+    s.push_str("\n|");
+    s.push_str(&"---|".repeat(lead.len()));
+    s.push_str(&"---:|".repeat(levels.len() + extra.len()));
+    s.push('\n');
+}
+
+/// One requests/s cell of a sweep table ("–" where the cell has no result).
+fn rate_cell(s: &mut String, cell: Option<&ThroughputCell>) {
+    match cell {
+        Some(x) => {
+            let _ = write!(s, " {} |", fmt_rate(x.rps));
+        }
+        None => s.push_str(" – |"),
+    }
+}
+
 /// The large-payload sweep cell of `sys` at `size` and concurrency `c`.
 fn large<'a>(r: &'a Report, sys: &str, size: usize, c: usize) -> Option<&'a ThroughputCell> {
     r.large_sweep
@@ -91,10 +128,7 @@ fn large<'a>(r: &'a Report, sys: &str, size: usize, c: usize) -> Option<&'a Thro
 /// The smallest ratio of requests/s between consecutive concurrency levels of the
 /// large-payload sweep for `sys` at `size` (below 1: throughput fell as concurrency grew).
 fn lowest_step(r: &Report, sys: &str, size: usize) -> Option<f64> {
-    let mut cs: Vec<usize> = r.large_sweep.iter().map(|c| c.concurrency).collect();
-    cs.sort_unstable();
-    cs.dedup();
-    let rates: Vec<f64> = cs
+    let rates: Vec<f64> = levels(&r.large_sweep)
         .iter()
         .map(|c| large(r, sys, size, *c).map(|x| x.rps))
         .collect::<Option<_>>()?;
@@ -341,63 +375,32 @@ pub fn markdown(r: &Report) -> String {
     }
 
     if !r.sweep.is_empty() {
-        let mut cs: Vec<usize> = r.sweep.iter().map(|c| c.concurrency).collect();
-        cs.dedup();
-        let _ = write!(
-            s,
-            "\n## Throughput by concurrency at 1 KB, requests/s\n\n| system |"
-        );
-        for c in &cs {
-            let _ = write!(s, " c={c} |");
-        }
-        s.push_str("\n|---|");
-        for _ in &cs {
-            s.push_str("---:|");
-        }
-        s.push('\n');
+        let cs = levels(&r.sweep);
+        s.push_str("\n## Throughput by concurrency at 1 KB, requests/s\n\n");
+        sweep_header(&mut s, &["system"], &cs, &[]);
         for sys in &systems {
             let _ = write!(s, "| {sys} |");
             for c in &cs {
-                match r
-                    .sweep
-                    .iter()
-                    .find(|x| x.system == *sys && x.concurrency == *c)
-                {
-                    Some(x) => {
-                        let _ = write!(s, " {} |", fmt_rate(x.rps));
-                    }
-                    None => s.push_str(" – |"),
-                }
+                rate_cell(
+                    &mut s,
+                    r.sweep
+                        .iter()
+                        .find(|x| x.system == *sys && x.concurrency == *c),
+                );
             }
             s.push('\n');
         }
     }
 
     if !r.large_sweep.is_empty() {
-        let mut cs: Vec<usize> = r.large_sweep.iter().map(|c| c.concurrency).collect();
-        cs.sort_unstable();
-        cs.dedup();
-        s.push_str(
-            "\n## Throughput by concurrency at 100 KB and 1 MB, requests/s\n\n| system | size |",
-        );
-        for c in &cs {
-            let _ = write!(s, " c={c} |");
-        }
-        s.push_str(" lowest step ratio |\n|---|---|");
-        for _ in &cs {
-            s.push_str("---:|");
-        }
-        s.push_str("---:|\n");
+        let cs = levels(&r.large_sweep);
+        s.push_str("\n## Throughput by concurrency at 100 KB and 1 MB, requests/s\n\n");
+        sweep_header(&mut s, &["system", "size"], &cs, &["lowest step ratio"]);
         for size in crate::LARGE_SWEEP_SIZES {
             for sys in &systems {
                 let _ = write!(s, "| {sys} | {} |", size_label(size));
                 for c in &cs {
-                    match large(r, sys, size, *c) {
-                        Some(x) => {
-                            let _ = write!(s, " {} |", fmt_rate(x.rps));
-                        }
-                        None => s.push_str(" – |"),
-                    }
+                    rate_cell(&mut s, large(r, sys, size, *c));
                 }
                 let _ = writeln!(s, " {} |", fmt_ratio(lowest_step(r, sys, size)));
             }

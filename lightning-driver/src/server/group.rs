@@ -146,10 +146,6 @@ impl SharedLimits for GroupLimits {
         self.group.lock().hotkey_holder(hotkey)
     }
 
-    fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder> {
-        self.group.lock().hold_hotkey(hotkey, holder)
-    }
-
     fn claim_hotkey(
         &mut self,
         hotkey: &str,

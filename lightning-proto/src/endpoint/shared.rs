@@ -87,8 +87,6 @@ pub trait SharedLimits: Send {
     fn hotkey_count(&self) -> usize;
     /// Which connection holds `hotkey`, if any.
     fn hotkey_holder(&self, hotkey: &str) -> Option<HotkeyHolder>;
-    /// Makes `holder` hold `hotkey`; returns the previous holder.
-    fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder>;
     /// Makes `holder` hold `hotkey` if the table has room for it: the hotkey is held
     /// already (by any connection, which `holder` replaces) or fewer than `max` hotkeys
     /// are. Returns the previous holder. One step, so that two endpoints authenticating
@@ -98,12 +96,7 @@ pub trait SharedLimits: Send {
         hotkey: &str,
         holder: HotkeyHolder,
         max: usize,
-    ) -> Result<Option<HotkeyHolder>, TableFull> {
-        if self.hotkey_holder(hotkey).is_none() && self.hotkey_count() >= max {
-            return Err(TableFull);
-        }
-        Ok(self.hold_hotkey(hotkey, holder))
-    }
+    ) -> Result<Option<HotkeyHolder>, TableFull>;
     /// `holder` lets go of `hotkey` (nothing happens if another connection holds it now).
     fn release_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder);
     /// Asks the endpoint owning `holder` to close it: `hotkey` moved to a connection of
@@ -253,14 +246,20 @@ impl SharedLimits for LocalLimits {
         self.hotkeys.get(hotkey).copied()
     }
 
-    fn hold_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) -> Option<HotkeyHolder> {
-        match self.hotkeys.get_mut(hotkey) {
-            Some(current) => Some(std::mem::replace(current, holder)),
-            None => {
-                self.hotkeys.insert(hotkey.to_string(), holder);
-                None
-            }
+    fn claim_hotkey(
+        &mut self,
+        hotkey: &str,
+        holder: HotkeyHolder,
+        max: usize,
+    ) -> Result<Option<HotkeyHolder>, TableFull> {
+        if let Some(current) = self.hotkeys.get_mut(hotkey) {
+            return Ok(Some(std::mem::replace(current, holder)));
         }
+        if self.hotkeys.len() >= max {
+            return Err(TableFull);
+        }
+        self.hotkeys.insert(hotkey.to_string(), holder);
+        Ok(None)
     }
 
     fn release_hotkey(&mut self, hotkey: &str, holder: HotkeyHolder) {

@@ -245,16 +245,25 @@ impl Server {
     /// (`SStream::owed`): its request's bytes while the application holds them, 0 once
     /// it is answered.
     pub(super) fn owe(&mut self, ch: ConnectionHandle, stream: StreamId, bytes: u64) {
-        let Some(c) = self.core.state_mut(ch) else {
-            return;
-        };
-        let Some(s) = c.streams.get_mut(&stream) else {
+        let Some(s) = stream_of_mut(&mut self.core, ch, stream) else {
             return;
         };
         let before = std::mem::replace(&mut s.owed, bytes);
-        c.owed = (c.owed + bytes).saturating_sub(before);
-        self.limits.account_queued(before, bytes);
-        if bytes < before {
+        self.account_owed(ch, before, bytes);
+    }
+
+    /// Records a change of what one of `ch`'s requests owes from `before` to `after`
+    /// (in its connection, if it still has it, and in the shared queued total); a drop
+    /// may let waiting requests in.
+    pub(super) fn account_owed(&mut self, ch: ConnectionHandle, before: u64, after: u64) {
+        if after == before {
+            return;
+        }
+        if let Some(c) = self.core.state_mut(ch) {
+            c.owed = (c.owed + after).saturating_sub(before);
+        }
+        self.limits.account_queued(before, after);
+        if after < before {
             self.released.push(ch);
         }
     }

@@ -76,14 +76,7 @@ impl Server {
             }
             Hold::Waiting { window_extended } => waited = Some(window_extended),
         }
-        let owed = std::mem::take(&mut s.owed);
-        if owed > 0 {
-            if let Some(c) = self.core.state_mut(ch) {
-                c.owed = c.owed.saturating_sub(owed);
-            }
-            self.limits.account_queued(owed, 0);
-            self.released.push(ch);
-        }
+        self.account_owed(ch, std::mem::take(&mut s.owed), 0);
         self.account_queued(ch, s.out.bytes(), 0);
         waited
     }
