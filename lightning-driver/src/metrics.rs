@@ -402,6 +402,21 @@ pub(crate) struct Families<'a, 'b> {
 
 type Labels<'l> = Vec<(&'static str, &'l str)>;
 
+/// A row of per-synapse metrics (the client's and the server's have different fields).
+pub(crate) trait PerSynapse {
+    /// The synapse label of the row.
+    fn synapse(&self) -> &str;
+}
+
+/// One series per row, labelled by its synapse, with the value `value` picks.
+pub(crate) fn by_synapse<'l, T: PerSynapse, V>(
+    rows: &'l [T],
+    value: impl Fn(&'l T) -> V + 'l,
+) -> impl Iterator<Item = (Labels<'l>, V)> + 'l {
+    rows.iter()
+        .map(move |row| (vec![("synapse", row.synapse())], value(row)))
+}
+
 impl Families<'_, '_> {
     pub(crate) fn counter(&mut self, name: &str, help: &str, v: u64) -> std::fmt::Result {
         let m = ConstCounter::new(v);

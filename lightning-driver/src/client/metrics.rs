@@ -9,7 +9,8 @@ use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::error::LightningError;
 use crate::metrics::{
-    exposition, ClosedConnections, Families, Histogram, IoCounters, PathSummary, ReasonCounts,
+    by_synapse, exposition, ClosedConnections, Families, Histogram, IoCounters, PathSummary,
+    PerSynapse, ReasonCounts,
 };
 
 /// Distinct synapse names the client labels separately; queries for further names
@@ -78,6 +79,12 @@ pub struct ClientSynapseMetrics {
     pub stream_chunks: u64,
     /// Bytes of those chunks.
     pub stream_chunk_bytes: u64,
+}
+
+impl PerSynapse for ClientSynapseMetrics {
+    fn synapse(&self) -> &str {
+        &self.synapse
+    }
 }
 
 impl ClientSynapseMetrics {
@@ -177,12 +184,7 @@ impl Collector for Expose {
         f.histograms(
             "lightning_client_request_duration_seconds",
             "End-to-end latency of answered queries, by synapse.",
-            m.synapses.iter().map(|syn| {
-                (
-                    vec![("synapse", syn.synapse.as_str())],
-                    &syn.latency_seconds,
-                )
-            }),
+            by_synapse(&m.synapses, |syn| &syn.latency_seconds),
         )?;
         f.gauge(
             "lightning_client_requests_in_flight",
@@ -192,19 +194,12 @@ impl Collector for Expose {
         f.counters(
             "lightning_client_stream_chunks",
             "Chunks received on streaming queries, by synapse.",
-            m.synapses
-                .iter()
-                .map(|syn| (vec![("synapse", syn.synapse.as_str())], syn.stream_chunks)),
+            by_synapse(&m.synapses, |syn| syn.stream_chunks),
         )?;
         f.counters(
             "lightning_client_stream_chunk_bytes",
             "Bytes of chunks received on streaming queries, by synapse.",
-            m.synapses.iter().map(|syn| {
-                (
-                    vec![("synapse", syn.synapse.as_str())],
-                    syn.stream_chunk_bytes,
-                )
-            }),
+            by_synapse(&m.synapses, |syn| syn.stream_chunk_bytes),
         )?;
         f.io("client", &m.io)?;
         f.path("client", &m.path)

@@ -8,7 +8,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::metrics::{
-    exposition, ClosedConnections, Families, Histogram, IoCounters, PathSummary, ReasonCounts,
+    by_synapse, exposition, ClosedConnections, Families, Histogram, IoCounters, PathSummary,
+    PerSynapse, ReasonCounts,
 };
 
 /// The label under which requests the core answered itself (unknown synapse names,
@@ -64,6 +65,12 @@ pub struct SynapseMetrics {
     pub stream_chunks: u64,
     /// Bytes of those chunks.
     pub stream_chunk_bytes: u64,
+}
+
+impl PerSynapse for SynapseMetrics {
+    fn synapse(&self) -> &str {
+        &self.synapse
+    }
 }
 
 impl SynapseMetrics {
@@ -301,12 +308,7 @@ impl Collector for Expose {
         f.histograms(
             "lightning_server_handler_duration_seconds",
             "Handler time of requests whose handler finished, by synapse.",
-            m.synapses.iter().map(|syn| {
-                (
-                    vec![("synapse", syn.synapse.as_str())],
-                    &syn.handler_seconds,
-                )
-            }),
+            by_synapse(&m.synapses, |syn| &syn.handler_seconds),
         )?;
         f.gauge(
             "lightning_server_requests_in_flight",
@@ -316,19 +318,12 @@ impl Collector for Expose {
         f.counters(
             "lightning_server_stream_chunks",
             "Chunks sent by streaming handlers, by synapse.",
-            m.synapses
-                .iter()
-                .map(|syn| (vec![("synapse", syn.synapse.as_str())], syn.stream_chunks)),
+            by_synapse(&m.synapses, |syn| syn.stream_chunks),
         )?;
         f.counters(
             "lightning_server_stream_chunk_bytes",
             "Bytes of chunks sent by streaming handlers, by synapse.",
-            m.synapses.iter().map(|syn| {
-                (
-                    vec![("synapse", syn.synapse.as_str())],
-                    syn.stream_chunk_bytes,
-                )
-            }),
+            by_synapse(&m.synapses, |syn| syn.stream_chunk_bytes),
         )?;
         f.gauge(
             "lightning_server_queued_bytes",
