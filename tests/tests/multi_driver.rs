@@ -487,3 +487,64 @@ fn the_reading_role_follows_a_lone_validator_and_back() {
         server.stop().await.unwrap();
     });
 }
+
+/// The same group on smol (and so async-std): 32 validators on smol from 8 sources, 5
+/// echoes each, against a smol miner with two drivers. Every echo is answered, both
+/// drivers serve connections (all 32 on one has probability 2^-31), and the per-driver
+/// shares add up to the totals.
+#[test]
+fn two_drivers_on_smol_answer_every_validator() {
+    use lightning_smol::Smol;
+    lightning_tests::smol_block_on(async {
+        let server = basic_server(Smol::default(), MINER_SEED)
+            .drivers(DRIVERS)
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(server.drivers(), DRIVERS);
+        let axon = axon(&server);
+        let clients: Vec<LightningClient> = (0..32u8)
+            .map(|i| {
+                ClientBuilder::with_runtime(Smol::default())
+                    .seed([0x40 + i; 32])
+                    .bind_addr(SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i % 8)),
+                        0,
+                    ))
+                    .build()
+                    .expect("client")
+            })
+            .collect();
+        let tasks: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (c, axon) = (c.clone(), axon.clone());
+                smol::spawn(async move {
+                    for n in 0..5 {
+                        let response = c
+                            .query_axon(&axon, QuicRequest::new("echo_async", payload(200 + n)))
+                            .await
+                            .expect("echo answered");
+                        assert_eq!(response.data, payload(200 + n));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let s = server.stats().await.unwrap();
+        assert_eq!(s.stats.requests, 160, "{:?}", s.stats);
+        assert_eq!(s.connections, 32);
+        for (i, d) in s.drivers.iter().enumerate() {
+            assert!(
+                d.connections > 0,
+                "driver {i} served nothing: {:?}",
+                s.drivers
+            );
+        }
+        let per_driver: u64 = s.drivers.iter().map(|d| d.stats.requests).sum();
+        assert_eq!(per_driver, 160);
+        server.stop().await.unwrap();
+    });
+}
