@@ -392,10 +392,15 @@ pub fn soak_two_process(
     concurrency: usize,
     every: Duration,
 ) -> Result<SoakReport, String> {
-    let threads = 2;
-    let server = Child::server(exe, system, threads)?;
+    let threads = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2)
+    };
+    let server = Child::server(exe, system, threads("SOAK_SERVER_THREADS"))?;
     let pid = server.pid();
-    let mut sys = make_system(system, threads)?;
+    let mut sys = make_system(system, threads("SOAK_CLIENT_THREADS"))?;
     sys.open_remote(server.addr, &server.hotkey)?;
     // A short warm-up so the start figure is the steady connection, not a cold one.
     sys.throughput(size, concurrency, Duration::from_millis(300), 100_000)?;
