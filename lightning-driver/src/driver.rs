@@ -24,7 +24,8 @@ const COMMANDS_PER_ROUND: usize = 256;
 const RECV_BATCHES_PER_ROUND: usize = 8;
 /// Rounds per wake-up before yielding to the executor.
 const ROUNDS_PER_WAKE: usize = 16;
-/// Events (requests, answers) delivered between flushes while a receive batch is handled.
+/// Events that call for output ([`Dispatched::due`]) delivered between flushes while a
+/// receive batch is handled.
 ///
 /// A receive batch often holds every request in flight (GRO hands over a whole burst at
 /// once). Answering all of them before sending the first would make the two ends of a
@@ -36,12 +37,40 @@ const ROUNDS_PER_WAKE: usize = 16;
 /// more in system calls than it gained.
 const EVENTS_PER_FLUSH: usize = 8;
 
+/// What one [`Role::dispatch_events`] call delivered.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Dispatched {
+    /// Events delivered.
+    pub events: usize,
+    /// Of those, the ones after which output is due soon, because the peer waits for
+    /// what they produce: requests on the miner (their answers), stream chunks on the
+    /// validator (the flow-control credit the miner needs to go on). A validator's
+    /// unary answers are not: what they produce is acknowledgements, and the queries
+    /// they complete come back as commands (see [`Role::COMMANDS_AFTER_BATCH`]).
+    pub due: usize,
+}
+
 /// What the loop needs from a role (client or server) wrapping a sans-IO endpoint.
 pub(crate) trait Role: Send + 'static {
     /// Commands sent by application handles.
     type Command: Send + 'static;
     /// The sans-IO endpoint the loop drives, through its one surface.
     type Endpoint: SansIo;
+    /// Whether the loop takes the commands queued meanwhile after each receive batch,
+    /// before it flushes.
+    ///
+    /// For the validator: the queries a batch of answers completes are resubmitted by
+    /// their tasks while the batch is handled, so taking them then lets the batch's
+    /// acknowledgements ride in the new requests' packets instead of packets of their
+    /// own, and the new requests leave a round earlier. Two processes on loopback,
+    /// alternating pairs against flushing every 8 answers with commands taken once per
+    /// round: 1 KB at c=32 91.7k against 87.8k req/s median (five pairs; validator 10.1
+    /// against 10.7 µs and miner 7.1 against 7.6 µs CPU per request), 100 KB at c=16
+    /// 3490 against 3393, 1 MB at c=4 level. Flushing after every batch only (stream
+    /// chunks not counted as due) was as fast but held a streaming validator's credit
+    /// and new queries behind 2 MB batches: the adversarial `abandoned_queries` saw 44%
+    /// of its queries reach the miner in time instead of 98%.
+    const COMMANDS_AFTER_BATCH: bool;
 
     /// The endpoint itself.
     fn endpoint(&mut self) -> &mut Self::Endpoint;
@@ -54,8 +83,8 @@ pub(crate) trait Role: Send + 'static {
 
     /// Applies one command.
     fn on_command(&mut self, now: Instant, command: Self::Command);
-    /// Drains the endpoint's events and delivers them; returns how many there were.
-    fn dispatch_events(&mut self, now: Instant) -> usize;
+    /// Drains the endpoint's events and delivers them.
+    fn dispatch_events(&mut self, now: Instant) -> Dispatched;
     /// Every handle is gone or a stop was asked for: begin closing.
     fn begin_shutdown(&mut self, now: Instant);
     /// Whether shutdown has finished (connections closed and drained, or given up).
@@ -266,17 +295,42 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
     }
 
     /// Hands one batch of received datagrams to the endpoint, delivering events and
-    /// flushing as they come (see `EVENTS_PER_FLUSH`).
+    /// flushing every [`EVENTS_PER_FLUSH`] events that call for output; then, for roles
+    /// that take them ([`Role::COMMANDS_AFTER_BATCH`]), the commands queued meanwhile,
+    /// and a flush.
     fn deliver(&mut self, cx: &mut Context<'_>, now: Instant, rx: &mut Vec<Datagram>) {
+        let had_datagrams = !rx.is_empty();
         let mut since_flush = 0;
         for d in rx.drain(..) {
             self.role.endpoint().handle_datagram(now, d);
-            since_flush += self.role.dispatch_events(now);
+            since_flush += self.role.dispatch_events(now).due;
             if since_flush >= EVENTS_PER_FLUSH {
                 since_flush = 0;
                 self.flush(cx, now);
             }
         }
+        if Ro::COMMANDS_AFTER_BATCH && had_datagrams {
+            self.take_queued_commands(now);
+            self.flush(cx, now);
+        }
+    }
+
+    /// Applies the commands already queued, without registering for more (an empty
+    /// channel's `poll_next` would register a listener each time; the round's first step
+    /// does that once). Whether any came.
+    fn take_queued_commands(&mut self, now: Instant) -> bool {
+        let mut took = false;
+        if self.commands_closed {
+            return took;
+        }
+        for _ in 0..COMMANDS_PER_ROUND {
+            let Ok(cmd) = self.commands.try_recv() else {
+                break;
+            };
+            took = true;
+            self.role.on_command(now, cmd);
+        }
+        took
     }
 
     /// Receives up to `RECV_BATCHES_PER_ROUND` batches from the inbox (datagrams another
@@ -372,7 +426,7 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         }
 
         // 4. Events to the application (handlers may answer inline, producing output).
-        busy |= self.role.dispatch_events(now) > 0;
+        busy |= self.role.dispatch_events(now).events > 0;
 
         // Many tasks querying at once each wake this task with one command; yielding once
         // first lets the others queue theirs, so they leave together in one GSO batch.

@@ -36,7 +36,7 @@ use lightning_proto::idhash::IdMap;
 use lightning_proto::reconnect::ReconnectPolicy;
 
 use crate::checks;
-use crate::driver::{Driver, Role};
+use crate::driver::{Dispatched, Driver, Role};
 use crate::error::{LightningError, Result};
 use crate::identity::{os_seed, unix_ms, Identity};
 use crate::runtime::Runtime;

@@ -292,6 +292,7 @@ impl Role for ClientRole {
     type Command = Command;
 
     type Endpoint = Client;
+    const COMMANDS_AFTER_BATCH: bool = true;
 
     fn endpoint(&mut self) -> &mut Client {
         &mut self.ep
@@ -340,10 +341,13 @@ impl Role for ClientRole {
         &mut self.metrics.io
     }
 
-    fn dispatch_events(&mut self, now: Instant) -> usize {
-        let mut events = 0;
+    fn dispatch_events(&mut self, now: Instant) -> Dispatched {
+        let mut dispatched = Dispatched::default();
         while let Some(event) = self.ep.poll_event() {
-            events += 1;
+            dispatched.events += 1;
+            if !matches!(event, ClientEvent::Response { .. }) {
+                dispatched.due += 1;
+            }
             match event {
                 ClientEvent::Response {
                     id,
@@ -425,7 +429,7 @@ impl Role for ClientRole {
                 }
             }
         }
-        events
+        dispatched
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

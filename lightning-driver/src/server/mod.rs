@@ -37,7 +37,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cancel::{cancel_pair, CancelGuard, CancelSignal};
 use crate::credit::SinkCredit;
-use crate::driver::{Driver, Role, Router};
+use crate::driver::{Dispatched, Driver, Role, Router};
 use crate::error::{LightningError, Result};
 use crate::handler::{self, ChunkSink, Handler, RequestContext};
 use crate::identity::{os_seed, unix_ms, Identity};

@@ -429,6 +429,7 @@ impl<R: Runtime> Role for ServerRole<R> {
     type Command = Command;
 
     type Endpoint = Server;
+    const COMMANDS_AFTER_BATCH: bool = false;
 
     fn endpoint(&mut self) -> &mut Server {
         &mut self.ep
@@ -491,7 +492,7 @@ impl<R: Runtime> Role for ServerRole<R> {
         }
     }
 
-    fn dispatch_events(&mut self, now: Instant) -> usize {
+    fn dispatch_events(&mut self, now: Instant) -> Dispatched {
         let mut events = 0;
         while let Some(event) = self.ep.poll_event() {
             events += 1;
@@ -527,7 +528,11 @@ impl<R: Runtime> Role for ServerRole<R> {
                 ServerEvent::ConnectionClosed { reason, .. } => self.metrics.closed.record(&reason),
             }
         }
-        events
+        // Every miner event is due: requests produce the answers the validator waits for.
+        Dispatched {
+            events,
+            due: events,
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
