@@ -76,6 +76,23 @@ async fn echo_from_each<'a>(
     }
 }
 
+/// Every driver serves a connection, and the drivers' shares of requests and connections
+/// add up to the server's totals (`requests` of them).
+fn assert_spread_and_summed(s: &ServerSnapshot, requests: u64) {
+    assert_eq!(s.drivers.len(), DRIVERS);
+    for (i, d) in s.drivers.iter().enumerate() {
+        assert!(
+            d.connections > 0,
+            "driver {i} served nothing: {:?}",
+            s.drivers
+        );
+    }
+    let per_driver: u64 = s.drivers.iter().map(|d| d.stats.requests).sum();
+    assert_eq!(per_driver, requests);
+    let connections: usize = s.drivers.iter().map(|d| d.connections).sum();
+    assert_eq!(connections, s.connections);
+}
+
 /// Polls the server until `done` holds (or `limit` passes), returning the last snapshot.
 async fn until(
     server: &LightningServer,
@@ -111,18 +128,7 @@ fn sixty_four_validators_are_all_answered_and_counted_across_drivers() {
         assert_eq!(s.validators.len(), 64);
         assert_eq!(s.stats.handshakes_ok, 64);
         assert_eq!(s.stats.requests, 640);
-        assert_eq!(s.drivers.len(), DRIVERS);
-        for (i, d) in s.drivers.iter().enumerate() {
-            assert!(
-                d.connections > 0,
-                "driver {i} served nothing: {:?}",
-                s.drivers
-            );
-        }
-        let per_driver: u64 = s.drivers.iter().map(|d| d.stats.requests).sum();
-        assert_eq!(per_driver, 640);
-        let connections: usize = s.drivers.iter().map(|d| d.connections).sum();
-        assert_eq!(connections, 64);
+        assert_spread_and_summed(&s, 640);
 
         let m = server.metrics().await.unwrap();
         assert_eq!(m.synapse("echo").unwrap().ok, 640);
@@ -536,15 +542,7 @@ fn two_drivers_on_smol_answer_every_validator() {
         let s = server.stats().await.unwrap();
         assert_eq!(s.stats.requests, 160, "{:?}", s.stats);
         assert_eq!(s.connections, 32);
-        for (i, d) in s.drivers.iter().enumerate() {
-            assert!(
-                d.connections > 0,
-                "driver {i} served nothing: {:?}",
-                s.drivers
-            );
-        }
-        let per_driver: u64 = s.drivers.iter().map(|d| d.stats.requests).sum();
-        assert_eq!(per_driver, 160);
+        assert_spread_and_summed(&s, 160);
         server.stop().await.unwrap();
     });
 }
