@@ -327,20 +327,17 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
 
     /// Applies the commands already queued, without registering for more (an empty
     /// channel's `poll_next` would register a listener each time; the round's first step
-    /// does that once). Whether any came.
-    fn take_queued_commands(&mut self, now: Instant) -> bool {
-        let mut took = false;
+    /// does that once).
+    fn take_queued_commands(&mut self, now: Instant) {
         if self.commands_closed {
-            return took;
+            return;
         }
         for _ in 0..COMMANDS_PER_ROUND {
             let Ok(cmd) = self.commands.try_recv() else {
                 break;
             };
-            took = true;
             self.role.on_command(now, cmd);
         }
-        took
     }
 
     /// Receives up to `RECV_BATCHES_PER_ROUND` batches from the inbox (datagrams another
