@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lightning_proto::endpoint::{
     CancelReason, ClientConfig, ClientError, ClientEvent, HotkeyStatus, RequestOptions,
-    ResetSecret, ServerConfig, ServerEvent,
+    ResetSecret, ServerConfig, ServerEvent, DEFAULT_MAX_UDP_PAYLOAD,
 };
 use lightning_proto::handshake::HandshakeError;
 use lightning_proto::identity::Keypair;
@@ -1634,4 +1634,78 @@ fn a_pipelined_query_behind_a_refused_handshake_is_refused_at_once() {
         other => panic!("{other:?}"),
     }
     assert!(rtts < 3.0, "{rtts:.2} RTT: {outcome_text}");
+}
+
+/// The path MTU both ends reach after one 256 KB echo between `server` and `client` over
+/// `link`: (validator's, miner's) current UDP payload ceiling.
+fn mtu_after_an_echo(seed: u64, server: &str, client: &str, link: LinkConditions) -> (u16, u16) {
+    let mut w = World::new(seed);
+    w.sim.set_default_link(link);
+    let s = w.add_server(server, ServerConfig::default(), MINER_SEED);
+    let c = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+    let c = w.add_client(client, c);
+    let hk = miner_hotkey();
+    let now = w.sim.now();
+    w.client(c)
+        .connect(now, addr(server), [hk.clone()])
+        .unwrap();
+    w.run_until(10 * SECOND, |w| w.authenticated(c, &hk));
+    let body = vec![7u8; 256 * 1024];
+    let now = w.sim.now();
+    let id = w
+        .client(c)
+        .request(
+            now,
+            addr(server),
+            &hk,
+            "echo",
+            payload_data(body.clone()),
+            RequestOptions::default(),
+        )
+        .unwrap();
+    match wait_outcome(&mut w, c, id, 10 * SECOND) {
+        ClientEvent::Response { response, .. }
+            if response.success
+                && response.data.get("payload") == Some(rmpv::Value::Binary(body)) => {}
+        other => panic!("echo over {server}: {other:?}"),
+    }
+    // MTU discovery runs beside the traffic; give its last probes time to settle.
+    w.run_for(2 * SECOND);
+    let validator = w.client(c).connection_stats(addr(server)).unwrap();
+    let miner = w.server(s).connection_stats().next().unwrap().1;
+    (validator.path.current_mtu, miner.path.current_mtu)
+}
+
+/// Towards a peer on a loopback address both ends probe up to 64 KiB datagrams (what a
+/// loopback device carries), so a validator and a miner on one host exchange a fraction
+/// of the packets; towards any other host the ceiling stays at quinn's 1,452 bytes, even
+/// where the link would carry more, because probes far above an Ethernet path's MTU hold
+/// back data. Where a loopback path carries less (macOS: 16 KiB), discovery stops below
+/// it and the answers still arrive.
+#[test]
+fn packets_grow_to_the_loopback_mtu_only_towards_a_loopback_peer() {
+    let wide = || LinkConditions {
+        latency: Duration::from_millis(1),
+        ..LinkConditions::perfect()
+    };
+    let (validator, miner) = mtu_after_an_echo(51, "127.0.0.1:8443", "127.0.0.1:40000", wide());
+    assert!(
+        validator > 60_000 && miner > 60_000,
+        "loopback: {validator} / {miner} bytes"
+    );
+    let (validator, miner) = mtu_after_an_echo(52, SERVER, CLIENT, wide());
+    assert_eq!(
+        (validator, miner),
+        (DEFAULT_MAX_UDP_PAYLOAD, DEFAULT_MAX_UDP_PAYLOAD),
+        "another host"
+    );
+    let narrow = LinkConditions {
+        mtu: 16_384,
+        ..wide()
+    };
+    let (validator, miner) = mtu_after_an_echo(53, "127.0.0.1:8443", "127.0.0.1:40000", narrow);
+    assert!(
+        (8_000..=16_384).contains(&validator) && (8_000..=16_384).contains(&miner),
+        "16 KiB loopback: {validator} / {miner} bytes"
+    );
 }

@@ -7,7 +7,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn_proto::{congestion, IdleTimeout, TransportConfig, VarInt};
+use quinn_proto::{congestion, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+
+/// The default [`TransportOptions::max_udp_payload`], quinn's: the largest QUIC packet
+/// an Ethernet path carries over IPv6 (1,500 bytes less 40 of IPv6 and 8 of UDP header).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1_452;
+
+/// The path MTU discovery ceiling towards a peer on a loopback address: the largest UDP
+/// payload IPv4 carries. A loopback device's MTU is 64 KiB on Linux (16 KiB on macOS,
+/// where discovery stops lower), so packets that large cut the per-packet work of a
+/// validator and a miner on one host to a fraction (1 KB requests are packed dozens to
+/// a packet; a 1 MB answer is 16 packets instead of 720). Other paths are not probed
+/// that high by default: quinn counts a probe against the congestion window until it is
+/// acknowledged or lost, so probes far above a 1,500-byte path's MTU would hold back
+/// data for a round trip each.
+pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_507;
+
+/// Whether `ip` is a loopback address (IPv4-mapped ones included), where
+/// [`LOOPBACK_MAX_UDP_PAYLOAD`] applies.
+pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The largest UDP payload we accept from a peer (its `max_udp_payload_size` transport
+/// parameter is ours): IPv6's and quinn's maximum. The driver's receive buffers hold it.
+pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 
 /// Largest [`TransportOptions::initial_window`] accepted.
 const MAX_INITIAL_WINDOW: u64 = 16 * 1024 * 1024;
@@ -120,6 +144,12 @@ pub struct TransportOptions {
     /// Whether path MTU discovery may raise packets above 1200 bytes. Needs a socket that
     /// sets don't-fragment (quinn-udp does).
     pub mtu_discovery: bool,
+    /// The largest UDP payload path MTU discovery tries towards another host, in bytes
+    /// (1,200 to 65,527; default 1,452, quinn's: Ethernet's 1,500 less the IPv6 and UDP
+    /// headers). Raise it where every path carries more (jumbo frames). Towards a peer on
+    /// a loopback address the ceiling is [`LOOPBACK_MAX_UDP_PAYLOAD`] whatever this says,
+    /// because loopback carries 64 KiB datagrams.
+    pub max_udp_payload: u16,
     /// The congestion controller of each connection (quinn's Cubic by default, as the
     /// reference).
     pub congestion: CongestionControl,
@@ -179,6 +209,7 @@ impl Default for TransportOptions {
             receive_window: 16 * 1024 * 1024,
             send_window: 10_000_000,
             mtu_discovery: true,
+            max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
             congestion: CongestionControl::default(),
             initial_window: None,
         }
@@ -205,6 +236,11 @@ impl TransportOptions {
             "must be > 0",
         )?;
         check(
+            (1200..=MAX_UDP_PAYLOAD).contains(&self.max_udp_payload),
+            "max_udp_payload",
+            "must be between 1200 and 65527 bytes",
+        )?;
+        check(
             self.initial_window
                 .is_none_or(|w| (2400..=MAX_INITIAL_WINDOW).contains(&w)),
             "initial_window",
@@ -212,8 +248,20 @@ impl TransportOptions {
         )
     }
 
-    pub(crate) fn build(&self, peer_bidi_streams: u32) -> Arc<TransportConfig> {
-        self.build_with(peer_bidi_streams, self.receive_window)
+    /// The path MTU discovery ceiling towards a peer, by whether it is on a loopback
+    /// address (see [`LOOPBACK_MAX_UDP_PAYLOAD`]).
+    pub fn mtu_ceiling(&self, loopback: bool) -> u16 {
+        if loopback {
+            self.max_udp_payload.max(LOOPBACK_MAX_UDP_PAYLOAD)
+        } else {
+            self.max_udp_payload
+        }
+    }
+
+    /// quinn's transport settings for connections whose peer may open
+    /// `peer_bidi_streams` streams, towards a loopback peer or another host.
+    pub(crate) fn build(&self, peer_bidi_streams: u32, loopback: bool) -> Arc<TransportConfig> {
+        self.build_with(peer_bidi_streams, self.receive_window, loopback)
     }
 
     /// Like [`build`](Self::build), with another connection-wide receive window: the
@@ -222,6 +270,7 @@ impl TransportOptions {
         &self,
         peer_bidi_streams: u32,
         receive_window: u64,
+        loopback: bool,
     ) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
@@ -233,7 +282,11 @@ impl TransportOptions {
         t.receive_window(VarInt::from_u64(receive_window).unwrap_or(VarInt::MAX));
         t.send_window(self.send_window);
         t.datagram_receive_buffer_size(None);
-        if !self.mtu_discovery {
+        if self.mtu_discovery {
+            let mut mtud = MtuDiscoveryConfig::default();
+            mtud.upper_bound(self.mtu_ceiling(loopback));
+            t.mtu_discovery_config(Some(mtud));
+        } else {
             t.mtu_discovery_config(None);
         }
         match self.congestion {
@@ -648,6 +701,10 @@ mod tests {
                 "initial_window must be between 2400 bytes (two packets) and 16 MiB",
             ),
             (
+                transport(|t| t.max_udp_payload = 1199),
+                "max_udp_payload must be between 1200 and 65527 bytes",
+            ),
+            (
                 client.validate(),
                 "reconnect_max_retries must be at least 1",
             ),
@@ -686,5 +743,33 @@ mod tests {
             assert!(transport(|t| t.initial_window = w).is_ok(), "{w:?}");
         }
         assert!(transport(|t| t.initial_window = Some(MAX_INITIAL_WINDOW + 1)).is_err());
+    }
+
+    #[test]
+    fn only_a_loopback_peer_lifts_the_mtu_ceiling() {
+        let t = TransportOptions::default();
+        assert_eq!(t.mtu_ceiling(false), DEFAULT_MAX_UDP_PAYLOAD);
+        assert_eq!(t.mtu_ceiling(true), LOOPBACK_MAX_UDP_PAYLOAD);
+        let jumbo = TransportOptions {
+            max_udp_payload: 8_952,
+            ..TransportOptions::default()
+        };
+        assert_eq!(jumbo.mtu_ceiling(false), 8_952);
+        assert_eq!(jumbo.mtu_ceiling(true), LOOPBACK_MAX_UDP_PAYLOAD);
+        for (ip, loopback) in [
+            ("127.0.0.1", true),
+            ("127.3.2.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("2001:db8::1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().unwrap()), loopback, "{ip}");
+        }
+        for ok in [1200, DEFAULT_MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD] {
+            assert!(transport(|t| t.max_udp_payload = ok).is_ok(), "{ok}");
+        }
+        assert!(transport(|t| t.max_udp_payload = MAX_UDP_PAYLOAD + 1).is_err());
     }
 }

@@ -19,6 +19,7 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, EndpointConfig, Incoming, Tra
 use rand_core::RngCore;
 
 use super::clock::WallClock;
+use super::config::TransportOptions;
 use super::error::ConnectionEnd;
 use super::surface::Datagram;
 use crate::idhash::{IdMap, IdSet};
@@ -62,8 +63,12 @@ struct Entry<S> {
 /// One GSO send is one UDP datagram to the kernel, so its total must fit in 65,507 bytes;
 /// the kernel refuses larger ones with EMSGSIZE, which quinn-udp reports as a routine MTU
 /// probe failure and drops silently. quinn-proto fills a transmit with as many segments as
-/// it is allowed, so the cap lives here: 44 datagrams of up to 1,452 bytes (quinn's default
-/// MTU discovery ceiling) is 63,888 bytes.
+/// it is allowed, so the cap lives here, per connection: as many datagrams of the
+/// connection's current MTU as fit (44 of 1,452 bytes; one once a loopback path has grown
+/// its packets to 64 KiB).
+const MAX_GSO_BYTES: usize = 65_507;
+
+/// Segments per GSO send whatever the MTU: the kernel's own limit is 64.
 pub(crate) const MAX_GSO_SEGMENTS: usize = 44;
 
 /// What a role (client or server) does with its connections; the core's shared loops
@@ -159,9 +164,9 @@ impl<S> Core<S> {
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
         clock: WallClock,
-        allow_mtud: bool,
+        transport: &TransportOptions,
     ) -> Self {
-        Self::with_reset_secret(rng, server, clock, allow_mtud, None, None)
+        Self::with_reset_secret(rng, server, clock, transport, None, None)
     }
 
     /// Like [`new`](Self::new), with stateless-reset tokens keyed by `reset_secret` when
@@ -171,7 +176,7 @@ impl<S> Core<S> {
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
         clock: WallClock,
-        allow_mtud: bool,
+        transport: &TransportOptions,
         reset_secret: Option<&[u8; 32]>,
         cids: Option<super::cid::EndpointCids>,
     ) -> Self {
@@ -207,8 +212,17 @@ impl<S> Core<S> {
             });
         }
         config.rng_seed(Some(endpoint_seed));
+        // What the peer may send us: anything the driver's 64 KiB receive slots hold.
+        // It only lifts the peer's own ceiling, so a peer with quinn's defaults (the
+        // reference) still stops at 1,452 bytes.
+        let _ = config.max_udp_payload_size(super::config::MAX_UDP_PAYLOAD);
         Self {
-            endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),
+            endpoint: quinn_proto::Endpoint::new(
+                Arc::new(config),
+                server,
+                transport.mtu_discovery,
+                None,
+            ),
             conns: IdMap::default(),
             last_serial: 0,
             live: 0,
@@ -449,7 +463,8 @@ impl<S> Core<S> {
                 continue;
             };
             buf.clear();
-            let t = conn.poll_transmit(now, self.max_gso_segments, buf);
+            let fit = MAX_GSO_BYTES / usize::from(conn.current_mtu()).max(1);
+            let t = conn.poll_transmit(now, self.max_gso_segments.min(fit).max(1), buf);
             self.timer_dirty.insert(ch);
             match t {
                 Some(t) => {

@@ -35,7 +35,7 @@ pub use client::{Client, ClientEvent, HotkeyStatus, RequestOptions};
 pub use clock::WallClock;
 pub use config::{
     ClientConfig, ConfigError, CongestionControl, ResetSecret, RetryPolicy, ServerConfig,
-    TransportOptions,
+    TransportOptions, DEFAULT_MAX_UDP_PAYLOAD, LOOPBACK_MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD,
 };
 pub use error::{
     ClientError, ConnectFailure, ConnectionEnd, HandshakeProtocolError, LocalError, ResponseError,

@@ -101,10 +101,15 @@ impl Client {
             .check(now, &policy)
             .map_err(ClientError::Reconnect)?;
         let server_name = addr.ip().to_string();
+        let quic = if super::super::config::is_loopback(addr.ip()) {
+            &self.quic_loopback
+        } else {
+            &self.quic
+        };
         let (ch, quic) = self
             .core
             .endpoint
-            .connect(now, self.quic.clone(), addr, &server_name)
+            .connect(now, quic.clone(), addr, &server_name)
             .map_err(|e| ClientError::Connect(ConnectFailure::Quic(e)))?;
         peer.reconnect.begin();
         peer.link = Link::Dialing(ch);

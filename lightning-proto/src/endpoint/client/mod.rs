@@ -270,7 +270,10 @@ pub struct Client {
     hotkey: String,
     signer: Arc<dyn Signer>,
     rng: ChaCha20Rng,
+    /// quinn's settings for connections to other hosts.
     quic: quinn_proto::ClientConfig,
+    /// The same for a miner on a loopback address: a higher MTU discovery ceiling.
+    quic_loopback: quinn_proto::ClientConfig,
     peers: HashMap<SocketAddr, Peer>,
     requests: IdMap<QueryId, Request>,
     deadlines: Timers<Deadline>,
@@ -323,13 +326,15 @@ impl Client {
         let crypto = crate::tls::client_crypto()
             .map_err(|e| super::config::ConfigError::Tls(e.to_string()))?;
         let mut quic = quinn_proto::ClientConfig::new(crypto);
+        let mut quic_loopback = quic.clone();
         // The server never opens streams towards us.
-        quic.transport_config(config.transport.build(0));
+        quic.transport_config(config.transport.build(0, false));
+        quic_loopback.transport_config(config.transport.build(0, true));
         let core = Core::new(
             &mut rng,
             None,
             WallClock::new(now, unix_ms),
-            config.transport.mtu_discovery,
+            &config.transport,
         );
         Ok(Self {
             core,
@@ -338,6 +343,7 @@ impl Client {
             signer,
             rng,
             quic,
+            quic_loopback,
             peers: HashMap::new(),
             requests: IdMap::default(),
             deadlines: Timers::default(),

@@ -78,10 +78,12 @@ impl Server {
             );
         }
         self.scratch.clear();
+        let quic =
+            crate::endpoint::config::is_loopback(remote.ip()).then(|| self.quic_loopback.clone());
         match self
             .core
             .endpoint
-            .accept(incoming, now, &mut self.scratch, None)
+            .accept(incoming, now, &mut self.scratch, quic)
         {
             Ok((ch, quic)) => {
                 self.stats.accepted += 1;

@@ -257,6 +257,9 @@ impl std::fmt::Debug for GroupMember {
 pub struct Server {
     /// The connection table: each entry holds the quinn connection and its `SConn`.
     core: Core<SConn>,
+    /// quinn's settings for a validator on a loopback address (a higher MTU discovery
+    /// ceiling); the endpoint's own are for every other host.
+    quic_loopback: Arc<quinn_proto::ServerConfig>,
     config: ServerConfig,
     miner_hotkey: String,
     signer: Arc<dyn Signer>,
@@ -405,7 +408,7 @@ impl Server {
         quic.validation_token_config(tokens);
         // Every connection starts with the small unauthenticated limits; a successful
         // handshake raises them (`raise_limits`).
-        quic.transport_config(
+        let transport = |loopback| {
             config.transport.build_with(
                 config
                     .max_concurrent_bidi_streams
@@ -414,12 +417,16 @@ impl Server {
                     .transport
                     .receive_window
                     .min(UNAUTHENTICATED_RECEIVE_WINDOW),
-            ),
-        );
+                loopback,
+            )
+        };
+        quic.transport_config(transport(false));
         quic.time_source(clock.time_source());
         // Authorization is per connection, so migration no longer breaks it (§13.2); but
         // a validator that moves keeps its session, which is what it expects.
         quic.migration(true);
+        let mut quic_loopback = quic.clone();
+        quic_loopback.transport_config(transport(true));
         let cids = member.as_ref().map(|m| {
             let mut cid_seed = [0u8; 32];
             rng.fill_bytes(&mut cid_seed);
@@ -429,7 +436,7 @@ impl Server {
             &mut rng,
             Some(Arc::new(quic)),
             clock,
-            config.transport.mtu_discovery,
+            &config.transport,
             config.stateless_reset_secret.as_ref().map(|s| &s.0),
             cids,
         );
@@ -443,6 +450,7 @@ impl Server {
             ),
         };
         Ok(Self {
+            quic_loopback: Arc::new(quic_loopback),
             limits,
             index,
             waiting_for_total: false,
