@@ -109,7 +109,7 @@ impl Plan {
             },
             tput_rounds: 3,
             tput_budget: Duration::from_millis(2000),
-            tput_max: 10_000,
+            tput_max: 40_000,
             concurrency: 32,
             warmup: Duration::from_millis(300),
             sweep: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],

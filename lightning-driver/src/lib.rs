@@ -39,6 +39,7 @@ pub mod error;
 mod handler;
 mod identity;
 mod metrics;
+mod recv_slots;
 mod runtime;
 mod server;
 mod socket;

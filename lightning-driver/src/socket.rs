@@ -4,11 +4,11 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
 use lightning_proto::endpoint::{Datagram, EcnCodepoint, Transmit};
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 
 use crate::error::{LightningError, LocalCause};
+use crate::recv_slots::RecvSlots;
 use crate::runtime::{Direction, Runtime, UdpIo};
 
 /// Bytes per receive slot: the largest GRO super-packet the kernel hands over at once.
@@ -23,6 +23,8 @@ pub(crate) struct EndpointSocket<R: Runtime> {
     io: R::Socket,
     state: UdpSocketState,
     recv_buf: Box<[u8]>,
+    /// Recycled buffers the large datagrams are copied into.
+    slots: RecvSlots,
     metas: [RecvMeta; BATCH_SIZE],
     /// Bound to an IPv6 address: IPv4 peers are reached through IPv4-mapped addresses,
     /// which never leave this module (everything above sees plain IPv4).
@@ -162,6 +164,7 @@ impl<R: Runtime> EndpointSocket<R> {
                 state,
                 // Any handle may receive: in a group, the reading driver changes.
                 recv_buf: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
+                slots: RecvSlots::default(),
                 metas: [RecvMeta::default(); BATCH_SIZE],
                 v6,
             });
@@ -201,6 +204,7 @@ impl<R: Runtime> EndpointSocket<R> {
                 .try_io(Direction::Read, |sock| state.recv(sock, &mut slices, metas));
             match result {
                 Ok(count) => {
+                    let slots = &mut self.slots;
                     let mut delivered = 0;
                     for (meta, slot) in self.metas[..count].iter().zip(self.recv_buf.chunks(SLOT)) {
                         let len = meta.len.min(slot.len());
@@ -212,7 +216,7 @@ impl<R: Runtime> EndpointSocket<R> {
                                 remote: canonical(meta.addr),
                                 local_ip: meta.dst_ip.map(|ip| ip.to_canonical()),
                                 ecn,
-                                payload: BytesMut::from(datagram),
+                                payload: slots.copy(datagram),
                             });
                         }
                     }
