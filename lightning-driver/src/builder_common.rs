@@ -62,7 +62,7 @@ macro_rules! shared_builder_setters {
         /// The largest UDP payload path MTU discovery tries towards other hosts (1,452
         /// bytes by default, an Ethernet path's; 1,200 to 65,527). Raise it where every
         /// path carries jumbo frames. A peer on a loopback address is probed up to
-        /// 64 KiB whatever this says.
+        /// 64 KiB whatever this says (with Cubic and NewReno, not BBR).
         pub fn max_udp_payload(mut self, bytes: u16) -> Self {
             self.config.transport.max_udp_payload = bytes;
             self

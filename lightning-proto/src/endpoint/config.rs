@@ -13,8 +13,9 @@ use quinn_proto::{congestion, IdleTimeout, MtuDiscoveryConfig, TransportConfig, 
 /// an Ethernet path carries over IPv6 (1,500 bytes less 40 of IPv6 and 8 of UDP header).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1_452;
 
-/// The path MTU discovery ceiling towards a peer on a loopback address: the largest UDP
-/// payload IPv4 carries. A loopback device's MTU is 64 KiB on Linux (16 KiB on macOS,
+/// The path MTU discovery ceiling towards a peer on a loopback address (with Cubic and
+/// NewReno; see [`TransportOptions::mtu_ceiling`]): the largest UDP payload IPv4
+/// carries. A loopback device's MTU is 64 KiB on Linux (16 KiB on macOS,
 /// where discovery stops lower), so packets that large cut the per-packet work of a
 /// validator and a miner on one host to a fraction (1 KB requests are packed dozens to
 /// a packet; a 1 MB answer is 16 packets instead of 720). Other paths are not probed
@@ -148,7 +149,8 @@ pub struct TransportOptions {
     /// (1,200 to 65,527; default 1,452, quinn's: Ethernet's 1,500 less the IPv6 and UDP
     /// headers). Raise it where every path carries more (jumbo frames). Towards a peer on
     /// a loopback address the ceiling is [`LOOPBACK_MAX_UDP_PAYLOAD`] whatever this says,
-    /// because loopback carries 64 KiB datagrams.
+    /// because loopback carries 64 KiB datagrams, except with BBR (see
+    /// [`mtu_ceiling`](Self::mtu_ceiling)).
     pub max_udp_payload: u16,
     /// The congestion controller of each connection (quinn's Cubic by default, as the
     /// reference).
