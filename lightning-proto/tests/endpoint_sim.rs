@@ -86,10 +86,22 @@ fn request(
     data: DataMap,
     opts: RequestOptions,
 ) -> lightning_proto::endpoint::QueryId {
+    request_to(w, c, SERVER, synapse, data, opts)
+}
+
+/// Like [`request`], to the miner at `server`.
+fn request_to(
+    w: &mut World,
+    c: lightning_proto::sim::NodeId,
+    server: &str,
+    synapse: &str,
+    data: DataMap,
+    opts: RequestOptions,
+) -> lightning_proto::endpoint::QueryId {
     let now = w.sim.now();
     let hk = miner_hotkey();
     w.client(c)
-        .request(now, addr(SERVER), &hk, synapse, data, opts)
+        .request(now, addr(server), &hk, synapse, data, opts)
         .unwrap()
 }
 
@@ -726,18 +738,13 @@ fn reconnect_follows_the_backoff_schedule_then_recovers() {
     // Each on-demand attempt times out after connect_timeout (10 s) and backs off 1, 2, 4, 8 s.
     let mut failures_at = Vec::new();
     for expected_backoff in [1u64, 2, 4, 8] {
-        let now = w.sim.now();
-        let id = w
-            .client(c)
-            .request(
-                now,
-                addr(SERVER),
-                &hk,
-                "echo",
-                DataMap::default(),
-                RequestOptions::default(),
-            )
-            .unwrap();
+        let id = request(
+            &mut w,
+            c,
+            "echo",
+            DataMap::default(),
+            RequestOptions::default(),
+        );
         let ClientEvent::RequestFailed { .. } = wait_outcome(&mut w, c, id, 30 * SECOND) else {
             panic!("request through a partition succeeded");
         };
@@ -1651,18 +1658,14 @@ fn mtu_after_an_echo(seed: u64, server: &str, client: &str, link: LinkConditions
         .unwrap();
     w.run_until(10 * SECOND, |w| w.authenticated(c, &hk));
     let body = vec![7u8; 256 * 1024];
-    let now = w.sim.now();
-    let id = w
-        .client(c)
-        .request(
-            now,
-            addr(server),
-            &hk,
-            "echo",
-            payload_data(body.clone()),
-            RequestOptions::default(),
-        )
-        .unwrap();
+    let id = request_to(
+        &mut w,
+        c,
+        server,
+        "echo",
+        payload_data(body.clone()),
+        RequestOptions::default(),
+    );
     match wait_outcome(&mut w, c, id, 10 * SECOND) {
         ClientEvent::Response { response, .. }
             if response.success
