@@ -1712,3 +1712,48 @@ fn packets_grow_to_the_loopback_mtu_only_towards_a_loopback_peer() {
         "16 KiB loopback: {validator} / {miner} bytes"
     );
 }
+
+/// Probing for 64 KiB packets must not hold back queries: quinn counts a probe against
+/// the congestion window until it is acknowledged or lost, and with Cubic's 14,720-byte
+/// start the first query took 5.1 RTT, and behind a loopback address with a 1,500-byte
+/// path (a local relay or port forward, where every large probe is lost) early queries
+/// took 6 to 24 RTT. The pipelined first query is answered after 2 RTT and the next
+/// 1 KB queries after one each, whichever MTU the path has.
+#[test]
+fn mtu_probes_towards_a_loopback_peer_do_not_hold_back_queries() {
+    let one_way = Duration::from_millis(20);
+    for (seed, mtu) in [(61, 1_500), (62, 65_527)] {
+        let mut w = World::new(seed);
+        w.sim.set_default_link(LinkConditions {
+            latency: one_way,
+            mtu,
+            ..LinkConditions::perfect()
+        });
+        let server = "127.0.0.1:8443";
+        w.add_server(server, ServerConfig::default(), MINER_SEED);
+        let c = w.make_client(ClientConfig::default(), VALIDATOR_SEED, 0);
+        let c = w.add_client("127.0.0.1:40000", c);
+        let mut rtts = Vec::new();
+        for n in 0..5u8 {
+            let start = w.sim.elapsed();
+            let id = request_to(
+                &mut w,
+                c,
+                server,
+                "echo",
+                payload_data(vec![n; 1024]),
+                RequestOptions::default(),
+            );
+            let outcome = wait_outcome(&mut w, c, id, 10 * SECOND);
+            assert!(
+                matches!(&outcome, ClientEvent::Response { response, .. } if response.success),
+                "{outcome:?}"
+            );
+            rtts.push((w.sim.elapsed() - start).as_secs_f64() / (2.0 * one_way.as_secs_f64()));
+        }
+        assert!(
+            rtts[0] < 2.5 && rtts[1..].iter().all(|r| *r < 1.5),
+            "path MTU {mtu}: answers after {rtts:.2?} RTT"
+        );
+    }
+}
