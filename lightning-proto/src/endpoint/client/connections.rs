@@ -101,7 +101,7 @@ impl Client {
             .check(now, &policy)
             .map_err(ClientError::Reconnect)?;
         let server_name = addr.ip().to_string();
-        let quic = if super::super::config::is_loopback(addr.ip()) {
+        let quic = if crate::endpoint::config::is_loopback(addr.ip()) {
             &self.quic_loopback
         } else {
             &self.quic
