@@ -84,6 +84,7 @@ pub async fn run(args: &DemoArgs) -> Result<ExitCode, String> {
         timeout,
         biggest,
         CongestionControl::default(),
+        None,
     )?;
     let axon = QuicAxonInfo::from_addr(server.hotkey(), server.local_addr());
 

@@ -97,13 +97,15 @@ fn per_second(amount: f64, elapsed: Duration) -> f64 {
 }
 
 /// A client for load runs: it can reach `target` and accepts whole streams of
-/// `stream_bytes`.
+/// `stream_bytes`; `max_udp_payload` raises the MTU discovery ceiling towards other
+/// hosts.
 pub fn client(
     identity: Identity,
     target: SocketAddr,
     connect_timeout: Duration,
     stream_bytes: u64,
     congestion: CongestionControl,
+    max_udp_payload: Option<u16>,
 ) -> Result<LightningClient, String> {
     let bind: SocketAddr = if target.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -115,6 +117,9 @@ pub fn client(
         .bind_addr(bind)
         .connect_timeout(connect_timeout)
         .congestion(congestion);
+    if let Some(bytes) = max_udp_payload {
+        builder = builder.max_udp_payload(bytes);
+    }
     // The default cap (64 MiB) is right for miners we do not know; here we asked for it.
     const DEFAULT_STREAM_CAP: u64 = 64 << 20;
     if stream_bytes > DEFAULT_STREAM_CAP {

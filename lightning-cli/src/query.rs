@@ -71,6 +71,12 @@ pub struct QueryArgs {
     #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
     pub congestion: CongestionControl,
 
+    /// Largest packet path MTU discovery tries towards a miner on another host, in bytes
+    /// (1200 to 65527; default 1452). Raise it only where every path carries jumbo
+    /// frames; a miner on a loopback address is probed up to 64 KiB anyway.
+    #[arg(long, value_name = "BYTES")]
+    pub max_udp_payload: Option<u16>,
+
     /// After the load, send one 1 KiB echo on the same connection and report whether it
     /// was answered: shows that the load (timeouts, cancellations) left the connection
     /// usable.
@@ -107,6 +113,7 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
         timeout,
         kind.bytes_per_request(),
         args.congestion,
+        args.max_udp_payload,
     )?;
     let axon = QuicAxonInfo::from_addr(args.hotkey.clone(), target);
 

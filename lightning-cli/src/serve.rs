@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// btlightning), newreno, or bbr (keeps its rate on long lossy paths).
     #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
     pub congestion: CongestionControl,
+
+    /// Largest packet path MTU discovery tries towards validators on other hosts, in
+    /// bytes (1200 to 65527; default 1452). Raise it only where every path carries jumbo
+    /// frames; a validator on a loopback address is probed up to 64 KiB anyway.
+    #[arg(long, value_name = "BYTES")]
+    pub max_udp_payload: Option<u16>,
 }
 
 /// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
@@ -93,6 +99,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .congestion(args.congestion);
     if let Some(n) = args.drivers {
         builder = builder.drivers(n);
+    }
+    if let Some(bytes) = args.max_udp_payload {
+        builder = builder.max_udp_payload(bytes);
     }
     match &args.validators {
         Some(path) => {

@@ -286,6 +286,28 @@ fn bad_seed_is_refused_with_a_reason() {
 }
 
 #[test]
+fn a_packet_ceiling_out_of_range_is_refused_with_a_reason() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--seed",
+            MINER_SEED,
+            "--max-udp-payload",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_udp_payload must be between 1200 and 65527 bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn demo_runs_clean_with_short_steps() {
     let out = Command::new(BIN)
         .args(["demo", "--step-ms", "50"])

@@ -69,7 +69,8 @@ pub use types::{QuicAxonInfo, QuicRequest, QuicResponse};
 
 pub use lightning_proto::endpoint::{
     ClientConfig, CongestionControl, ConnId, ConnectionStats, HotkeyStatus, QueryId, RequestId,
-    ResetSecret, RetryPolicy, ServerConfig, ServerStats, TransportOptions,
+    ResetSecret, RetryPolicy, ServerConfig, ServerStats, TransportOptions, DEFAULT_MAX_UDP_PAYLOAD,
+    LOOPBACK_MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD,
 };
 pub use lightning_proto::identity::{CallbackSigner, Keypair, KeypairSigner, SignError, Signer};
 pub use lightning_proto::message::DataMap;

@@ -156,7 +156,8 @@ impl PyClient {
         keep_alive_interval_secs=None, reconnect_initial_backoff_secs=None,
         reconnect_max_backoff_secs=None, reconnect_max_retries=None,
         max_frame_payload_bytes=None, max_stream_payload_bytes=None, max_connections=None,
-        stream_chunk_timeout_secs=None, pipeline_first_requests=None, congestion=None))]
+        stream_chunk_timeout_secs=None, pipeline_first_requests=None, congestion=None,
+        max_udp_payload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         wallet_hotkey: String,
@@ -172,9 +173,13 @@ impl PyClient {
         stream_chunk_timeout_secs: Option<u64>,
         pipeline_first_requests: Option<bool>,
         congestion: Option<String>,
+        max_udp_payload: Option<i64>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::default();
         config.transport.congestion = crate::args::congestion(congestion.as_deref())?;
+        if let Some(n) = crate::args::max_udp_payload(max_udp_payload)? {
+            config.transport.max_udp_payload = n;
+        }
         let reconnect = ReconnectPolicy::default();
         config.connect_timeout = secs(
             "connect_timeout_secs",

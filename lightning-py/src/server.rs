@@ -296,7 +296,7 @@ impl PyServer {
         max_handshake_attempts_per_minute=None, max_concurrent_bidi_streams=None,
         require_validator_permit=None, handler_timeout_secs=None, handler_threads=None,
         streaming_threads=None, validator_permit_refresh_secs=None, drivers=None,
-        congestion=None))]
+        congestion=None, max_udp_payload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         miner_hotkey: String,
@@ -319,6 +319,7 @@ impl PyServer {
         validator_permit_refresh_secs: Option<u64>,
         drivers: Option<usize>,
         congestion: Option<String>,
+        max_udp_payload: Option<i64>,
     ) -> PyResult<Self> {
         if let Some(n) = drivers {
             if n == 0 || n > lightning_tokio::MAX_DRIVERS {
@@ -330,6 +331,9 @@ impl PyServer {
         }
         let mut c = ServerConfig::default();
         c.transport.congestion = crate::args::congestion(congestion.as_deref())?;
+        if let Some(n) = crate::args::max_udp_payload(max_udp_payload)? {
+            c.transport.max_udp_payload = n;
+        }
         if let Some(s) = max_signature_age_secs {
             c.max_signature_age_secs = s;
         }

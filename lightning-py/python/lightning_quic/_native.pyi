@@ -70,6 +70,7 @@ class RustLightning:
         stream_chunk_timeout_secs: Optional[int] = None,
         pipeline_first_requests: Optional[bool] = None,
         congestion: Optional[str] = None,
+        max_udp_payload: Optional[int] = None,
     ) -> None: ...
     @property
     def wallet_hotkey(self) -> str: ...
@@ -125,6 +126,7 @@ class RustLightningServer:
         validator_permit_refresh_secs: Optional[int] = None,
         drivers: Optional[int] = None,
         congestion: Optional[str] = None,
+        max_udp_payload: Optional[int] = None,
     ) -> None: ...
     @property
     def miner_hotkey(self) -> str: ...

@@ -79,6 +79,11 @@ class Lightning:
     (default, as btlightning), ``"newreno"`` or ``"bbr"``, which keeps its rate on long
     paths with random loss (a 1 MB echo across an emulated 160 ms, 1%-loss path: about
     1 s against 11-15 s with cubic). The miner chooses for its answers.
+
+    ``max_udp_payload``: the largest packet path MTU discovery tries towards other hosts,
+    in bytes (1200 to 65527; default 1452, an Ethernet path's). Raise it only where every
+    path carries jumbo frames. A miner on a loopback address is probed up to 64 KiB
+    whatever this says (except with ``"bbr"``).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Lightning:
         stream_chunk_timeout_secs: Optional[int] = None,
         pipeline_first_requests: Optional[bool] = None,
         congestion: Optional[str] = None,
+        max_udp_payload: Optional[int] = None,
     ) -> None:
         self.wallet_hotkey = wallet_hotkey
         self._native = RustLightning(
@@ -113,6 +119,7 @@ class Lightning:
             stream_chunk_timeout_secs=stream_chunk_timeout_secs,
             pipeline_first_requests=pipeline_first_requests,
             congestion=congestion,
+            max_udp_payload=max_udp_payload,
         )
 
     def set_validator_keypair(self, keypair_seed: bytes) -> None:
@@ -276,6 +283,9 @@ class LightningServer:
     ``congestion``: the congestion controller for the answers this miner sends,
     ``"cubic"`` (default, as btlightning), ``"newreno"`` or ``"bbr"`` (keeps its rate on
     long lossy paths; see :class:`Lightning`).
+
+    ``max_udp_payload``: the path MTU discovery ceiling towards validators on other hosts
+    (see :class:`Lightning`).
     """
 
     def __init__(
@@ -301,6 +311,7 @@ class LightningServer:
         validator_permit_refresh_secs: Optional[int] = None,
         drivers: Optional[int] = None,
         congestion: Optional[str] = None,
+        max_udp_payload: Optional[int] = None,
     ) -> None:
         self.miner_hotkey = miner_hotkey
         self.host = host
@@ -325,6 +336,7 @@ class LightningServer:
             validator_permit_refresh_secs=validator_permit_refresh_secs,
             drivers=drivers,
             congestion=congestion,
+            max_udp_payload=max_udp_payload,
         )
 
     @property
