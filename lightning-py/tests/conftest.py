@@ -67,12 +67,19 @@ def echo(serve: Callable[..., Served]) -> Served:
     return serve(lambda s: s.register_synapse_handler("echo", lambda data: data))
 
 
+def make_client(seed: bytes = VALIDATOR_SEED, **kwargs: Any) -> Lightning:
+    """A validator client signing with the key of ``seed``, configured by ``kwargs``, with
+    its endpoint up (miners are dialled on demand). The caller closes it."""
+    c = Lightning(wallet_hotkey=hotkey_from_seed(seed), **kwargs)
+    c.set_validator_keypair(seed)
+    c.initialize_connections([])
+    return c
+
+
 @pytest.fixture
 def client() -> Iterator[Lightning]:
     """A validator client with its keypair and an endpoint (miners are dialled on demand)."""
-    c = Lightning(wallet_hotkey=VALIDATOR_HOTKEY)
-    c.set_validator_keypair(VALIDATOR_SEED)
-    c.initialize_connections([])
+    c = make_client()
     yield c
     c.close()
 

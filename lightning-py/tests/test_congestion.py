@@ -5,7 +5,7 @@ unknown name is a ValueError that lists the known ones."""
 from __future__ import annotations
 
 import pytest
-from conftest import make_server, query
+from conftest import make_client, make_server, query
 
 from lightning_quic import AsyncLightning, Lightning, hotkey_from_seed
 
@@ -13,10 +13,7 @@ SEED = bytes([0x5C] * 32)
 
 
 def client(**kwargs: object) -> Lightning:
-    c = Lightning(wallet_hotkey=hotkey_from_seed(SEED), **kwargs)  # type: ignore[arg-type]
-    c.set_validator_keypair(SEED)
-    c.initialize_connections([])
-    return c
+    return make_client(SEED, **kwargs)
 
 
 @pytest.mark.parametrize(

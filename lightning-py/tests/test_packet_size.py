@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pytest
-from conftest import make_server, query
+from conftest import make_client, make_server, query
 
 from lightning_quic import AsyncLightning, Lightning, hotkey_from_seed
 
@@ -16,10 +16,7 @@ SEED = bytes([0x5D] * 32)
 
 
 def client(**kwargs: object) -> Lightning:
-    c = Lightning(wallet_hotkey=hotkey_from_seed(SEED), **kwargs)  # type: ignore[arg-type]
-    c.set_validator_keypair(SEED)
-    c.initialize_connections([])
-    return c
+    return make_client(SEED, **kwargs)
 
 
 @pytest.mark.parametrize(
