@@ -86,3 +86,12 @@ def client() -> Iterator[Lightning]:
 
 def query(client: Lightning, axon: Dict[str, Any], synapse: str, data: Any, **kw: Any) -> Any:
     return client.query_axon(axon, {"synapse_type": synapse, "data": data}, **kw)
+
+
+def echo_mebibytes(client: Lightning, axon: Dict[str, Any], times: int = 3) -> None:
+    """``times`` echoes of 1 MiB (plus a counter) through ``axon``, each answered intact."""
+    blob = bytes(range(256)) * 4096
+    for n in range(times):
+        response = query(client, axon, "echo", {"n": n, "blob": blob})
+        assert response["success"], response
+        assert response["data"] == {"n": n, "blob": blob}

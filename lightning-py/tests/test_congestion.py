@@ -5,7 +5,7 @@ unknown name is a ValueError that lists the known ones."""
 from __future__ import annotations
 
 import pytest
-from conftest import make_client, make_server, query
+from conftest import echo_mebibytes, make_client, make_server
 
 from lightning_quic import AsyncLightning, Lightning, hotkey_from_seed
 
@@ -27,11 +27,7 @@ def test_each_end_chooses_its_controller_and_large_answers_arrive_intact(
     )
     c = client(congestion=validator)
     try:
-        blob = bytes(range(256)) * 4096  # 1 MiB
-        for n in range(3):
-            response = query(c, served.axon, "echo", {"n": n, "blob": blob})
-            assert response["success"], response
-            assert response["data"] == {"n": n, "blob": blob}
+        echo_mebibytes(c, served.axon)
     finally:
         c.close()
 

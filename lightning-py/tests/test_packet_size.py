@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pytest
-from conftest import make_client, make_server, query
+from conftest import echo_mebibytes, make_client, make_server
 
 from lightning_quic import AsyncLightning, Lightning, hotkey_from_seed
 
@@ -42,11 +42,7 @@ def test_a_mebibyte_echo_on_loopback_takes_packets_as_large_as_allowed(
     )
     c = client(congestion=congestion, max_udp_payload=ceiling)
     try:
-        blob = bytes(range(256)) * 4096  # 1 MiB
-        for n in range(3):
-            response = query(c, served.axon, "echo", {"n": n, "blob": blob})
-            assert response["success"], response
-            assert response["data"] == {"n": n, "blob": blob}
+        echo_mebibytes(c, served.axon)
         sent = c.metrics()["path"]["sent_packets"]
     finally:
         c.close()
