@@ -19,7 +19,6 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, EndpointConfig, Incoming, Tra
 use rand_core::RngCore;
 
 use super::clock::WallClock;
-use super::config::TransportOptions;
 use super::error::ConnectionEnd;
 use super::surface::Datagram;
 use crate::idhash::{IdMap, IdSet};
@@ -164,9 +163,9 @@ impl<S> Core<S> {
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
         clock: WallClock,
-        transport: &TransportOptions,
+        allow_mtud: bool,
     ) -> Self {
-        Self::with_reset_secret(rng, server, clock, transport, None, None)
+        Self::with_reset_secret(rng, server, clock, allow_mtud, None, None)
     }
 
     /// Like [`new`](Self::new), with stateless-reset tokens keyed by `reset_secret` when
@@ -176,7 +175,7 @@ impl<S> Core<S> {
         rng: &mut impl RngCore,
         server: Option<Arc<quinn_proto::ServerConfig>>,
         clock: WallClock,
-        transport: &TransportOptions,
+        allow_mtud: bool,
         reset_secret: Option<&[u8; 32]>,
         cids: Option<super::cid::EndpointCids>,
     ) -> Self {
@@ -217,12 +216,7 @@ impl<S> Core<S> {
         // reference) still stops at 1,452 bytes.
         let _ = config.max_udp_payload_size(super::config::MAX_UDP_PAYLOAD);
         Self {
-            endpoint: quinn_proto::Endpoint::new(
-                Arc::new(config),
-                server,
-                transport.mtu_discovery,
-                None,
-            ),
+            endpoint: quinn_proto::Endpoint::new(Arc::new(config), server, allow_mtud, None),
             conns: IdMap::default(),
             last_serial: 0,
             live: 0,

@@ -334,7 +334,7 @@ impl Client {
             &mut rng,
             None,
             WallClock::new(now, unix_ms),
-            &config.transport,
+            config.transport.mtu_discovery,
         );
         Ok(Self {
             core,

@@ -436,7 +436,7 @@ impl Server {
             &mut rng,
             Some(Arc::new(quic)),
             clock,
-            &config.transport,
+            config.transport.mtu_discovery,
             config.stateless_reset_secret.as_ref().map(|s| &s.0),
             cids,
         );
