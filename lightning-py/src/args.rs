@@ -131,21 +131,20 @@ pub fn congestion(name: Option<&str>) -> PyResult<CongestionControl> {
     }
 }
 
-/// The `max_udp_payload` argument of a client or server: the path MTU discovery ceiling
-/// towards other hosts (1,200 to 65,527 bytes; `None` keeps the default, 1,452). A value
-/// out of range is a `ValueError` naming the range, as the Rust API's `ConfigError`.
+/// The `max_udp_payload` argument of a client or server as the `u16` the transport
+/// options hold (`None` keeps the default, 1,452). The range itself (1,200 to 65,527) is
+/// checked with the rest of the configuration (`TransportOptions::validate`); a Python
+/// int that no `u16` holds (negative, or above 65,535) is refused here with the same
+/// `ValueError` instead of PyO3's `OverflowError`.
 pub fn max_udp_payload(bytes: Option<i64>) -> PyResult<Option<u16>> {
-    match bytes {
-        None => Ok(None),
-        Some(n) => u16::try_from(n)
-            .ok()
-            .filter(|n| (1200..=lightning_tokio::MAX_UDP_PAYLOAD).contains(n))
-            .map(Some)
-            .ok_or_else(|| {
+    bytes
+        .map(|n| {
+            u16::try_from(n).map_err(|_| {
                 config_error(format!(
                     "config error: max_udp_payload must be between 1200 and {} bytes, not {n}",
                     lightning_tokio::MAX_UDP_PAYLOAD
                 ))
-            }),
-    }
+            })
+        })
+        .transpose()
 }
