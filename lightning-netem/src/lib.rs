@@ -28,10 +28,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Delays are scheduled on tokio's timer, whose resolution is one millisecond: a delayed
-//! datagram leaves up to about 1 ms late, and datagrams due within the same millisecond
-//! leave together. Profiles without added delay ([`Profile::Lan`]) forward at once, without
-//! going through the timer.
+//! Delayed datagrams wait in one thread per direction, which sleeps until the next is due
+//! and sends it with a non-blocking system call: a datagram leaves within the kernel's
+//! timer slack (tens of microseconds) of its due time on an idle machine
+//! ([`DirectionStats::late_us_total`] measures it). Profiles without added delay
+//! ([`Profile::Lan`]) forward at once, from the relay's tokio tasks.
 #![deny(missing_docs)]
 
 mod link;
@@ -42,12 +43,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 pub use link::{DirectionStats, LinkConfig};
 pub use profile::{ParseProfileError, Profile};
@@ -166,8 +166,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Binds a UDP socket with [`SOCKET_BUFFER_BYTES`] kernel buffers (as the relay's own
 /// sockets) and registers it with tokio; must run inside a tokio runtime. Endpoints that
-/// talk through a relay need such buffers too: the relay's delay queue releases datagrams
-/// in bursts (one per timer tick), which overflow the kernel's default ~208 KiB.
+/// talk through a relay need such buffers too: a burst that reaches the relay together
+/// leaves its delay queue together, which can overflow the kernel's default ~208 KiB.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     bind_socket(addr)
 }
@@ -188,11 +188,21 @@ fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Where a relay's upstream sockets bind to reach `target`: the same loopback address for
-/// a loopback server, the wildcard otherwise.
-fn upstream_bind_addr(target: SocketAddr) -> SocketAddr {
+/// Where a relay's upstream sockets bind to reach `target`. For a server on a loopback
+/// address: the relay's own listening address when that is a specific one (so a relay on
+/// the host's network address presents that address to the server, which then treats the
+/// path as one to another host, as the client does), else the server's loopback address.
+/// For other servers: the wildcard.
+fn upstream_bind_addr(target: SocketAddr, listen: SocketAddr) -> SocketAddr {
     let ip = match target.ip() {
-        ip if ip.is_loopback() => ip,
+        ip if ip.is_loopback() => {
+            let own = listen.ip();
+            if own.is_unspecified() || own.is_ipv4() != ip.is_ipv4() {
+                ip
+            } else {
+                own
+            }
+        }
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
@@ -236,14 +246,15 @@ impl Relay {
             to_client,
             tasks: Mutex::new(Vec::new()),
         });
-        let mut tasks = vec![runtime.spawn(client_reader(inner.clone()))];
-        if let Some(rx) = to_server_rx {
-            tasks.push(runtime.spawn(link::deliver(inner.clone(), true, rx)));
+        for (to_server, rx) in [(true, to_server_rx), (false, to_client_rx)] {
+            if let Some(rx) = rx {
+                let inner = inner.clone();
+                std::thread::Builder::new()
+                    .name("lightning-netem-delay".into())
+                    .spawn(move || link::deliver(inner, to_server, rx))?;
+            }
         }
-        if let Some(rx) = to_client_rx {
-            tasks.push(runtime.spawn(link::deliver(inner.clone(), false, rx)));
-        }
-        *lock(&inner.tasks) = tasks;
+        *lock(&inner.tasks) = vec![runtime.spawn(client_reader(inner.clone()))];
         Ok(Self {
             handle: RelayHandle { inner },
         })
@@ -359,6 +370,8 @@ impl Drop for RelayThread {
 
 impl Inner {
     fn stop(&self) {
+        self.to_server.stop();
+        self.to_client.stop();
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
@@ -415,7 +428,7 @@ impl Inner {
 
     fn bind_upstream(&self) -> io::Result<UdpSocket> {
         let _guard = self.runtime.enter();
-        bind_socket(upstream_bind_addr(self.target))
+        bind_socket(upstream_bind_addr(self.target, self.local_addr))
     }
 }
 
@@ -565,5 +578,47 @@ impl RelayHandle {
             flows: lock(&self.inner.flows).len(),
             rebinds: self.inner.rebinds.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_bind_addr;
+    use std::net::SocketAddr;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn upstream_sockets_speak_from_the_relays_own_address_to_a_loopback_server() {
+        let server = addr("127.0.0.1:9000");
+        // A relay on the host's network address: the server sees that address.
+        assert_eq!(
+            upstream_bind_addr(server, addr("192.0.2.2:7000")),
+            addr("192.0.2.2:0")
+        );
+        assert_eq!(
+            upstream_bind_addr(server, addr("127.0.0.1:7000")),
+            addr("127.0.0.1:0")
+        );
+        // A wildcard listener, or one of the other family: the server's loopback address.
+        assert_eq!(
+            upstream_bind_addr(server, addr("0.0.0.0:7000")),
+            addr("127.0.0.1:0")
+        );
+        assert_eq!(
+            upstream_bind_addr(server, addr("[::1]:7000")),
+            addr("127.0.0.1:0")
+        );
+        // A server elsewhere: whatever address routes there.
+        assert_eq!(
+            upstream_bind_addr(addr("198.51.100.7:9000"), addr("127.0.0.1:7000")),
+            addr("0.0.0.0:0")
+        );
+        assert_eq!(
+            upstream_bind_addr(addr("[2001:db8::1]:9000"), addr("[::1]:7000")),
+            addr("[::]:0")
+        );
     }
 }

@@ -24,7 +24,9 @@ struct Server {
 
 impl Server {
     async fn start(echo: bool) -> Self {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        // Large buffers, as for any endpoint behind the relay: a burst that reaches the
+        // relay together leaves it together (300 tiny datagrams overflow the default).
+        let socket = Arc::new(lightning_netem::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
         let addr = socket.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = socket.clone();
