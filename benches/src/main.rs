@@ -35,12 +35,13 @@ fn main() -> ExitCode {
     }
 
     if args.first().map(String::as_str) == Some("--relay") {
-        let (Some(profile), Some(target), Some(seed)) = (args.get(1), args.get(2), args.get(3))
+        let (Some(profile), Some(target), Some(seed), Some(listen_ip)) =
+            (args.get(1), args.get(2), args.get(3), args.get(4))
         else {
-            eprintln!("usage: --relay PROFILE TARGET SEED");
+            eprintln!("usage: --relay PROFILE TARGET SEED LISTEN_IP");
             return ExitCode::FAILURE;
         };
-        return match lightning_benches::remote::serve_relay(profile, target, seed) {
+        return match lightning_benches::remote::serve_relay(profile, target, seed, listen_ip) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");

@@ -2,7 +2,7 @@
 //! WAN relays (`lightning-bench --relay`), the relay's ceiling, and the two-process soak.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{ChildStdout, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,12 +71,13 @@ impl Child {
         )
     }
 
-    /// A relay child with `profile` in front of `target`.
+    /// A relay child with `profile` in front of `target`, listening on `listen_ip`.
     pub fn relay(
         exe: &Path,
         profile: Profile,
         target: SocketAddr,
         seed: u64,
+        listen_ip: IpAddr,
     ) -> Result<Self, String> {
         Self::spawn(
             exe,
@@ -85,6 +86,7 @@ impl Child {
                 profile.name().into(),
                 target.to_string(),
                 seed.to_string(),
+                listen_ip.to_string(),
             ],
         )
     }
@@ -130,13 +132,15 @@ fn wait_for_stdin_eof() -> Result<(), String> {
     Ok(())
 }
 
-/// The child side of a relay: relays to `target` with `profile` until stdin closes, then
-/// prints one `STATS` line (see [`RelayCounts::parse`]).
-pub fn serve_relay(profile: &str, target: &str, seed: &str) -> Result<(), String> {
+/// The child side of a relay: listens on `listen_ip` and relays to `target` with
+/// `profile` until stdin closes, then prints one `STATS` line (see
+/// [`RelayCounts::parse`]).
+pub fn serve_relay(profile: &str, target: &str, seed: &str, listen_ip: &str) -> Result<(), String> {
     let profile: Profile = profile.parse().map_err(|e| format!("{e}"))?;
     let target: SocketAddr = target.parse().map_err(|e| format!("target: {e}"))?;
     let seed: u64 = seed.parse().map_err(|e| format!("seed: {e}"))?;
-    let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen_ip: IpAddr = listen_ip.parse().map_err(|e| format!("listen ip: {e}"))?;
+    let listen = SocketAddr::new(listen_ip, 0);
     let relay =
         RelayThread::start(listen, target, profile.config(seed)).map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
@@ -236,7 +240,7 @@ pub fn relay_ceiling(
     let _guard = rt.enter();
     let echo = Arc::new(lightning_netem::bind_udp(any).map_err(io)?);
     let echo_addr = echo.local_addr().map_err(io)?;
-    let relay = Child::relay(exe, Profile::Lan, echo_addr, 1)?;
+    let relay = Child::relay(exe, Profile::Lan, echo_addr, 1, Ipv4Addr::LOCALHOST.into())?;
     let relay_addr = relay.addr;
     let pid = relay.pid();
     let echo_task = rt.spawn({
@@ -468,4 +472,16 @@ pub fn soak_two_process(
         load: (load0, os::loadavg()),
         samples: all,
     })
+}
+
+/// The address a relay listens on to stand for another host: this machine's own IPv4
+/// network address (the source the kernel picks towards a documentation-range address;
+/// nothing is sent). Endpoints on loopback reach it through the loopback interface, but
+/// see a non-loopback peer, so Lightning keeps the packet ceiling and congestion window of
+/// a path to another host, as across a real WAN. `None` on a machine with no such address.
+pub fn host_address() -> Option<IpAddr> {
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }

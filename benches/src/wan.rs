@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lightning_netem::Profile;
 use serde::Serialize;
 
-use crate::remote::{relay_ceiling, Child, RelayCeiling, RelayCounts};
+use crate::remote::{self, relay_ceiling, Child, RelayCeiling, RelayCounts};
 use crate::stats::Percentiles;
 use crate::svg::{Chart, Series};
 use crate::{
@@ -149,6 +149,9 @@ pub struct WanReport {
     pub duration_s: f64,
     /// Relay seed.
     pub seed: u64,
+    /// Where the relays listened: this machine's network address, or loopback when it has
+    /// none (then Lightning treats the path as loopback: see the report).
+    pub relay_address: String,
     /// The relay's own ceiling (`lan`, 1200-byte datagrams), measured in this run.
     pub relay_ceiling: Option<RelayCeiling>,
     /// Cells, profile by profile.
@@ -228,6 +231,9 @@ pub fn run_wan(plan: WanPlan, opts: Options) -> Result<WanReport, String> {
         }
     };
 
+    let relay_ip = remote::host_address().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    h.log(format!("relays listen on {relay_ip}"));
+
     let mut servers: Vec<Option<Child>> = (0..n).map(|_| None).collect();
     for (i, slot) in servers.iter_mut().enumerate() {
         let name = h.systems[i].name();
@@ -248,7 +254,7 @@ pub fn run_wan(plan: WanPlan, opts: Options) -> Result<WanReport, String> {
         let mut relays: Vec<Option<Child>> = (0..n).map(|_| None).collect();
         for i in 0..n {
             let Some(server) = &servers[i] else { continue };
-            match Child::relay(&exe, profile, server.addr, plan.seed) {
+            match Child::relay(&exe, profile, server.addr, plan.seed, relay_ip) {
                 Ok(r) => relays[i] = Some(r),
                 Err(e) => {
                     let name = h.systems[i].name();
@@ -328,6 +334,7 @@ pub fn run_wan(plan: WanPlan, opts: Options) -> Result<WanReport, String> {
         started_unix,
         duration_s: started.elapsed().as_secs_f64(),
         seed: plan.seed,
+        relay_address: relay_ip.to_string(),
         relay_ceiling,
         cells,
         failures,
@@ -378,9 +385,14 @@ pub fn markdown(r: &WanReport) -> String {
         r.duration_s,
         r.seed
     );
+    let where_relays = if r.relay_address.starts_with("127.") {
+        "loopback (this machine has no network address): Lightning then sees a loopback peer, and lifts its packet ceiling to 64 KiB and its first congestion window to 262 KB through the relay's 1,500-byte MTU".to_owned()
+    } else {
+        format!("this machine's network address, {}: validator and miner see a peer on another host (not loopback), as across a real WAN, while the datagrams still cross the loopback interface", r.relay_address)
+    };
     let _ = writeln!(
         s,
-        "Three processes per system: the validator (this benchmark), the miner (`lightning-bench --serve-many`) and a `lightning-netem` relay (`lightning-bench --relay PROFILE`) between them; every system goes through its own relay with the same profile and seed. RTT counts divide by the RTT the profile adds (loopback adds well under 1 ms). The 1 MB cell is one echo: 1 MB to the miner and 1 MB back, on the connection already warmed by the other cells.\n"
+        "Three processes per system: the validator (this benchmark), the miner (`lightning-bench --serve-many`) and a `lightning-netem` relay (`lightning-bench --relay PROFILE`) between them; every system goes through its own relay with the same profile and seed. The relays listen on {where_relays}. RTT counts divide by the RTT the profile adds (loopback adds well under 1 ms). The 1 MB cell is one echo: 1 MB to the miner and 1 MB back, on the connection already warmed by the other cells.\n"
     );
     if let Some(c) = &r.relay_ceiling {
         let _ = writeln!(
