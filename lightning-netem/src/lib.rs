@@ -592,33 +592,25 @@ mod tests {
 
     #[test]
     fn upstream_sockets_speak_from_the_relays_own_address_to_a_loopback_server() {
-        let server = addr("127.0.0.1:9000");
-        // A relay on the host's network address: the server sees that address.
-        assert_eq!(
-            upstream_bind_addr(server, addr("192.0.2.2:7000")),
-            addr("192.0.2.2:0")
-        );
-        assert_eq!(
-            upstream_bind_addr(server, addr("127.0.0.1:7000")),
-            addr("127.0.0.1:0")
-        );
-        // A wildcard listener, or one of the other family: the server's loopback address.
-        assert_eq!(
-            upstream_bind_addr(server, addr("0.0.0.0:7000")),
-            addr("127.0.0.1:0")
-        );
-        assert_eq!(
-            upstream_bind_addr(server, addr("[::1]:7000")),
-            addr("127.0.0.1:0")
-        );
-        // A server elsewhere: whatever address routes there.
-        assert_eq!(
-            upstream_bind_addr(addr("198.51.100.7:9000"), addr("127.0.0.1:7000")),
-            addr("0.0.0.0:0")
-        );
-        assert_eq!(
-            upstream_bind_addr(addr("[2001:db8::1]:9000"), addr("[::1]:7000")),
-            addr("[::]:0")
-        );
+        // (server, relay listening on, where the upstream sockets bind)
+        let cases = [
+            // A relay on the host's network address: the server sees that address.
+            ("127.0.0.1:9000", "192.0.2.2:7000", "192.0.2.2:0"),
+            ("127.0.0.1:9000", "127.0.0.1:7000", "127.0.0.1:0"),
+            // A wildcard listener, or one of the other family: the server's loopback
+            // address.
+            ("127.0.0.1:9000", "0.0.0.0:7000", "127.0.0.1:0"),
+            ("127.0.0.1:9000", "[::1]:7000", "127.0.0.1:0"),
+            // A server elsewhere: whatever address routes there.
+            ("198.51.100.7:9000", "127.0.0.1:7000", "0.0.0.0:0"),
+            ("[2001:db8::1]:9000", "[::1]:7000", "[::]:0"),
+        ];
+        for (server, listen, expected) in cases {
+            assert_eq!(
+                upstream_bind_addr(addr(server), addr(listen)),
+                addr(expected),
+                "server {server}, relay on {listen}"
+            );
+        }
     }
 }
