@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lightning_tokio::{CongestionControl, QuicAxonInfo, QuicRequest};
 use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -17,8 +18,12 @@ use crate::errors::config_error;
 const MAX_TIMEOUT_SECS: f64 = 315_360_000.0;
 
 /// One field of an axon: a dict item or an attribute (bittensor's `AxonInfo`,
-/// `QuicAxonInfo`).
-fn field<'py>(axon: &Bound<'py, PyAny>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// `QuicAxonInfo`). `name` is interned by the callers: building the key string for every
+/// lookup showed in profiles of the asyncio query path.
+fn field<'py>(
+    axon: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(dict) = axon.cast::<PyDict>() {
         return dict.get_item(name);
     }
@@ -29,25 +34,34 @@ fn field<'py>(axon: &Bound<'py, PyAny>, name: &str) -> PyResult<Option<Bound<'py
     }
 }
 
-fn required<'py>(axon: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+fn required<'py>(
+    axon: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
     field(axon, name)?.ok_or_else(|| PyKeyError::new_err(format!("Missing '{name}' field")))
 }
 
 /// An axon from a dict or any object with `hotkey`, `ip`, `port` (and optionally
 /// `protocol`, default 4).
 pub fn axon(axon: &Bound<'_, PyAny>) -> PyResult<QuicAxonInfo> {
+    let py = axon.py();
+    let (hotkey, ip, port) = (
+        intern!(py, "hotkey"),
+        intern!(py, "ip"),
+        intern!(py, "port"),
+    );
     let looks_like_axon = axon.is_instance_of::<PyDict>()
-        || (axon.hasattr("hotkey")? && axon.hasattr("ip")? && axon.hasattr("port")?);
+        || (axon.hasattr(hotkey)? && axon.hasattr(ip)? && axon.hasattr(port)?);
     if !looks_like_axon {
         return Err(PyTypeError::new_err(format!(
             "an axon must be a dict or an object with hotkey, ip and port attributes, not '{}'",
             axon.get_type().name()?
         )));
     }
-    let hotkey: String = required(axon, "hotkey")?.extract()?;
-    let ip: String = required(axon, "ip")?.extract()?;
-    let port: u16 = required(axon, "port")?.extract()?;
-    let protocol: u8 = match field(axon, "protocol")? {
+    let hotkey: String = required(axon, hotkey)?.extract()?;
+    let ip: String = required(axon, ip)?.extract()?;
+    let port: u16 = required(axon, port)?.extract()?;
+    let protocol: u8 = match field(axon, intern!(py, "protocol"))? {
         Some(p) if !p.is_none() => p.extract()?,
         _ => 4,
     };
@@ -76,11 +90,12 @@ pub fn request(request: &Bound<'_, PyAny>) -> PyResult<QuicRequest> {
                 .unwrap_or_default()
         ))
     })?;
+    let py = request.py();
     let synapse: String = request
-        .get_item("synapse_type")?
+        .get_item(intern!(py, "synapse_type"))?
         .ok_or_else(|| PyKeyError::new_err("Missing 'synapse_type' field"))?
         .extract()?;
-    let data = match request.get_item("data")? {
+    let data = match request.get_item(intern!(py, "data"))? {
         Some(d) => dict_to_datamap(&d)?,
         None => Default::default(),
     };

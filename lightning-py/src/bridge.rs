@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 
-use crate::runtime::{forked_error, handle};
+use crate::origin::Origin;
+use crate::runtime::{forked_error, query_handle};
 
 /// Work to finish on the loop thread.
 pub type Completion = Box<dyn FnOnce(Python<'_>) + Send>;
@@ -52,14 +54,15 @@ impl Shared {
 /// one per loop).
 #[pyclass(frozen, module = "lightning_quic._native", name = "LoopBridge")]
 pub struct LoopBridge {
-    pid: u32,
+    origin: Origin,
     shared: Arc<Shared>,
 }
 
 impl LoopBridge {
-    /// The shared half, for tasks.
+    /// The shared half, for tasks (checked once per query: the fork check without a
+    /// system call).
     pub fn shared(&self) -> PyResult<Arc<Shared>> {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here() {
             return Err(forked_error());
         }
         Ok(self.shared.clone())
@@ -79,7 +82,7 @@ impl LoopBridge {
         }
         let (tx, rx) = async_channel::unbounded();
         Ok(Self {
-            pid: std::process::id(),
+            origin: Origin::here(),
             shared: Arc::new(Shared {
                 tx,
                 rx,
@@ -101,7 +104,7 @@ impl LoopBridge {
 
     /// The reader callback: runs every queued completion on the loop thread.
     fn drain(&self, py: Python<'_>) {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here() {
             return;
         }
         // Order matters. First consume the wake-up bytes, then disarm, then empty the
@@ -144,7 +147,7 @@ where
     C: FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     let shared = bridge.shared()?;
-    let task = handle()?.spawn(async move {
+    let task = query_handle()?.spawn(async move {
         let convert = work.await;
         shared.push(Box::new(move |py| resolve(py, fut, convert)));
     });
@@ -159,14 +162,14 @@ where
 {
     let fut = fut.bind(py);
     if fut
-        .call_method0("done")
+        .call_method0(intern!(py, "done"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
     {
         return;
     }
     let _ = match convert(py) {
-        Ok(value) => fut.call_method1("set_result", (value,)),
-        Err(e) => fut.call_method1("set_exception", (e.into_value(py),)),
+        Ok(value) => fut.call_method1(intern!(py, "set_result"), (value,)),
+        Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
     };
 }

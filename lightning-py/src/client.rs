@@ -13,6 +13,7 @@ use lightning_tokio::{
     ClientBuilder, ClientConfig, HotkeyStatus, Identity, KeypairSigner, LightningClient,
     QuicResponse, ReconnectPolicy, Tokio,
 };
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -21,6 +22,7 @@ use crate::bridge::{spawn, LoopBridge, Ticket};
 use crate::convert::datamap_to_dict;
 use crate::errors::{config_error, connection_error, not_initialized, signing_error, to_py};
 use crate::logging::log_warning;
+use crate::origin::Origin;
 use crate::runtime::{forked_error, handle, wait};
 use crate::stream::StreamingResponse;
 
@@ -31,7 +33,7 @@ const REQUEST_OVERHEAD: usize = 64;
 /// A validator's Lightning client (btlightning's `RustLightning`).
 #[pyclass(frozen, module = "lightning_quic._native", name = "RustLightning")]
 pub struct PyClient {
-    pid: u32,
+    origin: Origin,
     wallet_hotkey: String,
     config: ClientConfig,
     chunk_timeout: Option<Duration>,
@@ -59,7 +61,7 @@ fn secs(name: &str, v: Option<u64>, default: Duration) -> PyResult<Duration> {
 
 impl PyClient {
     fn state(&self) -> PyResult<std::sync::MutexGuard<'_, ClientState>> {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here_exactly() {
             return Err(forked_error());
         }
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
@@ -67,6 +69,16 @@ impl PyClient {
 
     fn client(&self) -> PyResult<LightningClient> {
         self.state()?.client.clone().ok_or_else(not_initialized)
+    }
+
+    /// [`Self::client`] for the per-query asyncio paths: the fork check without a system
+    /// call (see [`crate::origin`]).
+    fn query_client(&self) -> PyResult<LightningClient> {
+        if !self.origin.is_here() {
+            return Err(forked_error());
+        }
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.client.clone().ok_or_else(not_initialized)
     }
 
     fn set_identity(&self, identity: Identity) -> PyResult<()> {
@@ -119,10 +131,10 @@ impl PyClient {
 /// The `SynapseResponse` dict, keys in btlightning's order.
 pub fn response_dict<'py>(py: Python<'py>, r: &QuicResponse) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    dict.set_item("data", datamap_to_dict(py, &r.data)?)?;
-    dict.set_item("success", r.success)?;
-    dict.set_item("latency_ms", r.latency_ms())?;
-    dict.set_item("error", r.error.as_deref())?;
+    dict.set_item(intern!(py, "data"), datamap_to_dict(py, &r.data)?)?;
+    dict.set_item(intern!(py, "success"), r.success)?;
+    dict.set_item(intern!(py, "latency_ms"), r.latency_ms())?;
+    dict.set_item(intern!(py, "error"), r.error.as_deref())?;
     Ok(dict)
 }
 
@@ -229,7 +241,7 @@ impl PyClient {
         }
         config.validate().map_err(|e| config_error(e.to_string()))?;
         Ok(Self {
-            pid: std::process::id(),
+            origin: Origin::here(),
             wallet_hotkey,
             config,
             chunk_timeout: stream_chunk_timeout_secs
@@ -446,7 +458,7 @@ impl PyClient {
         let request = args::request(request)?;
         let timeout = args::timeout(timeout_secs)?;
         self.check_size(&request)?;
-        let client = self.client()?;
+        let client = self.query_client()?;
         spawn(bridge, fut, async move {
             let result = match timeout {
                 Some(t) => client.query_axon_with_timeout(&axon, request, t).await,
@@ -471,7 +483,7 @@ impl PyClient {
         let axon = args::axon(axon_info)?;
         let request = args::request(request)?;
         self.check_size(&request)?;
-        let client = self.client()?;
+        let client = self.query_client()?;
         let chunk_timeout = self.chunk_timeout;
         spawn(bridge, fut, async move {
             let result = client.query_axon_stream(&axon, request).await;
@@ -597,7 +609,7 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 impl Drop for PyClient {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here_exactly() {
             // In a fork child: the endpoint task does not exist here; forget the handles
             // rather than run their destructors against the parent's state.
             let state = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));

@@ -22,6 +22,7 @@ mod executor;
 mod handlers;
 mod logging;
 mod metrics;
+mod origin;
 mod runtime;
 mod server;
 mod stream;
@@ -89,5 +90,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sign_with_seed, m)?)?;
     m.add_function(wrap_pyfunction!(decode_data, m)?)?;
     m.add("MAX_NESTING", convert::MAX_NESTING)?;
+    origin::register_fork_hook(m.py())?;
     Ok(())
 }

@@ -15,11 +15,13 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::runtime::Handle;
 
+use crate::origin::Origin;
+
 /// How often a blocked call wakes to let Python run signal handlers (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
-/// The runtime's handle and the pid it was made in.
-static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
+/// The runtime's handle and the process it was made in.
+static RUNTIME: Mutex<Option<(Origin, Handle)>> = Mutex::new(None);
 
 /// Worker threads of the runtime: `LIGHTNING_QUIC_THREADS`, else 2 (the endpoint tasks are
 /// light; Python work runs on the handler threads, not here).
@@ -31,12 +33,22 @@ fn worker_threads() -> usize {
         .unwrap_or(2)
 }
 
-/// The runtime of this process, created now if needed (or again in a fork child).
+/// The runtime of this process, created now if needed (or again in a fork child,
+/// however the fork was made).
 pub fn handle() -> PyResult<Handle> {
-    let pid = std::process::id();
+    runtime_of(Origin::is_here_exactly)
+}
+
+/// [`handle`] for the per-query asyncio path: tells a fork child without a system call,
+/// when the fork went through Python (see [`crate::origin`]).
+pub fn query_handle() -> PyResult<Handle> {
+    runtime_of(Origin::is_here)
+}
+
+fn runtime_of(is_ours: fn(&Origin) -> bool) -> PyResult<Handle> {
     let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((owner, handle)) = slot.as_ref() {
-        if *owner == pid {
+    if let Some((origin, handle)) = slot.as_ref() {
+        if is_ours(origin) {
             return Ok(handle.clone());
         }
     }
@@ -50,7 +62,7 @@ pub fn handle() -> PyResult<Handle> {
     // Leaked: see the module comment. A parent's runtime inherited by a fork child is
     // leaked too (its threads do not exist there).
     std::mem::forget(runtime);
-    *slot = Some((pid, handle.clone()));
+    *slot = Some((Origin::here(), handle.clone()));
     Ok(handle)
 }
 

@@ -23,6 +23,7 @@ use crate::errors::{config_error, to_py};
 use crate::executor::Pool;
 use crate::handlers::{run_stream, run_unary, PyHandler};
 use crate::logging::log_warning;
+use crate::origin::Origin;
 use crate::runtime::{forked_error, handle, wait};
 
 /// A registered handler and how it answers.
@@ -71,7 +72,7 @@ struct ServerState {
     name = "RustLightningServer"
 )]
 pub struct PyServer {
-    pid: u32,
+    origin: Origin,
     miner_hotkey: String,
     host: String,
     port: u16,
@@ -167,7 +168,7 @@ fn stream_fn(
 
 impl PyServer {
     fn state(&self) -> PyResult<std::sync::MutexGuard<'_, ServerState>> {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here_exactly() {
             return Err(forked_error());
         }
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
@@ -388,7 +389,7 @@ impl PyServer {
         c.validate().map_err(|e| config_error(e.to_string()))?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            pid: std::process::id(),
+            origin: Origin::here(),
             miner_hotkey,
             host,
             port,
@@ -718,7 +719,7 @@ impl PyServer {
 impl Drop for PyServer {
     fn drop(&mut self) {
         let state = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if std::process::id() != self.pid {
+        if !self.origin.is_here_exactly() {
             std::mem::forget(state);
             return;
         }

@@ -15,6 +15,7 @@ use pyo3::types::PyBytes;
 
 use crate::bridge::{spawn, LoopBridge, Ticket};
 use crate::errors::{stream_error, to_py};
+use crate::origin::Origin;
 use crate::runtime::{forked_error, wait};
 
 /// Where the stream is.
@@ -32,7 +33,7 @@ enum State {
     name = "PyStreamingResponse"
 )]
 pub struct StreamingResponse {
-    pid: u32,
+    origin: Origin,
     chunk_timeout: Option<Duration>,
     /// Shared with the task of an async read in progress.
     state: Arc<Mutex<State>>,
@@ -42,7 +43,7 @@ impl StreamingResponse {
     /// Wraps an open stream; `chunk_timeout` bounds each wait for a chunk.
     pub fn new(stream: ChunkStream, chunk_timeout: Option<Duration>) -> Self {
         Self {
-            pid: std::process::id(),
+            origin: Origin::here(),
             chunk_timeout,
             state: Arc::new(Mutex::new(State::Open(stream))),
         }
@@ -52,9 +53,11 @@ impl StreamingResponse {
         lock(&self.state)
     }
 
-    /// Takes the stream for one read; `Err(None)` once it has ended.
-    fn take(&self) -> PyResult<Option<ChunkStream>> {
-        if std::process::id() != self.pid {
+    /// Takes the stream for one read; `Err(None)` once it has ended. `is_ours` is the
+    /// fork check: exact for blocking reads, the one without a system call for asyncio's
+    /// per-chunk reads (see [`crate::origin`]).
+    fn take(&self, is_ours: fn(&Origin) -> bool) -> PyResult<Option<ChunkStream>> {
+        if !is_ours(&self.origin) {
             return Err(forked_error());
         }
         // Bound first: a guard in the match scrutinee would live through the arms.
@@ -119,7 +122,7 @@ impl StreamingResponse {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let Some(mut stream) = self.take()? else {
+        let Some(mut stream) = self.take(Origin::is_here_exactly)? else {
             return Err(PyStopIteration::new_err(()));
         };
         let timeout = self.chunk_timeout;
@@ -140,7 +143,7 @@ impl StreamingResponse {
 
     /// Reads the next chunk for asyncio: resolves `fut` with `bytes`, or `None` at the end.
     fn next_async(&self, bridge: &LoopBridge, fut: Py<PyAny>) -> PyResult<Ticket> {
-        let stream = self.take()?;
+        let stream = self.take(Origin::is_here)?;
         let state = self.state.clone();
         let timeout = self.chunk_timeout;
         spawn(bridge, fut, async move {
@@ -183,7 +186,7 @@ impl StreamingResponse {
 
 impl Drop for StreamingResponse {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
+        if !self.origin.is_here_exactly() {
             let state = std::mem::replace(&mut *lock(&self.state), State::Done);
             std::mem::forget(state);
         }

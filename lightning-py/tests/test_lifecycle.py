@@ -222,6 +222,53 @@ def test_fork_child_gets_clear_error_and_fresh_objects_work() -> None:
     assert out.strip() == "child 0", err
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_gets_clear_error_from_asyncio_queries() -> None:
+    # The asyncio query path tells a fork child by the count Python's after-fork hook
+    # keeps, not by a getpid() per query: this fails (the child would wait on the parent's
+    # endpoint task, which it does not have) if that hook is not registered.
+    proc = spawn(
+        """
+        import asyncio
+        from lightning_quic import AsyncLightning
+
+        server = make_server()
+        server.register_synapse_handler("echo", lambda d: d)
+        server.start()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        c = AsyncLightning(VALIDATOR_HOTKEY)
+        c.set_validator_keypair(VALIDATOR_SEED)
+        ax = axon(server)
+
+        async def query():
+            return await c.query_axon(ax, {"synapse_type": "echo", "data": {"n": 1}})
+
+        async def connect_and_query():
+            await c.initialize_connections([ax])
+            return await query()
+
+        assert asyncio.run(connect_and_query())["data"] == {"n": 1}
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(asyncio.wait_for(query(), 5))
+                os._exit(10)
+            except RuntimeError as e:
+                os._exit(0 if "after fork" in str(e) else 11)
+            except BaseException:
+                os._exit(12)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        # The parent's client is unaffected.
+        assert asyncio.run(query())["data"] == {"n": 1}
+        server.stop()
+        """
+    )
+    code, out, err = finish(proc, timeout=30)
+    assert code == 0, err
+    assert out.strip() == "child 0", err
+
+
 def test_exit_with_a_running_async_server() -> None:
     proc = spawn(
         """
