@@ -8,6 +8,10 @@ btlightning with ``--impl theirs`` (sync API only: btlightning has no asyncio AP
 
 Workloads: the sync API from 1 and 16 threads, and (ours only) the asyncio API at
 concurrency 32. Prints p50/p99 latency and requests per second for each.
+
+``--miner rust`` serves the echo with the Rust CLI (``lightning serve``, from
+``target/release`` or ``target/debug``; build it first) instead of a Python miner, so the
+figures measure the Python validator alone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, List
 
 MINER_SEED = bytes([1] * 32)
@@ -46,6 +51,26 @@ def serve(impl: str, hotkey: str, port: int, handler_threads: int = 0) -> None:
     print("ready", flush=True)
     sys.stdin.read()
     server.stop()
+
+
+def rust_miner(port: int) -> subprocess.Popen:
+    """`lightning serve` with the miner seed on `port`, once it says it is ready."""
+    root = Path(__file__).resolve().parents[2]
+    for profile in ("release", "debug"):
+        exe = root / "target" / profile / "lightning"
+        if exe.exists():
+            break
+    else:
+        raise SystemExit("no lightning CLI under target/: cargo build --release -p lightning-cli")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--seed", MINER_SEED.hex(), "--drivers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    json.loads(proc.stdout.readline())  # the ready line
+    return proc
 
 
 def percentile(samples: List[float], q: float) -> float:
@@ -126,6 +151,8 @@ def main() -> int:
     parser.add_argument("--miner-hotkey", help="SS58 of seed [1]*32 (computed with lightning_quic if omitted)")
     parser.add_argument("--validator-hotkey", help="SS58 of seed [2]*32")
     parser.add_argument("--handler-threads", type=int, default=0, help="our miner's handler_threads (default: its own)")
+    parser.add_argument("--miner", choices=["python", "rust"], default="python",
+                        help="the miner: a Python server of --impl, or the Rust CLI's `lightning serve`")
     args = parser.parse_args()
     if args.miner_hotkey is None or args.validator_hotkey is None:
         from lightning_quic import hotkey_from_seed
@@ -135,14 +162,17 @@ def main() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    miner = subprocess.Popen(
-        [sys.executable, __file__, "_serve", args.impl, args.miner_hotkey, str(port), str(args.handler_threads)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert miner.stdout is not None and miner.stdin is not None
-    assert miner.stdout.readline().strip() == "ready"
+    if args.miner == "rust":
+        miner = rust_miner(port)
+    else:
+        miner = subprocess.Popen(
+            [sys.executable, __file__, "_serve", args.impl, args.miner_hotkey, str(port), str(args.handler_threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert miner.stdout is not None and miner.stdin is not None
+        assert miner.stdout.readline().strip() == "ready"
     try:
         pkg = package(args.impl)
         axon = {"hotkey": args.miner_hotkey, "ip": "127.0.0.1", "port": port}
@@ -156,7 +186,11 @@ def main() -> int:
         if args.impl == "ours":
             asyncio_concurrency(pkg, axon, args.validator_hotkey, 32, args.seconds)
     finally:
-        miner.stdin.close()
+        if args.miner == "rust":
+            miner.terminate()
+        else:
+            assert miner.stdin is not None
+            miner.stdin.close()
         miner.wait(10)
     return 0
 
