@@ -28,6 +28,26 @@ PRELUDE = textwrap.dedent(
 
     def axon(server):
         return {"hotkey": MINER_HOTKEY, "ip": "127.0.0.1", "port": server.port}
+
+    def echo_server():
+        server = make_server()
+        server.register_synapse_handler("echo", lambda d: d)
+        server.start()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def in_fork_child(child):
+        # Runs child() in a fork child that exits with its return value (99 if it raised),
+        # and prints "child <exit code>".
+        pid = os.fork()
+        if pid == 0:
+            try:
+                code = child()
+            except BaseException:
+                code = 99
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
     """
     % str(HERE)
 )
@@ -186,32 +206,29 @@ def test_exit_while_a_handler_is_running() -> None:
 def test_fork_child_gets_clear_error_and_fresh_objects_work() -> None:
     proc = spawn(
         """
-        server = make_server()
-        server.register_synapse_handler("echo", lambda d: d)
-        server.start()
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = echo_server()
         c = client()
         ax = axon(server)
         assert c.query_axon(ax, {"synapse_type": "echo", "data": {}})["success"]
-        pid = os.fork()
-        if pid == 0:
+
+        def child():
             try:
                 c.query_axon(ax, {"synapse_type": "echo", "data": {}})
-                os._exit(10)
+                return 10
             except RuntimeError as e:
                 if "after fork" not in str(e):
-                    os._exit(11)
+                    return 11
             try:
                 server.get_connection_stats()
-                os._exit(12)
+                return 12
             except RuntimeError:
                 pass
             # New objects in the child work (a fresh runtime), against the parent's server.
             fresh = client()
             r = fresh.query_axon(ax, {"synapse_type": "echo", "data": {"child": 1}})
-            os._exit(0 if r["data"] == {"child": 1} else 13)
-        _, status = os.waitpid(pid, 0)
-        print("child", os.waitstatus_to_exitcode(status), flush=True)
+            return 0 if r["data"] == {"child": 1} else 13
+
+        in_fork_child(child)
         # The parent's objects are unaffected.
         assert c.query_axon(ax, {"synapse_type": "echo", "data": {}})["success"]
         server.stop()
@@ -232,10 +249,7 @@ def test_fork_child_gets_clear_error_from_asyncio_queries() -> None:
         import asyncio
         from lightning_quic import AsyncLightning
 
-        server = make_server()
-        server.register_synapse_handler("echo", lambda d: d)
-        server.start()
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = echo_server()
         c = AsyncLightning(VALIDATOR_HOTKEY)
         c.set_validator_keypair(VALIDATOR_SEED)
         ax = axon(server)
@@ -248,17 +262,15 @@ def test_fork_child_gets_clear_error_from_asyncio_queries() -> None:
             return await query()
 
         assert asyncio.run(connect_and_query())["data"] == {"n": 1}
-        pid = os.fork()
-        if pid == 0:
+
+        def child():
             try:
                 asyncio.run(asyncio.wait_for(query(), 5))
-                os._exit(10)
+                return 10
             except RuntimeError as e:
-                os._exit(0 if "after fork" in str(e) else 11)
-            except BaseException:
-                os._exit(12)
-        _, status = os.waitpid(pid, 0)
-        print("child", os.waitstatus_to_exitcode(status), flush=True)
+                return 0 if "after fork" in str(e) else 11
+
+        in_fork_child(child)
         # The parent's client is unaffected.
         assert asyncio.run(query())["data"] == {"n": 1}
         server.stop()
