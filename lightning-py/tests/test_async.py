@@ -206,16 +206,18 @@ async def test_query_axons_async(echo) -> None:
 
 
 async def test_many_loops_sequentially(echo) -> None:
-    # A new event loop per thread gets its own bridge.
-    def in_new_loop() -> Dict[str, Any]:
-        async def go() -> Dict[str, Any]:
+    # A new event loop gets its own bridge, also in a thread whose previous loop has
+    # ended (the façade remembers each thread's last loop: it must not serve the next).
+    def in_new_loops() -> list:
+        async def go(t: int) -> Dict[str, Any]:
             c = await make_client()
-            return await c.query_axon(echo.axon, {"synapse_type": "echo", "data": {"t": 1}})
+            return await c.query_axon(echo.axon, {"synapse_type": "echo", "data": {"t": t}})
 
-        return asyncio.run(go())
+        return [asyncio.run(go(1)), asyncio.run(go(2))]
 
-    r = await asyncio.get_running_loop().run_in_executor(None, in_new_loop)
-    assert r["data"] == {"t": 1}
+    first, second = await asyncio.get_running_loop().run_in_executor(None, in_new_loops)
+    assert first["data"] == {"t": 1}
+    assert second["data"] == {"t": 2}
 
 
 async def test_async_generator_streaming_with_backpressure() -> None:

@@ -61,17 +61,18 @@ def _running() -> "tuple[asyncio.AbstractEventLoop, LoopBridge]":
 
     On Python 3.11, ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (its
     fork check): 8% of an asyncio validator's time at c=32 on a VM. A thread runs one loop
-    at a time, and asyncio's loops mark the thread they run on (``_thread_id``, set for
-    exactly as long as ``run_forever`` runs), so the loop this thread used last is still
-    the running one when it says it runs here. Loops without that mark (uvloop) take the
-    general way every time.
+    at a time, and asyncio's own loops (``BaseEventLoop``) mark the thread they run on
+    (``_thread_id``, set for exactly as long as ``run_forever`` runs), so the loop this
+    thread used last is still the running one when it says it runs here. Other loops
+    (uvloop) are not remembered and take the general way every time.
     """
     recent = getattr(_recent, "pair", None)
-    if recent is not None and getattr(recent[0], "_thread_id", None) == threading.get_ident():
+    if recent is not None and recent[0]._thread_id == threading.get_ident():
         return recent  # type: ignore[no-any-return]
     loop = asyncio.get_running_loop()
     pair = (loop, _bridge(loop))
-    _recent.pair = pair
+    if isinstance(loop, asyncio.BaseEventLoop):
+        _recent.pair = pair
     return pair
 
 
