@@ -18,11 +18,11 @@ PRELUDE = textwrap.dedent(
     import os, sys, threading, time
     sys.path.insert(0, %r)
     from conftest import MINER_HOTKEY, MINER_SEED, VALIDATOR_HOTKEY, VALIDATOR_SEED, make_server
-    from lightning_quic import Lightning
+    from lightning_quic import Lightning, hotkey_from_seed
 
-    def client():
-        c = Lightning(VALIDATOR_HOTKEY)
-        c.set_validator_keypair(VALIDATOR_SEED)
+    def client(seed=VALIDATOR_SEED):
+        c = Lightning(hotkey_from_seed(seed))
+        c.set_validator_keypair(seed)
         c.initialize_connections([])
         return c
 
@@ -224,7 +224,10 @@ def test_fork_child_gets_clear_error_and_fresh_objects_work() -> None:
             except RuntimeError:
                 pass
             # New objects in the child work (a fresh runtime), against the parent's server.
-            fresh = client()
+            # Under another validator key: the miner keeps one connection per hotkey, so
+            # the parent's own key would replace the parent's connection, and the parent's
+            # next query could fail with "replaced" (seen once in CI).
+            fresh = client(bytes([3] * 32))
             r = fresh.query_axon(ax, {"synapse_type": "echo", "data": {"child": 1}})
             return 0 if r["data"] == {"child": 1} else 13
 
