@@ -21,7 +21,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::origin::Origin;
-use crate::runtime::{forked_error, query_handle};
+use crate::runtime::query_handle;
 
 /// Work to finish on the loop thread.
 pub type Completion = Box<dyn FnOnce(Python<'_>) + Send>;
@@ -62,9 +62,7 @@ impl LoopBridge {
     /// The shared half, for tasks (checked once per query: the fork check without a
     /// system call).
     pub fn shared(&self) -> PyResult<Arc<Shared>> {
-        if !self.origin.is_here() {
-            return Err(forked_error());
-        }
+        self.origin.check(Origin::is_here)?;
         Ok(self.shared.clone())
     }
 }

@@ -23,7 +23,7 @@ use crate::convert::datamap_to_dict;
 use crate::errors::{config_error, connection_error, not_initialized, signing_error, to_py};
 use crate::logging::log_warning;
 use crate::origin::Origin;
-use crate::runtime::{forked_error, handle, wait};
+use crate::runtime::{handle, wait};
 use crate::stream::StreamingResponse;
 
 /// Bytes the request message adds around its data map (framing, keys, synapse name
@@ -61,9 +61,16 @@ fn secs(name: &str, v: Option<u64>, default: Duration) -> PyResult<Duration> {
 
 impl PyClient {
     fn state(&self) -> PyResult<std::sync::MutexGuard<'_, ClientState>> {
-        if !self.origin.is_here_exactly() {
-            return Err(forked_error());
-        }
+        self.state_checked(Origin::is_here_exactly)
+    }
+
+    /// The state, after the fork check `is_ours`: exact for everything but the per-query
+    /// asyncio paths, which take the one without a system call (see [`crate::origin`]).
+    fn state_checked(
+        &self,
+        is_ours: fn(&Origin) -> bool,
+    ) -> PyResult<std::sync::MutexGuard<'_, ClientState>> {
+        self.origin.check(is_ours)?;
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -71,13 +78,9 @@ impl PyClient {
         self.state()?.client.clone().ok_or_else(not_initialized)
     }
 
-    /// [`Self::client`] for the per-query asyncio paths: the fork check without a system
-    /// call (see [`crate::origin`]).
+    /// [`Self::client`] for the per-query asyncio paths.
     fn query_client(&self) -> PyResult<LightningClient> {
-        if !self.origin.is_here() {
-            return Err(forked_error());
-        }
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state_checked(Origin::is_here)?;
         state.client.clone().ok_or_else(not_initialized)
     }
 

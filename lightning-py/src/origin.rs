@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -61,4 +62,21 @@ impl Origin {
     pub fn is_here_exactly(&self) -> bool {
         self.is_here() && self.pid == std::process::id()
     }
+
+    /// `Ok` while `is_ours` ([`Self::is_here`] or [`Self::is_here_exactly`]) says this is
+    /// still the process of origin, else [`forked_error`].
+    pub fn check(&self, is_ours: fn(&Origin) -> bool) -> PyResult<()> {
+        if is_ours(self) {
+            Ok(())
+        } else {
+            Err(forked_error())
+        }
+    }
+}
+
+/// The error every object made before a `fork` raises in the child.
+pub fn forked_error() -> PyErr {
+    PyRuntimeError::new_err(
+        "lightning_quic objects cannot be used after fork(); create them in the child process",
+    )
 }

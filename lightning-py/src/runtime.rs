@@ -89,10 +89,3 @@ where
         }
     }
 }
-
-/// The error every object made before a `fork` raises in the child.
-pub fn forked_error() -> PyErr {
-    PyRuntimeError::new_err(
-        "lightning_quic objects cannot be used after fork(); create them in the child process",
-    )
-}

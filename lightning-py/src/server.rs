@@ -24,7 +24,7 @@ use crate::executor::Pool;
 use crate::handlers::{run_stream, run_unary, PyHandler};
 use crate::logging::log_warning;
 use crate::origin::Origin;
-use crate::runtime::{forked_error, handle, wait};
+use crate::runtime::{handle, wait};
 
 /// A registered handler and how it answers.
 #[derive(Clone)]
@@ -168,9 +168,7 @@ fn stream_fn(
 
 impl PyServer {
     fn state(&self) -> PyResult<std::sync::MutexGuard<'_, ServerState>> {
-        if !self.origin.is_here_exactly() {
-            return Err(forked_error());
-        }
+        self.origin.check(Origin::is_here_exactly)?;
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -16,7 +16,7 @@ use pyo3::types::PyBytes;
 use crate::bridge::{spawn, LoopBridge, Ticket};
 use crate::errors::{stream_error, to_py};
 use crate::origin::Origin;
-use crate::runtime::{forked_error, wait};
+use crate::runtime::wait;
 
 /// Where the stream is.
 enum State {
@@ -57,9 +57,7 @@ impl StreamingResponse {
     /// fork check: exact for blocking reads, the one without a system call for asyncio's
     /// per-chunk reads (see [`crate::origin`]).
     fn take(&self, is_ours: fn(&Origin) -> bool) -> PyResult<Option<ChunkStream>> {
-        if !is_ours(&self.origin) {
-            return Err(forked_error());
-        }
+        self.origin.check(is_ours)?;
         // Bound first: a guard in the match scrutinee would live through the arms.
         let taken = std::mem::replace(&mut *self.lock(), State::Busy);
         match taken {
