@@ -8,7 +8,8 @@ processes on loopback. Outside CI; numbers are reported, not asserted.
 The payload is ``--size`` random bytes: a ``bytes`` field over Lightning (MessagePack
 binary), base64 text in a ``str`` field for bittensor (its JSON body cannot hold bytes, as
 btlightning's published comparison did). Reports p50/p95/p99 latency at concurrency 1 and
-requests per second at concurrency 32, one JSON line each.
+requests per second at concurrency 32 with the CPU time each process spent per request,
+one JSON line each.
 """
 
 from __future__ import annotations
@@ -64,9 +65,16 @@ def miner(impl: str, port: int, wallets: str) -> None:
     """Serves the echo until stdin closes."""
     Echo = echo_class(impl)
 
+    mode = os.environ.get("BENCH_FORWARD", "sync")
+
     def forward(synapse: Echo) -> Echo:  # type: ignore[valid-type]
         return synapse
 
+    async def forward_async(synapse: Echo) -> Echo:  # type: ignore[valid-type]
+        return synapse
+
+    if mode == "async" and impl != "bittensor":
+        forward = forward_async  # type: ignore[assignment]
     forward.__annotations__["synapse"] = Echo
     if impl == "bittensor":
         import bittensor as bt
@@ -77,7 +85,7 @@ def miner(impl: str, port: int, wallets: str) -> None:
 
         axon = Axon(
             seed=MINER_SEED, host="127.0.0.1", port=port,
-            forward_in_threads=os.environ.get("BENCH_FORWARD_IN_THREADS", "1") == "1",
+            forward_in_threads=mode != "loop",
         )
     axon.attach(forward_fn=forward)
     axon.start()
@@ -94,12 +102,19 @@ def miner(impl: str, port: int, wallets: str) -> None:
     axon.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all threads (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(samples: List[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def validator(impl: str, port: int, wallets: str, size: int, seconds: float) -> None:
+async def validator(impl: str, port: int, wallets: str, size: int, seconds: float, miner_pid: int) -> None:
     Echo = echo_class(impl)
     raw = os.urandom(size)
     payload: Any = base64.b64encode(raw).decode() if impl == "bittensor" else raw
@@ -152,9 +167,15 @@ async def validator(impl: str, port: int, wallets: str, size: int, seconds: floa
             done += 1
 
     t = time.perf_counter()
+    cpu = (cpu_seconds(os.getpid()), cpu_seconds(miner_pid))
     await asyncio.gather(*(worker() for _ in range(32)))
     elapsed = time.perf_counter() - t
-    print(json.dumps({"impl": impl, "size": size, "workload": "c=32", "rps": round(done / elapsed, 1), "n": done}), flush=True)
+    used = (cpu_seconds(os.getpid()) - cpu[0], cpu_seconds(miner_pid) - cpu[1])
+    print(json.dumps({
+        "impl": impl, "size": size, "workload": "c=32", "rps": round(done / elapsed, 1), "n": done,
+        "validator_cpu_us": round(used[0] / max(done, 1) * 1e6, 1),
+        "miner_cpu_us": round(used[1] / max(done, 1) * 1e6, 1),
+    }), flush=True)
     close = getattr(dendrite, "aclose_session", None)
     if close is not None:
         await close()
@@ -187,7 +208,7 @@ def main() -> None:
                 if proc.poll() is not None:
                     raise SystemExit("miner exited")
             for size in a.size:
-                asyncio.run(validator(a.impl, port, wallets, size, a.seconds))
+                asyncio.run(validator(a.impl, port, wallets, size, a.seconds, proc.pid))
         finally:
             assert proc.stdin is not None
             proc.stdin.close()
