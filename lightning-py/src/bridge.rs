@@ -154,7 +154,9 @@ where
     })
 }
 
-fn resolve<C>(py: Python<'_>, fut: Py<PyAny>, convert: C)
+/// Resolves the asyncio future `fut` with what `convert` gives, on the loop thread;
+/// nothing is done if it is already done (cancelled).
+pub fn resolve<C>(py: Python<'_>, fut: Py<PyAny>, convert: C)
 where
     C: FnOnce(Python<'_>) -> PyResult<Py<PyAny>>,
 {

@@ -47,10 +47,11 @@ impl Pool {
         });
         for i in 0..threads.max(1) {
             let shared = shared.clone();
+            let thread_name = format!("{name}-{i}");
             std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
+                .name(thread_name.clone())
                 .stack_size(STACK_BYTES)
-                .spawn(move || worker(&shared))?;
+                .spawn(move || worker(&shared, &thread_name))?;
         }
         Ok(Pool { shared })
     }
@@ -75,9 +76,27 @@ impl Pool {
     }
 }
 
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, thread_name: &str) {
     // `try_attach`: an interpreter that is already finalizing gets no new Python thread.
-    let _ = Python::try_attach(|py| loop {
+    let _ = Python::try_attach(|py| {
+        name_python_thread(py, thread_name);
+        serve(py, shared);
+    });
+}
+
+/// Gives the thread its pool name in Python too (`threading.current_thread().name`, what
+/// logging's `%(threadName)s` shows), instead of the `Dummy-<n>` of a foreign thread.
+/// Cosmetic: a failure (an interpreter shutting down) is ignored.
+fn name_python_thread(py: Python<'_>, thread_name: &str) {
+    let _ = py
+        .import("threading")
+        .and_then(|t| t.call_method0("current_thread"))
+        .and_then(|t| t.setattr("name", thread_name));
+}
+
+/// Runs jobs until the pool is closed and its queue is empty.
+fn serve(py: Python<'_>, shared: &Shared) {
+    loop {
         while let Ok(job) = shared.rx.try_recv() {
             if !shared.rx.is_empty() {
                 // More work than this thread is about to do: wake a helper in case this
@@ -95,5 +114,5 @@ fn worker(shared: &Shared) {
             continue;
         }
         py.detach(|| listener.wait());
-    });
+    }
 }

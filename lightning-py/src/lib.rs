@@ -22,6 +22,7 @@ mod executor;
 mod handlers;
 mod logging;
 mod metrics;
+mod offload;
 mod origin;
 mod runtime;
 mod server;
@@ -84,6 +85,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Ticket>()?;
     m.add_class::<coro::Responder>()?;
     m.add_class::<coro::StreamSink>()?;
+    m.add_class::<offload::ThreadPool>()?;
     m.add_function(wrap_pyfunction!(context::current_request, m)?)?;
     m.add_function(wrap_pyfunction!(encode_data, m)?)?;
     m.add_function(wrap_pyfunction!(hotkey_from_seed, m)?)?;

@@ -14,7 +14,6 @@ in ``error``; the text of an unexpected exception never leaves the miner.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import threading
@@ -23,8 +22,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, Optional
 
-from .._aio import AsyncLightningServer, Refusal
-from .._native import RequestContext
+from .._aio import AsyncLightningServer, Refusal, _running
+from .._native import RequestContext, ThreadPool
 from .._sync import QuicAxonInfo
 from ._errors import (
     BlacklistedException,
@@ -152,7 +151,7 @@ class Axon:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._gate: Optional[PriorityGate] = None
-        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pool: Optional[ThreadPool] = None
         self._addr_cache: Optional[tuple] = None
         self.started = False
 
@@ -217,9 +216,7 @@ class Axon:
         self._addr_cache = None  # the port may differ from the last start
         self._gate = PriorityGate(self.max_workers)
         # Made here, not in __init__: no threads before serving, and a fresh pool after stop().
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.max_workers, thread_name_prefix="axon-forward"
-        )
+        self._pool = ThreadPool("axon-forward", self.max_workers)
         for name, entry in self._attached.items():
             self._register(name, entry)
         await self._server.start()
@@ -232,7 +229,7 @@ class Axon:
             await self._server.stop()
         self.started = False
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
 
     def start(self) -> "Axon":
@@ -339,11 +336,22 @@ class Axon:
             # bittensor's way: quick plain functions run on the loop, no thread hop.
             result = fn(synapse)
             return await result if inspect.isawaitable(result) else result
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, fn, synapse)
+        result = await self._offload(fn, synapse)
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    async def _offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the forward pool. Cheaper than ``run_in_executor`` (one native
+        job; the result comes back through the loop bridge); a cancelled call that no
+        thread has taken yet is skipped."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("the axon is not serving")
+        loop, bridge = _running()
+        fut = loop.create_future()
+        pool.submit(bridge, fut, fn, args)
+        return await fut
 
     def _refusal(self, exc: BaseException, synapse: Any) -> Refusal:
         code, message, expected = status_for_exception(exc)
@@ -383,7 +391,6 @@ class Axon:
         synapse = self._prepare(entry, data, ctx)
         gate = self._gate
         assert gate is not None
-        loop = asyncio.get_running_loop()
         acquired = False
         try:
             priority = await self._admit(entry, synapse)
@@ -401,7 +408,7 @@ class Axon:
                 it = iter(produced)
                 while True:
                     # Each step of a sync generator runs on the pool, not the loop.
-                    item = await loop.run_in_executor(self._pool, next, it, _END)
+                    item = await self._offload(next, it, _END)
                     if item is _END:
                         break
                     yield _chunk(item)
