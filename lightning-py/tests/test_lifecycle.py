@@ -397,3 +397,40 @@ def test_dropping_a_server_while_its_handler_runs() -> None:
     code, out, err = finish(proc, timeout=30)
     assert code == 0, err
     assert out.strip() == "done 1"
+
+
+def test_exit_with_a_running_synapse_axon_and_a_forward_in_its_pool() -> None:
+    pytest.importorskip("pydantic")
+    proc = spawn(
+        """
+        import asyncio
+        from lightning_quic.synapse import Axon, Dendrite, Synapse
+
+        class Echo(Synapse):
+            value: int = 0
+
+        started = threading.Event()
+
+        def forward(synapse: Echo) -> Echo:
+            if synapse.value == 2:
+                started.set()
+                time.sleep(60)  # still running on a pool thread when the process exits
+            return synapse
+
+        axon = Axon(seed=MINER_SEED, host="127.0.0.1", port=0).attach(forward).start()
+
+        async def main():
+            d = Dendrite(seed=VALIDATOR_SEED)
+            r = await d(axon, Echo(value=1), deserialize=False)
+            print("ok" if r.is_success and r.value == 1 else r.dendrite, flush=True)
+            asyncio.ensure_future(d(axon, Echo(value=2), timeout=60))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+        print("exiting", flush=True)
+        """
+    )
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert out.split() == ["ok", "exiting"]
