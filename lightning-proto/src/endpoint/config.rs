@@ -13,10 +13,11 @@ use quinn_proto::{congestion, IdleTimeout, MtuDiscoveryConfig, TransportConfig, 
 /// an Ethernet path carries over IPv6 (1,500 bytes less 40 of IPv6 and 8 of UDP header).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1_452;
 
-/// The path MTU discovery ceiling towards a peer on a loopback address (with Cubic and
-/// NewReno; see [`TransportOptions::mtu_ceiling`]): the largest UDP payload IPv4
-/// carries. A loopback device's MTU is 64 KiB on Linux (16 KiB on macOS,
-/// where discovery stops lower), so packets that large cut the per-packet work of a
+/// The packet size towards a peer on a loopback address, where connections start at it
+/// rather than probing up to it (with Cubic and NewReno; see
+/// [`TransportOptions::mtu_ceiling`]): the largest UDP payload IPv4 carries. A loopback
+/// device's MTU is 64 KiB on Linux (16 KiB on macOS, where black-hole detection brings a
+/// connection down to 1,200 bytes and discovery then stops below 16 KiB), so packets that large cut the per-packet work of a
 /// validator and a miner on one host to a fraction (1 KB requests are packed dozens to
 /// a packet; a 1 MB answer is 16 packets instead of 720). Other paths are not probed
 /// that high by default: quinn counts a probe against the congestion window until it is
@@ -30,8 +31,8 @@ pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
-/// The least initial congestion window of a connection whose MTU discovery may probe up
-/// to [`LOOPBACK_MAX_UDP_PAYLOAD`]: four of its largest probes.
+/// The least initial congestion window of a connection that starts at
+/// [`LOOPBACK_MAX_UDP_PAYLOAD`]: four of its packets.
 const LOOPBACK_INITIAL_WINDOW: u64 = 4 * LOOPBACK_MAX_UDP_PAYLOAD as u64;
 
 /// The largest UDP payload we accept from a peer (its `max_udp_payload_size` transport
@@ -297,14 +298,26 @@ impl TransportOptions {
             let ceiling = self.mtu_ceiling(loopback);
             let mut mtud = MtuDiscoveryConfig::default();
             mtud.upper_bound(ceiling);
+            if ceiling > self.max_udp_payload {
+                // Start at the ceiling instead of probing up to it. A probe is a PING padded
+                // with one-byte PADDING frames, which quinn reads one frame at a time: a
+                // 64 KiB probe costs its receiver ~1.3 ms of CPU on the 2-core VM, with its
+                // endpoint task doing nothing else meanwhile. The binary search from 1,200
+                // bytes (~12 probes each way, 1.4 MiB) made `lightning query` on loopback
+                // take 3.6 ms to connect and 3.3-4.2 ms (up to 23) for its first answer;
+                // starting at the ceiling, 1.9-2.3 ms and 0.18 ms. Initial packets are still
+                // padded to 1,200 bytes only (`min_mtu`). Where the loopback address fronts
+                // a smaller path (a local relay, macOS's 16 KiB loopback), quinn's black-hole
+                // detection drops the connection to 1,200 bytes after the first large
+                // packets are lost, and discovery searches upwards again after its cooldown.
+                t.initial_mtu(ceiling);
+            }
             t.mtu_discovery_config(Some(mtud));
             if ceiling > self.max_udp_payload {
-                // quinn counts a probe against the congestion window until it is acked or
-                // lost, so with Cubic's 14,720-byte start a 33 KB probe held back every
-                // answer for its round trip: in the simulator (20 ms each way) the first
-                // query took 5.1 RTT instead of 2, and over a 1,500-byte path behind a
-                // loopback address (a local relay or port forward) early queries took
-                // 6-24 RTT while probes failed. Four probes' worth lets data pass them.
+                // Cubic's 14,720-byte start is less than one such packet. (When these
+                // connections still probed up to it, a 33 KB probe counted against that
+                // window held back every answer for its round trip: in the simulator, 20 ms
+                // each way, the first query took 5.1 RTT instead of 2.)
                 Some(
                     self.initial_window
                         .unwrap_or(0)
