@@ -154,6 +154,14 @@ where
     })
 }
 
+/// Whether an asyncio future is done (resolved or cancelled); a future that cannot say
+/// counts as done, so nothing is run or set for it.
+pub fn is_done(fut: &Bound<'_, PyAny>) -> bool {
+    fut.call_method0(intern!(fut.py(), "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+}
+
 /// Resolves the asyncio future `fut` with what `convert` gives, on the loop thread;
 /// nothing is done if it is already done (cancelled).
 pub fn resolve<C>(py: Python<'_>, fut: Py<PyAny>, convert: C)
@@ -161,11 +169,7 @@ where
     C: FnOnce(Python<'_>) -> PyResult<Py<PyAny>>,
 {
     let fut = fut.bind(py);
-    if fut
-        .call_method0(intern!(py, "done"))
-        .and_then(|d| d.is_truthy())
-        .unwrap_or(true)
-    {
+    if is_done(fut) {
         return;
     }
     let _ = match convert(py) {

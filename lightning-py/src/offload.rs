@@ -11,11 +11,10 @@
 use std::sync::Arc;
 
 use pyo3::exceptions::PyRuntimeError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::bridge::{resolve, LoopBridge, Shared};
+use crate::bridge::{is_done, resolve, LoopBridge, Shared};
 use crate::executor::Pool;
 use crate::origin::Origin;
 
@@ -57,12 +56,7 @@ impl ThreadPool {
         self.origin.check(Origin::is_here)?;
         let shared: Arc<Shared> = bridge.shared()?;
         let queued = self.pool.submit(Box::new(move |py| {
-            let pending = fut.bind(py);
-            if pending
-                .call_method0(intern!(py, "done"))
-                .and_then(|d| d.is_truthy())
-                .unwrap_or(true)
-            {
+            if is_done(fut.bind(py)) {
                 return;
             }
             let result = func.call1(py, args.bind(py));
