@@ -17,8 +17,8 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1_452;
 /// rather than probing up to it (with Cubic and NewReno; see
 /// [`TransportOptions::mtu_ceiling`]): the largest UDP payload IPv4 carries. A loopback
 /// device's MTU is 64 KiB on Linux (16 KiB on macOS, where black-hole detection brings a
-/// connection down to 1,200 bytes and discovery then stops below 16 KiB), so packets that large cut the per-packet work of a
-/// validator and a miner on one host to a fraction (1 KB requests are packed dozens to
+/// connection down to 1,200 bytes and discovery then stops below 16 KiB), so packets
+/// that large cut the per-packet work of a validator and a miner on one host to a fraction (1 KB requests are packed dozens to
 /// a packet; a 1 MB answer is 16 packets instead of 720). Other paths are not probed
 /// that high by default: quinn counts a probe against the congestion window until it is
 /// acknowledged or lost, so probes far above a 1,500-byte path's MTU would hold back
@@ -304,7 +304,7 @@ impl TransportOptions {
                 // 64 KiB probe costs its receiver ~1.3 ms of CPU on the 2-core VM, with its
                 // endpoint task doing nothing else meanwhile. The binary search from 1,200
                 // bytes (~12 probes each way, 1.4 MiB) made `lightning query` on loopback
-                // take 3.6 ms to connect and 3.3-4.2 ms (up to 23) for its first answer;
+                // take 3.6 ms to connect and 3.3-4.4 ms (up to 42) for its first answer;
                 // starting at the ceiling, 1.9-2.3 ms and 0.18 ms. Initial packets are still
                 // padded to 1,200 bytes only (`min_mtu`). Where the loopback address fronts
                 // a smaller path (a local relay, macOS's 16 KiB loopback), quinn's black-hole
