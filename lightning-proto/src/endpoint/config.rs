@@ -298,6 +298,7 @@ impl TransportOptions {
             let ceiling = self.mtu_ceiling(loopback);
             let mut mtud = MtuDiscoveryConfig::default();
             mtud.upper_bound(ceiling);
+            t.mtu_discovery_config(Some(mtud));
             if ceiling > self.max_udp_payload {
                 // Start at the ceiling instead of probing up to it. A probe is a PING padded
                 // with one-byte PADDING frames, which quinn reads one frame at a time: a
@@ -311,9 +312,6 @@ impl TransportOptions {
                 // detection drops the connection to 1,200 bytes after the first large
                 // packets are lost, and discovery searches upwards again after its cooldown.
                 t.initial_mtu(ceiling);
-            }
-            t.mtu_discovery_config(Some(mtud));
-            if ceiling > self.max_udp_payload {
                 // Cubic's 14,720-byte start is less than one such packet. (When these
                 // connections still probed up to it, a 33 KB probe counted against that
                 // window held back every answer for its round trip: in the simulator, 20 ms
