@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, List
+from typing import List
 
 import pytest
 
-from lightning_quic._aio import _running
+from lightning_quic._aio import _offload as offload
 from lightning_quic._native import ThreadPool
 
 pytestmark = pytest.mark.asyncio
-
-
-async def offload(pool: ThreadPool, fn: Callable[..., Any], *args: Any) -> Any:
-    loop, bridge = _running()
-    fut = loop.create_future()
-    pool.submit(bridge, fut, fn, args)
-    return await fut
 
 
 async def test_calls_run_on_the_pool_threads_with_their_arguments() -> None:

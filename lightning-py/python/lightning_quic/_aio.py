@@ -89,6 +89,16 @@ async def _run(start: Callable[[LoopBridge, "asyncio.Future[Any]"], Any]) -> Any
         raise
 
 
+async def _offload(pool: "_native.ThreadPool", fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on a native ``ThreadPool``, awaited on the running loop: one native job,
+    the result back through the loop bridge (cheaper than ``run_in_executor``). A call
+    cancelled before a pool thread takes it is skipped."""
+    loop, bridge = _running()
+    fut = loop.create_future()
+    pool.submit(bridge, fut, fn, args)
+    return await fut
+
+
 class AsyncStreamingResponse:
     """The chunks of a streaming query: ``async for chunk in stream``; ``async with`` or
     :meth:`close` cancels the rest on the wire."""

@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, Optional
 
-from .._aio import AsyncLightningServer, Refusal, _running
+from .._aio import AsyncLightningServer, Refusal, _offload
 from .._native import RequestContext, ThreadPool
 from .._sync import QuicAxonInfo
 from ._errors import (
@@ -342,16 +342,11 @@ class Axon:
         return result
 
     async def _offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the forward pool. Cheaper than ``run_in_executor`` (one native
-        job; the result comes back through the loop bridge); a cancelled call that no
-        thread has taken yet is skipped."""
+        """``fn(*args)`` on the forward pool."""
         pool = self._pool
         if pool is None:
             raise RuntimeError("the axon is not serving")
-        loop, bridge = _running()
-        fut = loop.create_future()
-        pool.submit(bridge, fut, fn, args)
-        return await fut
+        return await _offload(pool, fn, *args)
 
     def _refusal(self, exc: BaseException, synapse: Any) -> Refusal:
         code, message, expected = status_for_exception(exc)
