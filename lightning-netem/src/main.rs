@@ -175,6 +175,9 @@ fn main() -> ExitCode {
             relay(&options, config).await
         }
     });
+    // The stdin reader is a blocking thread that a still-open stdin (a terminal, a pipe)
+    // never lets finish; waiting for it would keep an interrupted relay from exiting.
+    runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
