@@ -228,6 +228,11 @@ async fn relay(o: &Options, config: RelayConfig) -> Result<(), String> {
     let seed = config.seed;
     let relay = Relay::start(listen, to, config).map_err(|e| format!("cannot listen: {e}"))?;
     let handle = relay.handle();
+    // Registered before the ready line and kept for the whole run: an interrupt sent as
+    // soon as the relay says it is ready, or while stdin reaches its end, is not lost (a
+    // listener created later would not see it).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot watch for SIGINT: {e}"))?;
     println!(
         "{{\"listen\":\"{}\",\"to\":\"{to}\",\"profile\":\"{}\",\"seed\":{seed}}}",
         relay.local_addr(),
@@ -249,11 +254,11 @@ async fn relay(o: &Options, config: RelayConfig) -> Result<(), String> {
     loop {
         let line = tokio::select! {
             line = lines.next_line() => line,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         };
         let Ok(Some(line)) = line else {
             // stdin closed: keep relaying until interrupted.
-            let _ = tokio::signal::ctrl_c().await;
+            interrupt.recv().await;
             break;
         };
         let words: Vec<&str> = line.split_whitespace().collect();
