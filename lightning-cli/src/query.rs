@@ -67,13 +67,15 @@ pub struct QueryArgs {
     pub json: bool,
 
     /// Congestion controller for what this validator sends: cubic (the default, as
-    /// btlightning), newreno, or bbr (keeps its rate on long lossy paths).
+    /// btlightning), newreno, or bbr: keeps its rate on long lossy paths, but where the
+    /// bottleneck queue holds a round trip's worth or less it loses 20-45% of its packets
+    /// and crowds out other flows (benches/results/bottleneck.md).
     #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
     pub congestion: CongestionControl,
 
     /// Largest packet path MTU discovery tries towards a miner on another host, in bytes
     /// (1200 to 65527; default 1452). Raise it only where every path carries jumbo
-    /// frames; a miner on a loopback address is probed up to 64 KiB anyway.
+    /// frames; towards a miner on a loopback address packets are 64 KiB anyway.
     #[arg(long, value_name = "BYTES")]
     pub max_udp_payload: Option<u16>,
 

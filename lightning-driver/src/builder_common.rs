@@ -52,7 +52,8 @@ macro_rules! shared_builder_setters {
 
         /// The congestion controller of every connection: Cubic by default, as the
         /// reference; [`CongestionControl::Bbr`](crate::CongestionControl::Bbr) keeps its
-        /// throughput on long lossy paths (README, Performance). Both ends choose for
+        /// throughput on long lossy paths, at a cost to shallow bottlenecks and the flows
+        /// sharing them (its documentation; README, Performance). Both ends choose for
         /// what they send: a validator's for its requests, a miner's for its answers.
         pub fn congestion(mut self, congestion: crate::CongestionControl) -> Self {
             self.config.transport.congestion = congestion;
@@ -61,7 +62,7 @@ macro_rules! shared_builder_setters {
 
         /// The largest UDP payload path MTU discovery tries towards other hosts (1,452
         /// bytes by default, an Ethernet path's; 1,200 to 65,527). Raise it where every
-        /// path carries jumbo frames. A peer on a loopback address is probed up to
+        /// path carries jumbo frames. Towards a peer on a loopback address packets are
         /// 64 KiB whatever this says (with Cubic and NewReno, not BBR).
         pub fn max_udp_payload(mut self, bytes: u16) -> Self {
             self.config.transport.max_udp_payload = bytes;

@@ -78,11 +78,13 @@ class Lightning:
     ``congestion``: the congestion controller for what this validator sends, ``"cubic"``
     (default, as btlightning), ``"newreno"`` or ``"bbr"``, which keeps its rate on long
     paths with random loss (a 1 MB echo across an emulated 160 ms, 1%-loss path: about
-    1 s against 11-15 s with cubic). The miner chooses for its answers.
+    1 s against 11-15 s with cubic), but where a bottleneck's queue holds a round trip's
+    worth or less loses 20-45% of its packets and crowds out other flows (README,
+    "Long, lossy paths"). The miner chooses for its answers.
 
     ``max_udp_payload``: the largest packet path MTU discovery tries towards other hosts,
     in bytes (1200 to 65527; default 1452, an Ethernet path's). Raise it only where every
-    path carries jumbo frames. A miner on a loopback address is probed up to 64 KiB
+    path carries jumbo frames. Towards a miner on a loopback address packets are 64 KiB
     whatever this says (except with ``"bbr"``).
     """
 
