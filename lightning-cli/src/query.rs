@@ -68,7 +68,7 @@ pub struct QueryArgs {
 
     /// Congestion controller for what this validator sends: cubic (the default, as
     /// btlightning), newreno, or bbr: keeps its rate on long lossy paths, but where the
-    /// bottleneck queue holds a round trip's worth or less it loses 20-45% of its packets
+    /// bottleneck queue holds a round trip's worth or less it loses 21-46% of its packets
     /// and crowds out other flows (benches/results/bottleneck.md).
     #[arg(long, value_name = "NAME", default_value_t = CongestionControl::Cubic)]
     pub congestion: CongestionControl,

@@ -79,7 +79,7 @@ class Lightning:
     (default, as btlightning), ``"newreno"`` or ``"bbr"``, which keeps its rate on long
     paths with random loss (a 1 MB echo across an emulated 160 ms, 1%-loss path: about
     1 s against 11-15 s with cubic), but where a bottleneck's queue holds a round trip's
-    worth or less loses 20-45% of its packets and crowds out other flows (README,
+    worth or less loses 21-46% of its packets and crowds out other flows (README,
     "Long, lossy paths"). The miner chooses for its answers.
 
     ``max_udp_payload``: the largest packet path MTU discovery tries towards other hosts,
