@@ -53,6 +53,7 @@ def host_address() -> str:
 
 
 def start_miner() -> tuple[subprocess.Popen, str, int]:
+    """A `lightning serve` on a free loopback port: the process, its hotkey, its port."""
     miner = subprocess.Popen(
         [str(RELEASE / "lightning"), "serve", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -68,6 +69,8 @@ def start_miner() -> tuple[subprocess.Popen, str, int]:
 
 
 def start_relay(host: str, miner_port: int, args: argparse.Namespace, queue: int):
+    """A `lightning-netem` relay on `host` towards the miner: the bottleneck (both
+    directions alike), and the port it listens on."""
     relay = subprocess.Popen(
         [
             str(RELEASE / "lightning-netem"),
@@ -101,6 +104,8 @@ def relay_drops(relay: subprocess.Popen) -> tuple[int, int]:
 
 
 def query(host: str, port: int, hotkey: str, congestion: str, args: argparse.Namespace):
+    """One validator uploading `args.requests` requests through the relay under
+    `congestion`, two at a time."""
     return subprocess.Popen(
         [
             str(RELEASE / "lightning"), "query",
@@ -127,6 +132,9 @@ def finish(proc: subprocess.Popen) -> float:
 
 
 def cell(host, args, queue, congestions):
+    """Validators with these congestion controllers, started together through one
+    bottleneck: each one's elapsed seconds, and the share of datagrams towards the miner
+    that the queue dropped."""
     # A miner per cell: every validator reaches it from the relay's one address, and the
     # miner's per-address handshake rate limit would refuse a long run's later ones.
     miner, hotkey, miner_port = start_miner()
