@@ -18,11 +18,11 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1_452;
 /// [`TransportOptions::mtu_ceiling`]): the largest UDP payload IPv4 carries. A loopback
 /// device's MTU is 64 KiB on Linux (16 KiB on macOS, where black-hole detection brings a
 /// connection down to 1,200 bytes and discovery then stops below 16 KiB), so packets
-/// that large cut the per-packet work of a validator and a miner on one host to a fraction (1 KB requests are packed dozens to
-/// a packet; a 1 MB answer is 16 packets instead of 720). Other paths are not probed
-/// that high by default: quinn counts a probe against the congestion window until it is
-/// acknowledged or lost, so probes far above a 1,500-byte path's MTU would hold back
-/// data for a round trip each.
+/// that large cut the per-packet work of a validator and a miner on one host to a
+/// fraction (1 KB requests are packed dozens to a packet; a 1 MB answer is 16 packets
+/// instead of 720). Other paths are not probed that high by default: quinn counts a
+/// probe against the congestion window until it is acknowledged or lost, so probes far
+/// above a 1,500-byte path's MTU would hold back data for a round trip each.
 pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_507;
 
 /// Whether `ip` is a loopback address (IPv4-mapped ones included), where
@@ -311,11 +311,12 @@ impl TransportOptions {
                 // endpoint task doing nothing else meanwhile. The binary search from 1,200
                 // bytes (~12 probes each way, 1.4 MiB) made `lightning query` on loopback
                 // take 3.6 ms to connect and 3.3-4.4 ms (up to 42) for its first answer;
-                // starting at the ceiling, 1.9-2.3 ms and 0.18 ms. Initial packets are still
-                // padded to 1,200 bytes only (`min_mtu`). Where the loopback address fronts
-                // a smaller path (a local relay, macOS's 16 KiB loopback), quinn's black-hole
-                // detection drops the connection to 1,200 bytes after the first large
-                // packets are lost, and discovery searches upwards again after its cooldown.
+                // starting at the ceiling, 1.9-2.5 ms and 0.18-0.24 ms. Initial packets are
+                // still padded to 1,200 bytes only (`min_mtu`). Where the loopback address
+                // fronts a smaller path (a local relay, macOS's 16 KiB loopback), quinn's
+                // black-hole detection drops the connection to 1,200 bytes after the first
+                // large packets are lost, and discovery searches upwards again after its
+                // cooldown.
                 t.initial_mtu(ceiling);
                 // Cubic's 14,720-byte start is less than one such packet. (When these
                 // connections still probed up to it, a 33 KB probe counted against that
