@@ -14,6 +14,7 @@ mod keygen;
 mod load;
 mod metrics_http;
 mod query;
+mod refusals;
 mod seed;
 mod serve;
 mod stats;

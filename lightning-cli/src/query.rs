@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lightning_tokio::{CongestionControl, QuicAxonInfo};
+use lightning_tokio::{
+    error::HandshakeError, CongestionControl, HandshakeCause, LightningError, QuicAxonInfo,
+};
 use serde_json::json;
 
 use crate::load::{self, Kind, LoadResult, StreamParams, Workload};
@@ -126,6 +128,7 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("client stopped: {e}"))?;
     let connect = connecting.elapsed();
     let connect_error = report.failed.first().map(|(_, e)| e.to_string());
+    let hint = report.failed.first().and_then(|(_, e)| connect_hint(e));
 
     let result = match &connect_error {
         Some(e) => LoadResult {
@@ -156,12 +159,18 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
 
     if args.json {
         let mut summary = summary_json(&args, &kind, connect, &connect_error, &result);
+        if let Some(hint) = hint {
+            summary["hint"] = json!(hint);
+        }
         if let Some(echo) = &then_echo {
             summary["then_echo"] = json!(echo.as_ref().map_or_else(|e| e.as_str(), |()| "ok"));
         }
         println!("{summary}");
     } else {
         print_summary(&args, &kind, target, connect, &connect_error, &result);
+        if let Some(hint) = hint {
+            println!("  hint        {hint}");
+        }
         if let Some(echo) = &then_echo {
             let outcome = echo.as_ref().map_or_else(|e| e.as_str(), |()| "ok");
             println!("  then echo   {outcome}");
@@ -175,6 +184,22 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
             ExitCode::FAILURE
         },
     )
+}
+
+/// What to check when connecting failed in a way whose message cannot say why.
+fn connect_hint(error: &LightningError) -> Option<&'static str> {
+    match error {
+        // The wire carries no reason for a refusal (PROTOCOL §5.7), so the error cannot
+        // name one; the miner's side knows it (`lightning serve` prints its refusals).
+        LightningError::Handshake(HandshakeCause::Refused(HandshakeError::Rejected)) => Some(
+            "the miner refused the handshake without saying why (the protocol carries no \
+             reason; `lightning serve` prints its refusals by reason). Usual causes: this \
+             validator's hotkey is not admitted (`serve --validators`), more than 30 \
+             handshakes a minute from this IP address, or this machine's clock more than \
+             60 s ahead of the miner's or 300 s behind it",
+        ),
+        _ => None,
+    }
 }
 
 /// One 1 KiB echo on the connection the load used.

@@ -2,11 +2,13 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use clap::Args;
 use lightning_cli::synapses::with_synapses;
-use lightning_tokio::{CongestionControl, ServerBuilder};
+use lightning_tokio::{CongestionControl, LightningServer, ServerBuilder};
 
+use crate::refusals;
 use crate::seed::{KeyArgs, KeySource};
 
 /// Options of `lightning serve`.
@@ -55,6 +57,11 @@ pub struct ServeArgs {
     /// frames; towards a validator on a loopback address packets are 64 KiB anyway.
     #[arg(long, value_name = "BYTES")]
     pub max_udp_payload: Option<u16>,
+
+    /// Every SECS seconds, print to stderr the handshakes refused since the last line, by
+    /// reason (nothing when there were none; 0: never). Validators are not told why.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub refusals_every: u64,
 }
 
 /// Reads a validator list: one SS58 hotkey per line, `#` starts a comment.
@@ -163,9 +170,19 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         eprintln!("lightning serve: metrics at http://{bound}/metrics");
     }
 
+    let refusals = (args.refusals_every > 0).then(|| {
+        tokio::spawn(report_refusals(
+            server.clone(),
+            Duration::from_secs(args.refusals_every),
+        ))
+    });
+
     let signal = shutdown.wait().await;
     eprintln!("lightning serve: {signal} received, stopping");
     if let Some((_, task)) = metrics {
+        task.abort();
+    }
+    if let Some(task) = refusals {
         task.abort();
     }
     let served = server.stats().await.map(|s| s.stats.requests).ok();
@@ -178,6 +195,26 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         None => eprintln!("lightning serve: stopped"),
     }
     Ok(())
+}
+
+/// Prints, every `every`, the handshakes refused since the last look (see
+/// [`crate::refusals`]).
+async fn report_refusals(server: std::sync::Arc<LightningServer>, every: Duration) {
+    let period = format!("in the last {} s", every.as_secs());
+    let mut seen = refusals::Counts::new();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        // An error means the server is stopping; the signal path reports that.
+        let Ok(metrics) = server.metrics().await else {
+            return;
+        };
+        let now: refusals::Counts = metrics.handshakes_refused.iter().collect();
+        if let Some(line) = refusals::describe(&seen, &now, &period) {
+            eprintln!("lightning serve: {line}");
+        }
+        seen = now;
+    }
 }
 
 /// Signal handlers, installed before the server announces itself so that a signal sent

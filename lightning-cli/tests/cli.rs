@@ -38,6 +38,11 @@ fn serve() -> Miner {
 }
 
 fn serve_with(extra: &[&str]) -> Miner {
+    serve_with_stderr(extra, Stdio::null())
+}
+
+/// A miner whose stderr goes to `stderr` (piped: taken from `miner.guard.0.stderr`).
+fn serve_with_stderr(extra: &[&str], stderr: Stdio) -> Miner {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -50,7 +55,7 @@ fn serve_with(extra: &[&str]) -> Miner {
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn lightning serve");
     let stdout = child.stdout.take().unwrap();
@@ -467,6 +472,60 @@ fn serve_admits_only_listed_validators() {
     assert!(
         err.contains("bad.txt:1") && err.contains("not an SS58 hotkey"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused validator learns no reason (the wire has none): the query names the usual
+/// causes, and the miner prints the refusal with its reason.
+#[test]
+fn a_refused_handshake_is_explained_on_both_sides() {
+    let dir = std::env::temp_dir().join(format!("lightning-refusals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("validators.txt");
+    let other = Keypair::from_seed(&[0x08; 32]).hotkey();
+    std::fs::write(&list, format!("{other}\n")).unwrap();
+    let list = list.to_str().unwrap();
+    let mut miner = serve_with_stderr(
+        &["--validators", list, "--refusals-every", "1"],
+        Stdio::piped(),
+    );
+    let stderr = BufReader::new(miner.guard.0.stderr.take().unwrap());
+    // The miner's stderr, line by line, read on a thread so that a silent miner fails
+    // the test by the deadline below instead of hanging it.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let (out, s) = query(&miner, &miner.hotkey, &["-n", "1", "--timeout-ms", "3000"]);
+    assert!(!out.status.success(), "unlisted validator admitted: {s}");
+    let error = s["first_error"].as_str().unwrap();
+    assert!(error.ends_with("Handshake rejected by miner"), "{error}");
+    let hint = s["hint"].as_str().unwrap_or_else(|| panic!("no hint: {s}"));
+    assert!(
+        hint.contains("--validators") && hint.contains("30 handshakes a minute"),
+        "{hint}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("refused") => break line,
+            Ok(_) => continue,
+            Err(e) => panic!("the miner printed no refusal within 20 s ({e})"),
+        }
+    };
+    assert!(
+        report.contains(
+            "refused 1 handshake in the last 1 s: not_permitted 1 (hotkey not in --validators)"
+        ),
+        "{report}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -49,7 +49,15 @@ pub enum HandshakeError {
     InvalidSs58(Ss58Error),
     /// The response has an empty signature.
     EmptySignature,
-    /// The peer answered `accepted = false`.
+    /// The peer answered `accepted = false`. The wire carries no reason: a miner refuses
+    /// for any of the server-side variants here (commonly [`NotPermitted`],
+    /// [`RateLimited`], [`TooOld`] or [`TooFarInFuture`]: a clock off), and only the
+    /// miner's side knows which (`ServerEvent::HandshakeRejected`, its metrics).
+    ///
+    /// [`NotPermitted`]: HandshakeError::NotPermitted
+    /// [`RateLimited`]: HandshakeError::RateLimited
+    /// [`TooOld`]: HandshakeError::TooOld
+    /// [`TooFarInFuture`]: HandshakeError::TooFarInFuture
     Rejected,
     /// Too many handshake attempts from this IP in the last minute.
     RateLimited,
