@@ -4,24 +4,7 @@
 //! and nothing else: the driver's poll loop, the simulator and the fuzz harness all call
 //! these six methods, so what the tests exercise is what production runs.
 //!
-//! # The drive contract
-//!
-//! Inputs are [`SansIo::handle_datagram`], [`SansIo::handle_timeout`] and the role's own
-//! commands (`connect`, `request`, `respond`, …). Outputs are [`SansIo::poll_transmit`],
-//! [`SansIo::poll_event`] and [`SansIo::poll_timeout`]. After any input:
-//!
-//! * `poll_transmit` and `poll_event` may be drained in any order and interleaved
-//!   freely; acting on an event (issuing commands) is just another input;
-//! * before sleeping, call `poll_transmit` until it returns `None`, and only **then**
-//!   `poll_timeout`: sending can arm or move a timer (loss detection, pacing), so a
-//!   deadline read earlier may be stale;
-//! * call `handle_timeout(now)` once `now` reaches that deadline, then drain again.
-//!
-//! Events left undrained are kept, in order, until polled; they cost memory, not
-//! correctness. The endpoints never read a clock: `now` is whatever the caller says
-//! (a virtual clock in tests, `Instant::now()` in production), and must not go
-//! backwards. A simulator test (`drain_order` in `lightning-proto/tests/endpoint_sim.rs`)
-//! drains in random legal orders and checks that every request is answered exactly once.
+//! The rule for driving it, the drive contract, is in [`SansIo`]'s documentation.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -46,7 +29,26 @@ pub struct Datagram {
 }
 
 /// The sans-IO surface of an endpoint: datagrams and timeouts in, datagrams, events and
-/// one deadline out. See the [module documentation](self) for the order of calls.
+/// one deadline out.
+///
+/// # The drive contract
+///
+/// Inputs are [`SansIo::handle_datagram`], [`SansIo::handle_timeout`] and the role's own
+/// commands (`connect`, `request`, `respond`, …). Outputs are [`SansIo::poll_transmit`],
+/// [`SansIo::poll_event`] and [`SansIo::poll_timeout`]. After any input:
+///
+/// * `poll_transmit` and `poll_event` may be drained in any order and interleaved
+///   freely; acting on an event (issuing commands) is just another input;
+/// * before sleeping, call `poll_transmit` until it returns `None`, and only **then**
+///   `poll_timeout`: sending can arm or move a timer (loss detection, pacing), so a
+///   deadline read earlier may be stale;
+/// * call `handle_timeout(now)` once `now` reaches that deadline, then drain again.
+///
+/// Events left undrained are kept, in order, until polled; they cost memory, not
+/// correctness. The endpoints never read a clock: `now` is whatever the caller says
+/// (a virtual clock in tests, `Instant::now()` in production), and must not go
+/// backwards. A simulator test (`drain_order` in `lightning-proto/tests/endpoint_sim.rs`)
+/// drains in random legal orders and checks that every request is answered exactly once.
 pub trait SansIo {
     /// What the endpoint reports to its application.
     type Event;

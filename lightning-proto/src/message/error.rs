@@ -70,7 +70,7 @@ pub enum DecodeError {
         /// Where.
         field: &'static str,
     },
-    /// Bytes after the map given to [`DataMap::from_raw`].
+    /// Bytes after the map given to [`DataMap::from_raw`](crate::message::DataMap::from_raw).
     TrailingBytes {
         /// Where.
         field: &'static str,
