@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p lightning-benches -- [--quick] [--in-process | --wan]
 //!     [--out DIR] [--only system,system] [--threads N] [--profiles lan,continent,world]
+//!     [--seed N]
 //! cargo run --release -p lightning-benches -- --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]
 //! cargo run --release -p lightning-benches -- --shared-cost
 //! ```
@@ -65,6 +66,9 @@ fn main() -> ExitCode {
     let mut wan_plan = WanPlan::full();
     let (mut in_process, mut wan) = (false, false);
     let mut out = None;
+    // The WAN relays' loss and jitter seed; applied after the loop, which --quick and
+    // --tiny would otherwise reset.
+    let mut seed = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -118,6 +122,10 @@ fn main() -> ExitCode {
                 }
                 None => return usage("--threads needs a number"),
             },
+            "--seed" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => seed = Some(n),
+                None => return usage("--seed needs a number"),
+            },
             "-h" | "--help" => return usage(""),
             other => return usage(&format!("unknown argument {other}")),
         }
@@ -126,6 +134,12 @@ fn main() -> ExitCode {
         server_exe: std::env::current_exe().ok(),
         verbose: true,
     };
+    if let Some(seed) = seed {
+        if !wan {
+            return usage("--seed applies to --wan only");
+        }
+        wan_plan.seed = seed;
+    }
     if wan {
         let out = out.unwrap_or_else(|| PathBuf::from("benches/results/wan"));
         return run_wan_and_write(wan_plan, opts, &out);
@@ -218,7 +232,7 @@ fn usage(problem: &str) -> ExitCode {
         eprintln!("{problem}");
     }
     eprintln!(
-        "usage: lightning-bench [--quick|--tiny] [--in-process | --wan [--profiles lan,continent,world]]\n\
+        "usage: lightning-bench [--quick|--tiny] [--in-process | --wan [--profiles lan,continent,world] [--seed N]]\n\
          \x20                      [--out DIR] [--only a,b] [--threads N]\n\
          \x20      lightning-bench --soak-2p SYSTEM [N] [SIZE] [CONCURRENCY]\n\
          \x20      lightning-bench --soak SYSTEM SIZE CONCURRENCY SECONDS\n\
