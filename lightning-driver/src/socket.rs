@@ -21,6 +21,11 @@ const SLOT: usize = 64 * 1024;
 /// against 629, two processes). Small datagrams are still batched 44 to a slot by GRO.
 const RECV_BATCH: usize = 8;
 
+/// Whether a receive call that filled fewer than [`RECV_BATCH`] messages left the socket
+/// queue empty. True where quinn-udp receives with `recvmmsg`, which stops short only
+/// when the queue runs dry; elsewhere a call may return one datagram of many.
+const DRAINED_BY_SHORT_BATCH: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// Socket buffer size asked for by default. Kernel defaults (~208 KiB) drop packets as
 /// soon as a 10 KB+ burst arrives faster than the endpoint task reads.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -206,9 +211,23 @@ impl<R: Runtime> EndpointSocket<R> {
                 let mut chunks = self.recv_buf.chunks_mut(SLOT);
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()))
             };
-            let result = self
-                .io
-                .try_io(Direction::Read, |sock| state.recv(sock, &mut slices, metas));
+            let mut short = 0;
+            let result = self.io.try_io(Direction::Read, |sock| {
+                let count = state.recv(sock, &mut slices, metas)?;
+                if DRAINED_BY_SHORT_BATCH && count < RECV_BATCH {
+                    // The queue was empty when the kernel filled this batch: reporting
+                    // WouldBlock clears the runtime's readiness now instead of after one
+                    // more receive call that would only say so (one syscall per
+                    // wake-up). A datagram arriving after this read raises a new edge.
+                    short = count;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(count)
+            });
+            let result = match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+                other => other,
+            };
             match result {
                 Ok(count) => {
                     let slots = &mut self.slots;
