@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use lightning_tokio::{
-    error::HandshakeError, CongestionControl, HandshakeCause, LightningError, QuicAxonInfo,
+    error::HandshakeError, CongestionControl, ConnectCause, HandshakeCause, LightningError,
+    QuicAxonInfo,
 };
 use serde_json::json;
 
@@ -197,6 +198,12 @@ fn connect_hint(error: &LightningError) -> Option<&'static str> {
              validator's hotkey is not admitted (`serve --validators`), more than 30 \
              handshakes a minute from this IP address, or this machine's clock more than \
              60 s ahead of the miner's or 300 s behind it",
+        ),
+        // QUIC over UDP hears nothing back from a closed port or a dropping firewall.
+        LightningError::Connect(ConnectCause::TimedOut(_)) => Some(
+            "nothing answered the QUIC handshake: check that a miner listens on this UDP \
+             address and port (`serve --host` / `--port`, the axon's advertised IP) and \
+             that no firewall drops UDP on the way",
         ),
         _ => None,
     }

@@ -530,6 +530,38 @@ fn a_refused_handshake_is_explained_on_both_sides() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Nothing listens on port 9: the connect timeout comes with a hint on where to look.
+#[test]
+fn a_connect_timeout_names_what_to_check() {
+    let hotkey = Keypair::from_seed(&[0x09; 32]).hotkey();
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--port",
+            "9",
+            "--hotkey",
+            &hotkey,
+            "--timeout-ms",
+            "300",
+        ])
+        .args(["--seed", VALIDATOR_SEED, "--json"])
+        .output()
+        .expect("run query");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    let error = s["first_error"].as_str().unwrap();
+    assert!(
+        error.ends_with("Connection to 127.0.0.1:9 timed out"),
+        "{error}"
+    );
+    let hint = s["hint"].as_str().unwrap_or_else(|| panic!("no hint: {s}"));
+    assert!(
+        hint.contains("nothing answered the QUIC handshake"),
+        "{hint}"
+    );
+}
+
 #[test]
 fn a_hotkey_that_is_not_ss58_fails_at_once() {
     // Nothing listens on port 9: before the check, this waited for the 10 s connect timeout.
