@@ -530,26 +530,25 @@ fn a_refused_handshake_is_explained_on_both_sides() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Nothing listens on port 9: the connect timeout comes with a hint on where to look.
-#[test]
-fn a_connect_timeout_names_what_to_check() {
-    let hotkey = Keypair::from_seed(&[0x09; 32]).hotkey();
+/// `lightning query --json` towards 127.0.0.1:9, where nothing listens: it must fail;
+/// returns its JSON summary.
+fn query_nothing_listening(hotkey: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
-        .args([
-            "query",
-            "--port",
-            "9",
-            "--hotkey",
-            &hotkey,
-            "--timeout-ms",
-            "300",
-        ])
+        .args(["query", "--port", "9", "--hotkey", hotkey])
         .args(["--seed", VALIDATOR_SEED, "--json"])
+        .args(extra)
         .output()
         .expect("run query");
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    serde_json::from_str(stdout.trim()).expect("JSON summary")
+}
+
+/// The connect timeout comes with a hint on where to look.
+#[test]
+fn a_connect_timeout_names_what_to_check() {
+    let hotkey = Keypair::from_seed(&[0x09; 32]).hotkey();
+    let s = query_nothing_listening(&hotkey, &["--timeout-ms", "300"]);
     let error = s["first_error"].as_str().unwrap();
     assert!(
         error.ends_with("Connection to 127.0.0.1:9 timed out"),
@@ -564,25 +563,10 @@ fn a_connect_timeout_names_what_to_check() {
 
 #[test]
 fn a_hotkey_that_is_not_ss58_fails_at_once() {
-    // Nothing listens on port 9: before the check, this waited for the 10 s connect timeout.
+    // Before the check, this waited for the 10 s connect timeout.
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .args([
-            "query",
-            "--port",
-            "9",
-            "--hotkey",
-            "notakey",
-            "--seed",
-            VALIDATOR_SEED,
-            "--json",
-        ])
-        .output()
-        .expect("run query");
+    let s = query_nothing_listening("notakey", &[]);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(!out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
     assert_eq!(s["connected"], false, "{s}");
     let error = s["first_error"].as_str().unwrap();
     assert!(
