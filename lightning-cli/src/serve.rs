@@ -59,8 +59,10 @@ pub struct ServeArgs {
     pub max_udp_payload: Option<u16>,
 
     /// Every SECS seconds, print to stderr the handshakes refused since the last line, by
-    /// reason (nothing when there were none; 0: never). Validators are not told why.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// reason (nothing when there were none; 0: never; at most 86400). Validators are not
+    /// told why.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub refusals_every: u64,
 }
 

@@ -312,6 +312,19 @@ fn a_packet_ceiling_out_of_range_is_refused_with_a_reason() {
     );
 }
 
+/// A report period that would overflow the clock is refused, not a panic.
+#[test]
+fn a_refusal_report_period_out_of_range_is_refused_with_a_reason() {
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--seed", MINER_SEED])
+        .args(["--refusals-every", "18446744073709551615"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not in 0..=86400"), "{stderr}");
+}
+
 #[test]
 fn demo_runs_clean_with_short_steps() {
     let out = Command::new(BIN)
