@@ -28,7 +28,15 @@ class LightningConnectionError(LightningError, ConnectionError):
 
 
 class HandshakeError(LightningConnectionError):
-    """The Lightning handshake failed or the peer refused it (wrong hotkey, no permit)."""
+    """The Lightning handshake failed or the peer refused it (wrong hotkey, no permit).
+
+    A miner's refusal carries no reason on the wire, so the message then reads only
+    ``Handshake rejected by miner``. Usual causes: the validator hotkey is not admitted by
+    the miner, more than 30 handshakes a minute from one IP address (the default limit),
+    or a clock more than 60 s ahead of the miner's or 300 s behind it. The miner counts
+    refusals by reason (``LightningServer.metrics()["handshakes_refused"]``;
+    ``lightning serve`` prints them).
+    """
 
 
 class QueryTimeout(LightningConnectionError, TimeoutError):
