@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use lightning_tokio::proto::handshake::MAX_FUTURE_SKEW_SECS;
 use lightning_tokio::{
     error::HandshakeError, CongestionControl, ConnectCause, HandshakeCause, LightningError,
-    QuicAxonInfo,
+    QuicAxonInfo, ServerConfig,
 };
 use serde_json::json;
 
@@ -160,7 +161,7 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
 
     if args.json {
         let mut summary = summary_json(&args, &kind, connect, &connect_error, &result);
-        if let Some(hint) = hint {
+        if let Some(hint) = &hint {
             summary["hint"] = json!(hint);
         }
         if let Some(echo) = &then_echo {
@@ -169,7 +170,7 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
         println!("{summary}");
     } else {
         print_summary(&args, &kind, target, connect, &connect_error, &result);
-        if let Some(hint) = hint {
+        if let Some(hint) = &hint {
             println!("  hint        {hint}");
         }
         if let Some(echo) = &then_echo {
@@ -188,22 +189,28 @@ pub async fn run(args: QueryArgs) -> Result<ExitCode, String> {
 }
 
 /// What to check when connecting failed in a way whose message cannot say why.
-fn connect_hint(error: &LightningError) -> Option<&'static str> {
+fn connect_hint(error: &LightningError) -> Option<String> {
     match error {
         // The wire carries no reason for a refusal (PROTOCOL §5.7), so the error cannot
         // name one; the miner's side knows it (`lightning serve` prints its refusals).
-        LightningError::Handshake(HandshakeCause::Refused(HandshakeError::Rejected)) => Some(
-            "the miner refused the handshake without saying why (the protocol carries no \
-             reason; `lightning serve` prints its refusals by reason). Usual causes: this \
-             validator's hotkey is not admitted (`serve --validators`), more than 30 \
-             handshakes a minute from this IP address, or this machine's clock more than \
-             60 s ahead of the miner's or 300 s behind it",
-        ),
+        // The limits quoted are the server defaults.
+        LightningError::Handshake(HandshakeCause::Refused(HandshakeError::Rejected)) => {
+            let limits = ServerConfig::default();
+            Some(format!(
+                "the miner refused the handshake without saying why (the protocol carries \
+                 no reason; `lightning serve` prints its refusals by reason). Usual causes: \
+                 this validator's hotkey is not admitted (`serve --validators`), more than \
+                 {} handshakes a minute from this IP address, or this machine's clock more \
+                 than {MAX_FUTURE_SKEW_SECS} s ahead of the miner's or {} s behind it",
+                limits.max_handshake_attempts_per_minute, limits.max_signature_age_secs
+            ))
+        }
         // QUIC over UDP hears nothing back from a closed port or a dropping firewall.
         LightningError::Connect(ConnectCause::TimedOut(_)) => Some(
             "nothing answered the QUIC handshake: check that a miner listens on this UDP \
              address and port (`serve --host` / `--port`, the axon's advertised IP) and \
-             that no firewall drops UDP on the way",
+             that no firewall drops UDP on the way"
+                .into(),
         ),
         _ => None,
     }

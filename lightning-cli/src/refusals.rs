@@ -8,20 +8,33 @@
 
 use std::collections::BTreeMap;
 
+use lightning_tokio::proto::handshake::MAX_FUTURE_SKEW_SECS;
+use lightning_tokio::ServerConfig;
+
 /// Refusals counted so far, by reason code (`HandshakeError::reason_code`, `malformed`).
 pub type Counts = BTreeMap<&'static str, u64>;
 
 /// What a reason code means to a miner's operator, where the code alone does not say.
-fn meaning(reason: &str) -> Option<&'static str> {
+/// The limits quoted are those `lightning serve` runs with (the server defaults).
+fn meaning(reason: &str) -> Option<String> {
+    let limits = ServerConfig::default();
     Some(match reason {
-        "not_permitted" => "hotkey not in --validators",
-        "rate_limited" => "over 30 handshakes a minute from one IP address",
-        "connection_limit" => "the miner's limit of validator hotkeys reached",
-        "too_old" => "signed 300 s ago or more: a validator clock behind, or a replay",
-        "too_far_in_future" => "signed more than 60 s ahead: a validator clock ahead",
-        "replay" => "a nonce seen before",
-        "bad_signature" => "signature does not verify",
-        "malformed" => "a request that did not decode",
+        "not_permitted" => "hotkey not in --validators".into(),
+        "rate_limited" => format!(
+            "over {} handshakes a minute from one IP address",
+            limits.max_handshake_attempts_per_minute
+        ),
+        "connection_limit" => "the miner's limit of validator hotkeys reached".into(),
+        "too_old" => format!(
+            "signed {} s ago or more: a validator clock behind, or a replay",
+            limits.max_signature_age_secs
+        ),
+        "too_far_in_future" => {
+            format!("signed more than {MAX_FUTURE_SKEW_SECS} s ahead: a validator clock ahead")
+        }
+        "replay" => "a nonce seen before".into(),
+        "bad_signature" => "signature does not verify".into(),
+        "malformed" => "a request that did not decode".into(),
         _ => return None,
     })
 }
