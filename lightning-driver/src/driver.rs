@@ -456,7 +456,8 @@ impl<R: Runtime, Ro: Role> Driver<R, Ro> {
         busy |= self.flush(cx, now);
 
         // 6. Re-arm the one timer.
-        // After the last `poll_transmit` (the drive contract on `lightning_proto::endpoint::SansIo`).
+        // After the last `poll_transmit` (the drive contract on
+        // `lightning_proto::endpoint::SansIo`).
         self.deadline = match (
             self.role.endpoint().poll_timeout(),
             self.role.own_deadline(),

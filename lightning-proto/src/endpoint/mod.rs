@@ -11,8 +11,8 @@
 //! | the role's commands (`connect`, `request`, `respond`, …) | `poll_event()` → application events |
 //!
 //! The order of those calls (the drive contract) is written down once, in [`SansIo`]'s
-//! documentation. Nothing happens between calls: the endpoint never reads a clock, so `now` is
-//! whatever you say it is. `examples/std_event_loop.rs` is a complete loop over
+//! documentation. Nothing happens between calls: the endpoint never reads a clock, so
+//! `now` is whatever you say it is. `examples/std_event_loop.rs` is a complete loop over
 //! `std::net::UdpSocket`.
 
 mod budget;

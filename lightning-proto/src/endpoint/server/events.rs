@@ -21,8 +21,12 @@ pub enum SynapseKind {
     Streaming,
 }
 
-/// A request the application must answer with [`Server::respond`](super::Server::respond) (unary) or
-/// [`Server::send_chunk`](super::Server::send_chunk) / [`Server::end_stream`](super::Server::end_stream) (streaming).
+/// A request the application must answer with [`Server::respond`] (unary) or
+/// [`Server::send_chunk`] / [`Server::end_stream`] (streaming).
+///
+/// [`Server::respond`]: super::Server::respond
+/// [`Server::send_chunk`]: super::Server::send_chunk
+/// [`Server::end_stream`]: super::Server::end_stream
 #[derive(Debug, Clone)]
 pub struct IncomingRequest {
     /// Handle for the answer.
@@ -35,7 +39,9 @@ pub struct IncomingRequest {
     pub remote: SocketAddr,
     /// Handler name.
     pub synapse_type: String,
-    /// Where its handler sits: the index [`Server::register_synapse`](super::Server::register_synapse) returned for it.
+    /// Where its handler sits: the index [`Server::register_synapse`] returned for it.
+    ///
+    /// [`Server::register_synapse`]: super::Server::register_synapse
     pub synapse: SynapseIndex,
     /// Request data, undecoded.
     pub data: DataMap,
@@ -105,7 +111,8 @@ pub enum ServerEvent {
 }
 
 /// Room reserved in a streaming response's chunk queue: chunks the application may send
-/// that [`Server::send_chunk`](super::Server::send_chunk) will take whatever else happens meanwhile.
+/// that [`Server::send_chunk`](super::Server::send_chunk) will take whatever else happens
+/// meanwhile.
 ///
 /// The core is the one owner of streaming backpressure: a driver hands this credit to
 /// the handler's sink and holds no chunk queue of its own. A chunk uses one of `chunks`
